@@ -1,0 +1,1 @@
+"""The legacy compatibility shim, kept only for rollback (see docs/rollback.md)."""

@@ -1,0 +1,1 @@
+"""The ``dataforge`` command line (click). One module per verb group."""

@@ -1,0 +1,21 @@
+"""SQLAlchemy 2.0 typed models of the scheduling tables.
+
+``Base.metadata`` is the single description of the target schema; the Alembic migrations are
+checked against it (autogenerate must find nothing).
+"""
+
+from dataforge.models.base import Base, utcnow
+from dataforge.models.lock_lease import LockLease
+from dataforge.models.scheduled_task import SCHEDULE_STATUSES, TASK_TYPES, ScheduledTask
+from dataforge.models.task_execution import EXECUTION_STATES, TaskExecution
+
+__all__ = [
+    "EXECUTION_STATES",
+    "SCHEDULE_STATUSES",
+    "TASK_TYPES",
+    "Base",
+    "LockLease",
+    "ScheduledTask",
+    "TaskExecution",
+    "utcnow",
+]

@@ -1,0 +1,78 @@
+"""``scheduled_tasks``: one row per schedule.
+
+Every legacy column keeps its name, type and meaning (the data migration must be exact and
+the downgrade byte-for-byte); the columns added for the runtime are listed after them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dataforge.models.base import Base, utcnow
+
+__all__ = ["SCHEDULE_STATUSES", "TASK_TYPES", "ScheduledTask"]
+
+TASK_TYPES = ("interval", "cron", "once")
+#: ``done`` is new: a ``once`` row that has run stays in the table, marked done.
+SCHEDULE_STATUSES = ("active", "paused", "disabled", "done")
+
+
+class ScheduledTask(Base):
+    __tablename__ = "scheduled_tasks"
+
+    # --- legacy columns (../shared/legacy/schema.*.sql), unchanged ---------------------------
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    task_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    #: The dispatch field: the registered Celery task name beat sends.
+    task_name: Mapped[str | None] = mapped_column(String(255))
+    #: DEPRECATED. The legacy script reference (``scripts:sync_accounts`` and three other
+    #: spellings). Kept for rollback and for the compat shim; the runtime never imports it.
+    handler_path: Mapped[str | None] = mapped_column(String(255))
+    interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    cron_expression: Mapped[str | None] = mapped_column(String(128))
+    run_at: Mapped[datetime | None] = mapped_column(DateTime)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="UTC", default="UTC")
+    #: A JSON object (after the data migration). Text, not JSON, so the legacy type is kept.
+    handler_kwargs: Mapped[str] = mapped_column(Text, nullable=False, server_default="{}", default="{}")
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="active", default="active")
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    max_retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime)
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime)
+    run_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    success_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    failure_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    last_status: Mapped[str | None] = mapped_column(String(16))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP"), default=utcnow
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP"), default=utcnow, onupdate=utcnow
+    )
+
+    # --- added for the unified runtime -------------------------------------------------------
+    #: The row's original ``handler_kwargs`` text when the data migration had to rewrite it
+    #: (``''``, ``'null'``, Python repr, leaked ``_lock_key``); the downgrade restores it.
+    handler_kwargs_legacy: Mapped[str | None] = mapped_column(Text)
+    #: Per-row override of the missed-run policy (``once`` | ``skip``); NULL = global setting.
+    missed_run_policy: Mapped[str | None] = mapped_column(String(16))
+    #: Why beat refuses this row (unregistered task, bad cron, unknown zone, bad kwargs).
+    #: NULL = healthy. Set once by beat, logged once, cleared when the row is fixed.
+    invalid_reason: Mapped[str | None] = mapped_column(Text)
+    invalid_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (
+        # Beat's only hot query: "active rows due by now" and "the earliest next due time".
+        # Leading on status makes both a range scan over active rows only, so a tick's cost
+        # depends on how many rows are due, not on how many schedules exist.
+        Index("ix_scheduled_tasks_status_next_run_at", "status", "next_run_at"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<ScheduledTask id={self.id} name={self.name!r} task_name={self.task_name!r}>"

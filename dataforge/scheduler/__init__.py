@@ -1,0 +1,1 @@
+"""Scheduling logic that is not Celery glue: the task registry and schedule math."""

@@ -1,0 +1,156 @@
+"""One frozen settings object, read from the environment once, at the edge.
+
+Only :meth:`Settings.from_env` looks at environment variables; the app factory
+(:func:`dataforge.celery_app.create_app`) and the CLI call it and pass the result down.
+Nothing else in the package reads ``os.environ``. docs/configuration.md documents every field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from dataforge.errors import ConfigurationError
+
+__all__ = ["ENV_PREFIX", "LockUnavailablePolicy", "MissedRunPolicy", "Settings"]
+
+ENV_PREFIX = "DATAFORGE_"
+
+#: What a task does when the lock store cannot be reached at ``before_start``.
+#: ``retry``: the run is retried later (never runs unlocked); ``run``: it runs without the lock;
+#: ``skip``: it is recorded as skipped. See docs/configuration.md.
+LockUnavailablePolicy = Literal["retry", "run", "skip"]
+
+#: What beat does with a row whose due time passed while beat (or the database) was down.
+#: ``once``: fire once, then realign to the schedule; ``skip``: realign without firing.
+MissedRunPolicy = Literal["once", "skip"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(name, raw, "expected 1/0, true/false, yes/no or on/off")
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(name, raw, "expected a number of seconds") from None
+    if value < minimum:
+        raise ConfigurationError(name, raw, f"must be >= {minimum}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigurationError(name, raw, f"expected one of {', '.join(choices)}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the runtime needs to know about its environment.
+
+    Defaults are the *embedded* setup: SQLite files in the working directory for the
+    schedules, the broker (kombu's ``sqla+sqlite`` transport works across processes) and the
+    results, and locks in the database, so a fresh machine needs no server at all.
+    """
+
+    database_url: str
+    broker_url: str
+    result_backend: str
+    redis_url: str | None = None
+    task_packages: tuple[str, ...] = ("dataforge.tasks",)
+    legacy_tasks: bool = False
+    #: Lock lease length. Renewed every ttl/3 while the task runs; a killed worker's lock
+    #: frees itself after at most one ttl.
+    lock_ttl: float = 60.0
+    lock_unavailable: LockUnavailablePolicy = "retry"
+    #: Longest beat sleeps between ticks; an edit made by raw SQL shows up within it.
+    beat_max_interval: float = 5.0
+    #: Leader lease of beat; a dead leader is replaced within this bound.
+    beat_leader_ttl: float = 30.0
+    missed_runs: MissedRunPolicy = "once"
+    #: JSON map of legacy ``handler_path`` spellings to task names, written by ``dataforge convert``.
+    legacy_map_file: Path | None = None
+    #: The only namespace legacy ``handler_path`` values may resolve into.
+    scripts_package: str = "scripts"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+        """Build settings from ``DATAFORGE_*`` variables (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+        base = (cwd or Path.cwd()).resolve()
+        database_url = env.get("DATAFORGE_DATABASE_URL") or f"sqlite:///{base / 'dataforge.db'}"
+        broker_url = env.get("DATAFORGE_BROKER_URL") or f"sqla+sqlite:///{base / 'dataforge-broker.db'}"
+        result_backend = (
+            env.get("DATAFORGE_RESULT_BACKEND") or f"db+sqlite:///{base / 'dataforge-results.db'}"
+        )
+        packages = tuple(
+            p.strip() for p in env.get("DATAFORGE_TASK_PACKAGES", "dataforge.tasks").split(",") if p.strip()
+        )
+        if not packages:
+            raise ConfigurationError("DATAFORGE_TASK_PACKAGES", env.get("DATAFORGE_TASK_PACKAGES"), "empty")
+        map_file = env.get("DATAFORGE_LEGACY_MAP_FILE")
+        return cls(
+            database_url=database_url,
+            broker_url=broker_url,
+            result_backend=result_backend,
+            redis_url=env.get("DATAFORGE_REDIS_URL") or None,
+            task_packages=packages,
+            legacy_tasks=_bool(env, "DATAFORGE_LEGACY_TASKS", False),
+            lock_ttl=_float(env, "DATAFORGE_LOCK_TTL", 60.0, minimum=0.5),
+            lock_unavailable=_choice(  # type: ignore[arg-type]
+                env, "DATAFORGE_LOCK_UNAVAILABLE", "retry", ("retry", "run", "skip")
+            ),
+            beat_max_interval=_float(env, "DATAFORGE_BEAT_MAX_INTERVAL", 5.0, minimum=0.05),
+            beat_leader_ttl=_float(env, "DATAFORGE_BEAT_LEADER_TTL", 30.0, minimum=0.5),
+            missed_runs=_choice(env, "DATAFORGE_MISSED_RUNS", "once", ("once", "skip")),  # type: ignore[arg-type]
+            legacy_map_file=Path(map_file) if map_file else None,
+            scripts_package=env.get("DATAFORGE_SCRIPTS_PACKAGE", "scripts") or "scripts",
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests and the CLI's --option overrides)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def as_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process (worker, beat)."""
+        env = {
+            "DATAFORGE_DATABASE_URL": self.database_url,
+            "DATAFORGE_BROKER_URL": self.broker_url,
+            "DATAFORGE_RESULT_BACKEND": self.result_backend,
+            "DATAFORGE_TASK_PACKAGES": ",".join(self.task_packages),
+            "DATAFORGE_LEGACY_TASKS": "1" if self.legacy_tasks else "0",
+            "DATAFORGE_LOCK_TTL": repr(self.lock_ttl),
+            "DATAFORGE_LOCK_UNAVAILABLE": self.lock_unavailable,
+            "DATAFORGE_BEAT_MAX_INTERVAL": repr(self.beat_max_interval),
+            "DATAFORGE_BEAT_LEADER_TTL": repr(self.beat_leader_ttl),
+            "DATAFORGE_MISSED_RUNS": self.missed_runs,
+            "DATAFORGE_SCRIPTS_PACKAGE": self.scripts_package,
+        }
+        if self.redis_url:
+            env["DATAFORGE_REDIS_URL"] = self.redis_url
+        if self.legacy_map_file is not None:
+            env["DATAFORGE_LEGACY_MAP_FILE"] = str(self.legacy_map_file)
+        return env

@@ -1,0 +1,1 @@
+"""libcst codemod that converts legacy ``scripts/*.py`` jobs into registered DataForge tasks."""
