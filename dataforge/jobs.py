@@ -1,0 +1,110 @@
+"""Calling job callables with the parameters they declare (pure logic, no I/O).
+
+The legacy executor passed every message kwarg, plus ``scheduled_task_id`` and ``_lock_key``,
+to ``run(**kwargs)``. Jobs whose ``run`` named its parameters failed in production with
+``TypeError: run() got an unexpected keyword argument '_lock_key'``. :func:`bind_kwargs` is the
+one rule that replaces it:
+
+* a parameter the job names (positional-or-keyword or keyword-only) gets its value;
+* a job with ``**kwargs`` also gets every other *public* key, ``scheduled_task_id``
+  included (the legacy executor gave it to them, and jobs read it from ``kwargs``);
+* internal keys (leading ``_``, e.g. ``_lock_key``) reach a job only if it names them;
+* positional-only parameters and ``*args`` never receive keywords.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dataforge.errors import DataForgeError
+
+__all__ = [
+    "INTERNAL_PREFIX",
+    "SCHEDULE_ID_KWARG",
+    "BoundKwargs",
+    "JobArgumentError",
+    "bind_kwargs",
+    "split_kwargs",
+]
+
+#: The kwarg beat adds to every scheduled message.
+SCHEDULE_ID_KWARG = "scheduled_task_id"
+#: Leading underscore = plumbing of the runtime or of the legacy executor, never job input.
+INTERNAL_PREFIX = "_"
+
+
+class JobArgumentError(DataForgeError, TypeError):
+    """A job needs a parameter the schedule does not provide.
+
+    It is a ``TypeError`` too (what calling the job would have raised) but names the job, the
+    missing parameters and the keys that were available, so the fix (add the key to the
+    schedule's ``handler_kwargs`` or give the parameter a default) is obvious.
+    """
+
+    def __init__(self, job: str, missing: list[str], available: list[str]) -> None:
+        self.job = job
+        self.missing = missing
+        self.available = available
+        super().__init__(
+            f"job {job} needs parameter(s) {', '.join(missing)} that the call does not provide "
+            f"(given: {', '.join(available) or 'nothing'}); add them to the schedule's handler_kwargs "
+            "or give them a default"
+        )
+
+
+@dataclass(frozen=True)
+class BoundKwargs:
+    """The kwargs a job receives, and the keys it was not given (for the run's log line)."""
+
+    kwargs: dict[str, Any]
+    dropped: tuple[str, ...] = field(default=())
+
+
+def _describe(func: Callable[..., Any]) -> str:
+    module = getattr(func, "__module__", None) or "?"
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    return f"{module}.{name}"
+
+
+def split_kwargs(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> BoundKwargs:
+    """:func:`bind_kwargs` plus the list of keys that were left out."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        # No introspectable signature (some builtins / C callables): pass the public keys.
+        public = {k: v for k, v in kwargs.items() if not k.startswith(INTERNAL_PREFIX)}
+        return BoundKwargs(public, tuple(k for k in kwargs if k not in public))
+
+    named = {
+        name
+        for name, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    bound: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in kwargs.items():
+        if key in named or (takes_var_kw and not key.startswith(INTERNAL_PREFIX)):
+            bound[key] = value
+        else:
+            dropped.append(key)
+    missing = [
+        name
+        for name, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and (p.kind is inspect.Parameter.POSITIONAL_ONLY or (name in named and name not in bound))
+    ]
+    if missing:
+        raise JobArgumentError(_describe(func), missing, sorted(kwargs))
+    return BoundKwargs(bound, tuple(dropped))
+
+
+def bind_kwargs(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``kwargs`` that ``func`` accepts (see the module docstring for the rule).
+
+    Raises :class:`JobArgumentError` when a required parameter has no value.
+    """
+    return split_kwargs(func, kwargs).kwargs
