@@ -11,6 +11,9 @@ import pkgutil
 
 from celery import Celery
 
+# Imported for its side effect: the project's only signal handlers connect (once, by
+# dispatch_uid) in every process that loads the app: worker, its children, beat, the CLI.
+from dataforge import celery_signals as _celery_signals  # noqa: F401
 from dataforge.runtime import Runtime
 from dataforge.settings import Settings
 

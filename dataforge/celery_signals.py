@@ -1,0 +1,466 @@
+"""The project's only Celery signal handlers: one ``task_executions`` row per attempt.
+
+Only tasks that opt in (``dataforge_record = True``, set by
+:class:`~dataforge.tasks.base.DataForgeTask`) are recorded; Celery's internal tasks and plain
+tasks are not. Handlers reach settings and the database through ``get_runtime(sender.app)``.
+
+Round trips per run (the worker-overhead benchmark measures them):
+
+* ``task_prerun``: ONE upsert on ``(celery_task_id, attempt)``: the row, state ``running``
+  (a redelivered message resets its own row instead of adding one).
+* ``task_success`` / ``task_failure``: ONE transaction: the execution row goes from
+  ``running`` to its outcome and, only if that UPDATE hit a running row, the schedule's
+  counters move with atomic ``col = col + 1`` SQL (so a duplicate event never counts twice).
+* ``task_retry``: the attempt becomes ``retry``; counters wait for the run's final outcome.
+* ``task_postrun``: closes ``skipped`` runs (state ``IGNORED``) and anything else still
+  running, and writes the one structured log line of the run.
+
+Parent-side events (the worker's main process, where no postrun follows): ``task_failure``
+with ``WorkerLostError`` (child killed: SIGKILL, OOM) marks the attempt ``lost``; a hard time
+limit (``TimeLimitExceeded``) or a terminating ``revoke`` mark it ``failure``. Each frees the
+run lock with ``release_owned_by(key, task_id)``: only if the lock is still held by a token
+of that task id, so a lock that another, live run took meanwhile is never freed.
+
+``next_run_at``: never written here. Beat owns due times (it advances ``next_run_at`` when it
+sends a run), so a worker can never move a due time backwards or race the scheduler.
+``last_run_at`` only moves forward (``max(old, this attempt's start)``).
+
+A database outage never fails a task: every handler catches, logs and counts
+(:func:`recorder_stats`). Handlers connect once however often this module is imported
+(``dispatch_uid``), and hold strong references (``weak=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from celery import signals, states
+from celery.exceptions import TimeLimitExceeded, WorkerLostError
+from sqlalchemy import Connection, Table, case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from dataforge.locks import lock_backend_for
+from dataforge.models import ScheduledTask, TaskExecution, utcnow
+from dataforge.runtime import Runtime, get_runtime
+
+__all__ = [
+    "RUN_LOGGER",
+    "RecorderStats",
+    "connect_handlers",
+    "record_execution_started",
+    "recorder_stats",
+]
+
+log = logging.getLogger(__name__)
+#: The logger of the one structured line per run.
+RUN_LOGGER = "dataforge.runs"
+run_log = logging.getLogger(RUN_LOGGER)
+
+_EXECUTIONS: Table = TaskExecution.__table__  # type: ignore[assignment]
+_SCHEDULES: Table = ScheduledTask.__table__  # type: ignore[assignment]
+_RESULT_MAX = 2000
+_ERROR_MAX = 4000
+_TRACEBACK_MAX = 20000
+
+_OUTCOMES = {
+    states.SUCCESS: "success",
+    states.FAILURE: "failure",
+    states.RETRY: "retry",
+    states.IGNORED: "skipped",
+    states.REJECTED: "failure",
+}
+
+
+@dataclass
+class RecorderStats:
+    """Per-process count of recording failures (database down, schema missing...)."""
+
+    db_errors: int = 0
+    last_error: str | None = None
+    by_event: dict[str, int] = field(default_factory=dict)
+
+
+def recorder_stats(runtime: Runtime) -> RecorderStats:
+    stats: RecorderStats = runtime.component("recorder_stats", lambda _rt: RecorderStats())
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _runtime_for(sender: Any) -> Runtime | None:
+    """The runtime of a recorded task, or None for tasks that did not opt in."""
+    if not getattr(sender, "dataforge_record", False):
+        return None
+    try:
+        return get_runtime(sender.app)
+    except RuntimeError:
+        return None
+
+
+@contextmanager
+def _guard(runtime: Runtime, event: str, task_id: str | None) -> Iterator[None]:
+    """Recording must never fail the task: log, count, carry on."""
+    try:
+        yield
+    except Exception as exc:
+        stats = recorder_stats(runtime)
+        stats.db_errors += 1
+        stats.last_error = repr(exc)
+        stats.by_event[event] = stats.by_event.get(event, 0) + 1
+        log.warning("could not record %s of task %s (%d recording errors so far): %r",
+                    event, task_id, stats.db_errors, exc)
+
+
+def _schedule_id(kwargs: Mapping[str, Any] | None) -> int | None:
+    raw = (kwargs or {}).get("scheduled_task_id")
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def _truncate(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 15] + "...[truncated]"
+
+
+def _summary(result: Any) -> str | None:
+    if result is None:
+        return None
+    try:
+        text = json.dumps(result, default=repr, sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(result)
+    return _truncate(text, _RESULT_MAX)
+
+
+def _error_text(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    return _truncate(f"{type(exc).__name__}: {exc}", _ERROR_MAX)
+
+
+def _duration_ms(request: Any) -> int | None:
+    started = getattr(request, "dataforge_started", None)
+    if started is None:
+        return None
+    return int((time.monotonic() - started) * 1000)
+
+
+def _upsert(dialect: str) -> Callable[..., Any]:
+    if dialect == "postgresql":
+        return postgresql.insert  # type: ignore[no-any-return]
+    if dialect == "sqlite":
+        return sqlite.insert  # type: ignore[no-any-return]
+    raise NotImplementedError(f"execution recording supports PostgreSQL and SQLite, not {dialect}")
+
+
+def record_execution_started(
+    runtime: Runtime,
+    *,
+    task_id: str,
+    task_name: str,
+    attempt: int,
+    kwargs: Mapping[str, Any] | None,
+    worker: str | None,
+    started_at: datetime,
+) -> None:
+    """Upsert the ``running`` row of one attempt (one statement, one round trip)."""
+    te = _EXECUTIONS
+    sid = _schedule_id(kwargs)
+    engine = runtime.db.engine
+    ins = _upsert(engine.dialect.name)(te)
+    handler_path = (kwargs or {}).get("handler_path")
+    values: dict[str, Any] = {
+        "celery_task_id": task_id,
+        "attempt": attempt,
+        "task_name": task_name,
+        "handler_path": handler_path if isinstance(handler_path, str) else None,
+        "status": "running",
+        "started_at": started_at,
+        "worker": worker,
+        # A schedule deleted meanwhile (or a bogus id in a manual call) records NULL instead
+        # of failing the foreign key.
+        "scheduled_task_id": (
+            select(_SCHEDULES.c.id).where(_SCHEDULES.c.id == sid).scalar_subquery() if sid is not None else None
+        ),
+    }
+    stmt = ins.values(**values).on_conflict_do_update(
+        index_elements=[te.c.celery_task_id, te.c.attempt],
+        set_={
+            "status": "running",
+            "started_at": started_at,
+            "finished_at": None,
+            "duration_ms": None,
+            "worker": worker,
+            "error": None,
+            "traceback": None,
+            "result": None,
+        },
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt)
+
+
+def _bump_counters(conn: Connection, schedule_id: int, outcome: str, error: str | None, started: Any) -> None:
+    st = _SCHEDULES
+    values: dict[str, Any] = {
+        "run_count": st.c.run_count + 1,
+        "last_status": outcome,
+        "last_error": error,
+        # Statistics are not edits: keep updated_at (the model's onupdate would bump it).
+        "updated_at": st.c.updated_at,
+    }
+    if outcome == "success":
+        values["success_count"] = st.c.success_count + 1
+    else:
+        values["failure_count"] = st.c.failure_count + 1
+    if started is not None:
+        values["last_run_at"] = case(
+            (st.c.last_run_at.is_(None), started), (st.c.last_run_at < started, started), else_=st.c.last_run_at
+        )
+    conn.execute(update(st).where(st.c.id == schedule_id).values(**values))
+
+
+def _close(
+    runtime: Runtime,
+    *,
+    task_id: str,
+    attempt: int | None,
+    status: str,
+    count_as: str | None,
+    result: str | None = None,
+    error: str | None = None,
+    traceback: str | None = None,
+    duration_ms: int | None = None,
+) -> bool:
+    """Move the attempt's row from ``running`` to ``status``; bump counters if ``count_as``.
+
+    In the worker child (``attempt`` known) this is one UPDATE ... RETURNING plus the counters
+    UPDATE, in one transaction. Parent-side events (``attempt=None``: they may not know it, nor
+    the start time) close whatever row of the task id is still running, computing its duration
+    from the stored start. Returns whether a running row was closed.
+    """
+    te = _EXECUTIONS
+    now = utcnow()
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": now,
+        "result": result,
+        "error": error,
+        "traceback": _truncate(traceback, _TRACEBACK_MAX),
+    }
+    closed: list[tuple[int | None, Any]] = []
+    with runtime.db.engine.begin() as conn:
+        if attempt is not None:
+            stmt = (
+                update(te)
+                .where(te.c.celery_task_id == task_id, te.c.attempt == attempt, te.c.status == "running")
+                .values(**values, duration_ms=duration_ms)
+                .returning(te.c.scheduled_task_id, te.c.started_at)
+            )
+            closed = [(row.scheduled_task_id, row.started_at) for row in conn.execute(stmt)]
+        else:
+            running = conn.execute(
+                select(te.c.id, te.c.scheduled_task_id, te.c.started_at).where(
+                    te.c.celery_task_id == task_id, te.c.status == "running"
+                )
+            ).all()
+            for row in running:
+                took = None if row.started_at is None else max(0, int((now - row.started_at).total_seconds() * 1000))
+                res = conn.execute(
+                    update(te).where(te.c.id == row.id, te.c.status == "running").values(**values, duration_ms=took)
+                )
+                if res.rowcount:
+                    closed.append((row.scheduled_task_id, row.started_at))
+        if count_as is not None:
+            for schedule_id, started in closed:
+                if schedule_id is not None:
+                    _bump_counters(conn, schedule_id, count_as, error, started)
+    return bool(closed)
+
+
+def _log_run(task: Any, task_id: str, kwargs: Mapping[str, Any] | None, attempt: int | None,
+             lock: str | None, outcome: str, duration_ms: int | None, reason: str | None = None) -> None:
+    fields = {
+        "task_id": task_id,
+        "task": getattr(task, "name", None),
+        "schedule": _schedule_id(kwargs),
+        "attempt": attempt,
+        "lock": lock,
+        "outcome": outcome,
+        "duration_ms": duration_ms,
+    }
+    if reason:
+        fields["reason"] = reason
+    run_log.info(
+        "run " + " ".join(f"{k}={v}" for k, v in fields.items()),
+        extra={"dataforge_run": fields},
+    )
+
+
+def _free_lock_of(runtime: Runtime, task: Any, task_id: str, kwargs: Mapping[str, Any] | None) -> None:
+    """Parent side: free the run lock if (and only if) a token of ``task_id`` holds it."""
+    if not getattr(task, "lock_enabled", False):
+        return
+    try:
+        key = task.lock_key_for(kwargs or {})
+        if lock_backend_for(runtime).release_owned_by(key, task_id):
+            log.info("freed lock %s of dead run %s", key, task_id)
+    except Exception:
+        log.warning("could not free the lock of dead run %s; it expires within its TTL", task_id, exc_info=True)
+
+
+# --------------------------------------------------------------------------------------------
+# handlers
+# --------------------------------------------------------------------------------------------
+
+
+def on_task_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
+                   kwargs: Mapping[str, Any] | None = None, **_: Any) -> None:
+    task = task or sender
+    runtime = _runtime_for(task)
+    if runtime is None or task_id is None:
+        return
+    request = task.request
+    request.dataforge_started = time.monotonic()
+    with _guard(runtime, "prerun", task_id):
+        record_execution_started(
+            runtime,
+            task_id=task_id,
+            task_name=task.name,
+            attempt=int(request.retries or 0),
+            kwargs=kwargs,
+            worker=f"{request.hostname or 'local'}:{os.getpid()}",
+            started_at=utcnow(),
+        )
+
+
+def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
+    runtime = _runtime_for(sender)
+    if runtime is None:
+        return
+    request = sender.request
+    with _guard(runtime, "success", request.id):
+        _close(runtime, task_id=request.id, attempt=int(request.retries or 0), status="success",
+               count_as="success", result=_summary(result), duration_ms=_duration_ms(request))
+
+
+def on_task_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
+                    kwargs: Mapping[str, Any] | None = None, einfo: Any = None, **_: Any) -> None:
+    runtime = _runtime_for(sender)
+    if runtime is None or task_id is None:
+        return
+    request = sender.request
+    parent_side = isinstance(exception, (WorkerLostError, TimeLimitExceeded)) or request.id != task_id
+    tb = getattr(einfo, "traceback", None)
+    with _guard(runtime, "failure", task_id):
+        if parent_side:
+            status = "lost" if isinstance(exception, WorkerLostError) else "failure"
+            closed = _close(runtime, task_id=task_id, attempt=None, status=status, count_as="failure",
+                            error=_error_text(exception), traceback=tb)
+            if closed:
+                _log_run(sender, task_id, kwargs, None, None, status, None, _error_text(exception))
+        else:
+            _close(runtime, task_id=task_id, attempt=int(request.retries or 0), status="failure",
+                   count_as="failure", error=_error_text(exception), traceback=tb,
+                   duration_ms=_duration_ms(request))
+    if parent_side:
+        _free_lock_of(runtime, sender, task_id, kwargs)
+
+
+def on_task_retry(sender: Any = None, request: Any = None, reason: Any = None, einfo: Any = None, **_: Any) -> None:
+    runtime = _runtime_for(sender)
+    if runtime is None or request is None:
+        return
+    exc = getattr(reason, "exc", None) or reason
+    error = _error_text(exc) if isinstance(exc, BaseException) else _truncate(str(reason), _ERROR_MAX)
+    parent_side = sender.request.id != request.id
+    with _guard(runtime, "retry", request.id):
+        _close(runtime, task_id=request.id, attempt=None if parent_side else int(request.retries or 0),
+               status="retry", count_as=None, error=error, traceback=getattr(einfo, "traceback", None),
+               duration_ms=None if parent_side else _duration_ms(request))
+    if parent_side:  # cancelled by the worker (connection lost): the child was terminated
+        _free_lock_of(runtime, sender, request.id, request.kwargs)
+
+
+def on_task_postrun(sender: Any = None, task_id: str | None = None, task: Any = None,
+                    kwargs: Mapping[str, Any] | None = None, state: str | None = None, **_: Any) -> None:
+    task = task or sender
+    runtime = _runtime_for(task)
+    if runtime is None or task_id is None:
+        return
+    request = task.request
+    duration = _duration_ms(request)
+    attempt = int(request.retries or 0)
+    outcome = _OUTCOMES.get(state or "", "failure")
+    reason = getattr(request, "dataforge_skip_reason", None)
+    if state not in (states.SUCCESS, states.FAILURE, states.RETRY):
+        # IGNORED (lock held / policy skip / the job raised Ignore), REJECTED, anything else:
+        # no success/failure event closed the row, so close it here; counters do not move.
+        if reason is None and state != states.IGNORED:
+            reason = f"ended in state {state}"
+        with _guard(runtime, "postrun", task_id):
+            _close(runtime, task_id=task_id, attempt=attempt, status=outcome, count_as=None,
+                   error=_truncate(reason, _ERROR_MAX), duration_ms=duration)
+    dropped = getattr(request, "dataforge_dropped", None)
+    if dropped:
+        reason = f"{reason + '; ' if reason else ''}kwargs not accepted by the job: {', '.join(dropped)}"
+    _log_run(task, task_id, kwargs, attempt, getattr(request, "dataforge_lock_key", None), outcome, duration, reason)
+
+
+def on_task_revoked(sender: Any = None, request: Any = None, terminated: bool = False, signum: Any = None,
+                    expired: bool = False, **_: Any) -> None:
+    runtime = _runtime_for(sender)
+    if runtime is None or request is None or not terminated:
+        # Revoked before it started (or expired): nothing ran, no row, no lock of its own.
+        return
+    error = f"revoked: terminated by signal {signum}"
+    with _guard(runtime, "revoked", request.id):
+        if _close(runtime, task_id=request.id, attempt=None, status="failure", count_as="failure", error=error):
+            _log_run(sender, request.id, request.kwargs, None, None, "failure", None, error)
+    _free_lock_of(runtime, sender, request.id, request.kwargs)
+
+
+def on_worker_process_init(**_: Any) -> None:
+    """In each prefork child: drop pools and per-process components inherited from the parent."""
+    from celery import current_app
+
+    runtime = getattr(current_app, "dataforge", None)
+    if isinstance(runtime, Runtime):
+        runtime.after_fork()
+
+
+_HANDLERS: tuple[tuple[Any, Callable[..., None], str], ...] = (
+    (signals.task_prerun, on_task_prerun, "dataforge.task_prerun"),
+    (signals.task_success, on_task_success, "dataforge.task_success"),
+    (signals.task_failure, on_task_failure, "dataforge.task_failure"),
+    (signals.task_retry, on_task_retry, "dataforge.task_retry"),
+    (signals.task_postrun, on_task_postrun, "dataforge.task_postrun"),
+    (signals.task_revoked, on_task_revoked, "dataforge.task_revoked"),
+    (signals.worker_process_init, on_worker_process_init, "dataforge.worker_process_init"),
+)
+
+
+def connect_handlers() -> None:
+    """Connect every handler once: ``dispatch_uid`` makes a second import (even under another
+    module name) a no-op, so no event is ever recorded twice."""
+    for signal, handler, uid in _HANDLERS:
+        signal.connect(handler, weak=False, dispatch_uid=uid)
+
+
+connect_handlers()
