@@ -1,13 +1,75 @@
-"""`dataforge tasks` (placeholder until its issue lands)."""
+"""``dataforge tasks``: the registered tasks, and a check that both registries agree.
+
+``REGISTERED_TASKS`` (what people and ``dataforge schedules`` read) and Celery's registry (what
+a worker runs) are kept by hand in different places; ``--check`` makes CI fail when they drift
+(exit 1), before a schedule is created for a task no worker would run.
+"""
 
 from __future__ import annotations
 
 import click
+from rich.table import Table
+
+from dataforge.cli.common import EXIT_CHANGED, EXIT_FAILED, CliContext, emit_json, pass_cli, stderr_console
 
 __all__ = ["tasks"]
 
 
+def _params_text(params: list[object]) -> str:
+    parts: list[str] = []
+    for p in params:
+        if isinstance(p, dict):
+            name = str(p.get("name", "?"))
+            if p.get("required"):
+                parts.append(f"{name}*")
+            elif "default" in p:
+                parts.append(f"{name}={p['default']!r}")
+            else:
+                parts.append(name)
+        else:
+            parts.append(str(p))
+    return ", ".join(parts)
+
+
 @click.command("tasks")
-def tasks() -> None:
-    """Not implemented yet."""
-    raise click.ClickException("dataforge tasks is not implemented yet")
+@click.option("--json", "as_json", is_flag=True, help="Print the tasks and the check as one JSON document.")
+@click.option("--check", is_flag=True, help="Exit 1 when REGISTERED_TASKS and Celery's registry disagree.")
+@pass_cli
+def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
+    """List the tasks of DATAFORGE_TASK_PACKAGES (REGISTERED_TASKS joined with Celery's registry)."""
+    from dataforge.celery_app import create_app
+    from dataforge.scheduler.registry import check_registry, get_registered_tasks
+
+    try:
+        app = create_app(cli.settings)
+        entries = get_registered_tasks(app)
+        report = check_registry(app)
+    except ImportError as exc:
+        stderr_console().print(
+            f"[red]cannot import the task packages {', '.join(cli.settings.task_packages)}:[/red] {exc}\n"
+            "Check DATAFORGE_TASK_PACKAGES and that the packages are on PYTHONPATH."
+        )
+        raise SystemExit(EXIT_FAILED) from exc
+
+    if as_json:
+        emit_json({"tasks": list(entries.values()), "check": report.to_json()})
+    else:
+        table = Table(title=f"Tasks of {', '.join(cli.settings.task_packages)}")
+        table.add_column("Task", no_wrap=True)
+        for column in ("Name", "Category", "Params", "Status"):
+            table.add_column(column)
+        for name, entry in entries.items():
+            if entry["in_registry"] and entry["in_celery"]:
+                status = "[green]ok[/green]"
+            elif entry["in_celery"]:
+                status = "[yellow]not in REGISTERED_TASKS[/yellow]"
+            else:
+                status = "[red]not registered with Celery[/red]"
+            table.add_row(name, str(entry["name"]), str(entry["category"]), _params_text(entry["params"]), status)
+        cli.console.print(table)
+        if not report.ok:
+            err = stderr_console()
+            for problem in report.problems():
+                err.print(f"[yellow]warning:[/yellow] {problem}")
+    if check and not report.ok:
+        raise SystemExit(EXIT_CHANGED)
