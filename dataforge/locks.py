@@ -367,7 +367,8 @@ class LockRenewer:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopped = False
-        self.lost: list[str] = []
+        #: How many locks this process lost while their run was still going.
+        self.lost = 0
 
     def hold(self, backend: LockBackend, key: str, token: str, ttl: float) -> None:
         """Keep ``key`` alive until :meth:`drop`."""
@@ -406,7 +407,7 @@ class LockRenewer:
                 with self._cond:
                     still_held = self._held.pop((h.key, h.token), None) is not None
                 if still_held:
-                    self.lost.append(h.key)
+                    self.lost += 1
                     log.warning("lost lock %s while its run was still going (taken over or store down)", h.key)
 
     def close(self) -> None:

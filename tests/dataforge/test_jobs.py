@@ -1,0 +1,117 @@
+"""bind_kwargs: a job receives only the parameters its signature accepts (pure logic)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dataforge.jobs import JobArgumentError, bind_kwargs, split_kwargs
+
+MESSAGE = {"days": 7, "scheduled_task_id": 12, "_lock_key": "dataforge:lock:x:12", "extra": "y"}
+
+
+def no_params() -> None: ...
+
+
+def named(days: int, extra: str = "") -> None: ...
+
+
+def keyword_only(*, days: int = 1) -> None: ...
+
+
+def var_kw(**kwargs: Any) -> None: ...
+
+
+def named_and_var_kw(days: int, **kwargs: Any) -> None: ...
+
+
+def declares_internal(days: int, _lock_key: str | None = None, scheduled_task_id: int | None = None) -> None: ...
+
+
+def positional_only(days: int = 1, /, extra: str = "") -> None: ...
+
+
+def test_named_parameters_only() -> None:
+    assert bind_kwargs(named, MESSAGE) == {"days": 7, "extra": "y"}
+
+
+def test_no_parameters_gets_nothing() -> None:
+    assert bind_kwargs(no_params, MESSAGE) == {}
+
+
+def test_keyword_only() -> None:
+    assert bind_kwargs(keyword_only, MESSAGE) == {"days": 7}
+
+
+def test_var_kwargs_gets_public_keys_and_schedule_id_but_never_internal_keys() -> None:
+    assert bind_kwargs(var_kw, MESSAGE) == {"days": 7, "scheduled_task_id": 12, "extra": "y"}
+    assert bind_kwargs(named_and_var_kw, MESSAGE) == {"days": 7, "scheduled_task_id": 12, "extra": "y"}
+
+
+def test_internal_keys_reach_a_job_that_names_them() -> None:
+    assert bind_kwargs(declares_internal, MESSAGE) == {
+        "days": 7,
+        "_lock_key": "dataforge:lock:x:12",
+        "scheduled_task_id": 12,
+    }
+
+
+def test_positional_only_parameters_never_receive_keywords() -> None:
+    assert bind_kwargs(positional_only, MESSAGE) == {"extra": "y"}
+
+
+def test_dropped_keys_are_reported() -> None:
+    assert split_kwargs(named, MESSAGE).dropped == ("scheduled_task_id", "_lock_key")
+
+
+def test_missing_required_parameter_names_the_job_and_the_fix() -> None:
+    with pytest.raises(JobArgumentError) as info:
+        bind_kwargs(named, {"extra": "y"})
+    err = info.value
+    assert isinstance(err, TypeError)  # what calling the job would have raised
+    assert err.missing == ["days"]
+    assert "test_jobs.named" in str(err) and "handler_kwargs" in str(err)
+
+
+def test_required_positional_only_parameter_can_never_be_bound() -> None:
+    def job(a: int, /) -> None: ...
+
+    with pytest.raises(JobArgumentError):
+        bind_kwargs(job, {"a": 1})
+
+
+def test_bound_methods_and_partials() -> None:
+    class Job:
+        def run(self, days: int = 0) -> None: ...
+
+    assert bind_kwargs(Job().run, MESSAGE) == {"days": 7}
+    assert bind_kwargs(functools.partial(named, extra="z"), MESSAGE) == {"days": 7, "extra": "y"}
+
+
+def test_async_jobs_are_bound_the_same_way() -> None:
+    async def run(days: int = 1) -> int:
+        return days
+
+    assert bind_kwargs(run, MESSAGE) == {"days": 7}
+
+
+def test_callable_without_signature_gets_public_keys() -> None:
+    # `dict` has no introspectable signature in CPython's builtins.
+    bound = split_kwargs(dict, {"a": 1, "_lock_key": "k"})
+    assert bound.kwargs == {"a": 1} and bound.dropped == ("_lock_key",)
+
+
+def _job(a: int = 0, b: str = "", *, c: float = 0.0) -> tuple[int, str, float]:
+    return a, b, c
+
+
+@given(st.dictionaries(st.sampled_from(["a", "b", "c", "d", "_x", "scheduled_task_id", "_lock_key"]), st.integers()))
+def test_bound_kwargs_always_call_cleanly(kwargs: dict[str, int]) -> None:
+    bound = bind_kwargs(_job, kwargs)
+    assert set(bound) <= {"a", "b", "c"}
+    assert all(bound[k] == kwargs[k] for k in bound)
+    _job(**bound)  # never "unexpected keyword argument"

@@ -1,0 +1,246 @@
+"""Run locks: the key function, both backends on real stores, renewal, unreachable stores."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from dataforge.db import Database
+from dataforge.errors import LockUnavailableError
+from dataforge.locks import (
+    DatabaseLockBackend,
+    LockBackend,
+    LockRenewer,
+    RedisLockBackend,
+    lock_backend_for,
+    lock_key,
+    make_token,
+    token_owner,
+)
+from dataforge.models import LockLease, utcnow
+from dataforge.runtime import Runtime
+from dataforge.settings import Settings
+from tests.conftest import create_schema
+
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+UNREACHABLE_PG = "postgresql://nobody@127.0.0.1:1/nothing"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what}")
+        time.sleep(0.05)
+
+
+# -- lock_key ---------------------------------------------------------------------------------
+
+
+def test_key_of_a_scheduled_run_is_task_and_schedule() -> None:
+    assert lock_key("dataforge.sync", {"scheduled_task_id": 12, "days": 1}) == "dataforge:lock:dataforge.sync:12"
+    # Other kwargs do not matter: two runs of one schedule always exclude each other.
+    assert lock_key("dataforge.sync", {"scheduled_task_id": 12, "days": 2}) == "dataforge:lock:dataforge.sync:12"
+
+
+def test_key_without_schedule_hashes_canonical_kwargs() -> None:
+    a = lock_key("t", {"a": 1, "b": [1, 2]})
+    assert a.startswith("dataforge:lock:t:kwargs-") and len(a.rsplit("-", 1)[1]) == 64
+    assert a == lock_key("t", {"b": [1, 2], "a": 1})  # key order does not matter
+    assert a == lock_key("t", {"a": 1, "b": [1, 2], "_lock_key": "old"})  # internal keys do not matter
+    assert a != lock_key("t", {"a": 2, "b": [1, 2]})
+    assert lock_key("t", {"scheduled_task_id": None, "a": 1}) != lock_key("t", {"scheduled_task_id": 3, "a": 1})
+
+
+def test_very_long_keys_fit_the_lease_table() -> None:
+    key = lock_key("x" * 300, {"scheduled_task_id": 1})
+    assert len(key) <= 255 and key.startswith("dataforge:lock:sha256-")
+    assert key == lock_key("x" * 300, {"scheduled_task_id": 1})
+
+
+def test_token_carries_its_owner() -> None:
+    token = make_token("3f1c-task-id")
+    assert token_owner(token) == "3f1c-task-id"
+    assert make_token("3f1c-task-id") != token
+    assert token_owner(make_token(None)) == ""
+    assert len(make_token("x" * 500)) <= 64  # dataforge_locks.owner is VARCHAR(64)
+
+
+# -- backends on real stores -----------------------------------------------------------------
+
+
+@pytest.fixture(params=["redis", "sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> Iterator[LockBackend]:
+    if request.param == "redis":
+        b: LockBackend = RedisLockBackend(request.getfixturevalue("redis_url"))
+        yield b
+        b.close()
+        return
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    create_schema(url)
+    db = Database(url)
+    yield DatabaseLockBackend(db)
+    db.dispose()
+
+
+def test_acquire_is_exclusive_and_release_compares_the_token(backend: LockBackend) -> None:
+    token = backend.acquire("k", 30)
+    assert token is not None
+    assert backend.acquire("k", 30) is None
+    assert backend.acquire("other", 30) is not None
+    assert backend.release("k", "not-the-token") is False
+    assert backend.acquire("k", 30) is None
+    assert backend.release("k", token) is True
+    assert backend.release("k", token) is False  # idempotent: already gone
+    assert backend.acquire("k", 30) is not None
+
+
+def test_an_expired_lease_can_be_taken_over_and_the_old_token_is_dead(backend: LockBackend) -> None:
+    old = backend.acquire("k", 0.3)
+    assert old is not None
+    new: list[str | None] = []
+    wait_until(lambda: bool(new.append(backend.acquire("k", 30)) or new[-1]), 10, "expired lease taken over")
+    assert backend.renew("k", old, 30) is False
+    assert backend.release("k", old) is False
+    assert backend.acquire("k", 30) is None  # the new holder still holds it
+
+
+def test_renew_extends_the_lease(backend: LockBackend) -> None:
+    token = backend.acquire("k", 0.5)
+    assert token is not None
+    assert backend.renew("k", token, 60) is True
+    time.sleep(1.0)  # longer than the original lease: only the renewal can keep it
+    assert backend.acquire("k", 30) is None
+    assert backend.renew("k", "wrong", 60) is False
+
+
+def test_release_owned_by_frees_only_the_owners_lock(backend: LockBackend) -> None:
+    assert backend.acquire("k", 30, owner="task-1") is not None
+    assert backend.release_owned_by("k", "task-2") is False
+    assert backend.release_owned_by("k", "") is False
+    assert backend.acquire("k", 30) is None
+    assert backend.release_owned_by("k", "task-1") is True
+    long_owner = "celery-task-" + "x" * 100
+    assert backend.acquire("k", 30, owner=long_owner) is not None
+    assert backend.release_owned_by("k", long_owner) is True
+
+
+def test_concurrent_acquirers_get_one_token(backend: LockBackend) -> None:
+    barrier = threading.Barrier(8)
+    tokens: list[str | None] = []
+
+    def grab() -> None:
+        barrier.wait()
+        tokens.append(backend.acquire("contended", 30))
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(tokens) == 8
+    assert len([t for t in tokens if t]) == 1
+
+
+@pytest.mark.postgres
+def test_database_expiry_uses_the_database_clock(pg_url: str) -> None:
+    create_schema(pg_url)
+    db = Database(pg_url)
+    backend = DatabaseLockBackend(db)
+    assert backend.acquire("k", 3600) is not None
+    with db.session() as s:
+        expires = s.scalar(select(LockLease.expires_at).where(LockLease.key == "k"))
+    assert expires is not None
+    # Naive UTC, one hour ahead (the database's clock, so within a generous margin of ours).
+    assert abs((expires - utcnow()) - timedelta(hours=1)) < timedelta(minutes=5)
+    db.dispose()
+
+
+# -- unreachable stores ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: RedisLockBackend(UNREACHABLE_REDIS), lambda: DatabaseLockBackend(Database(UNREACHABLE_PG))],
+    ids=["redis", "postgres"],
+)
+def test_unreachable_store_raises_on_acquire_and_never_on_release(make: Callable[[], LockBackend]) -> None:
+    backend = make()
+    with pytest.raises(LockUnavailableError) as info:
+        backend.acquire("dataforge:lock:t:1", 30)
+    assert info.value.key == "dataforge:lock:t:1" and info.value.cause is not None
+    assert backend.release("dataforge:lock:t:1", "token") is False
+    assert backend.renew("dataforge:lock:t:1", "token", 30) is False
+    assert backend.release_owned_by("dataforge:lock:t:1", "task") is False
+    backend.close()
+
+
+# -- renewal ---------------------------------------------------------------------------------
+
+
+def test_renewer_keeps_a_lock_for_three_ttls(backend: LockBackend) -> None:
+    ttl = 0.6
+    token = backend.acquire("long-run", ttl)
+    assert token is not None
+    renewer = LockRenewer()
+    try:
+        renewer.hold(backend, "long-run", token, ttl)
+        end = time.monotonic() + 3 * ttl
+        while time.monotonic() < end:
+            assert backend.acquire("long-run", ttl) is None, "the lock expired while its run was going"
+            time.sleep(ttl / 4)
+        assert renewer.lost == 0
+    finally:
+        renewer.drop("long-run", token)
+        renewer.close()
+    assert backend.release("long-run", token) is True
+
+
+def test_renewer_drops_a_lock_it_can_no_longer_renew(redis_url: str) -> None:
+    backend = RedisLockBackend(redis_url)
+    token = backend.acquire("k", 0.6)
+    assert token is not None
+    redis.Redis.from_url(redis_url).set("k", "someone-else")  # taken over behind our back
+    renewer = LockRenewer()
+    try:
+        renewer.hold(backend, "k", token, 0.6)
+        wait_until(lambda: renewer.lost == 1, 10, "renewer noticed the lost lock")
+        assert renewer.holding() == []
+    finally:
+        renewer.close()
+        backend.close()
+
+
+def test_one_renewer_thread_for_many_locks(redis_url: str) -> None:
+    backend = RedisLockBackend(redis_url)
+    renewer = LockRenewer()
+    try:
+        before = threading.active_count()
+        for i in range(20):
+            key = f"k{i}"
+            token = backend.acquire(key, 30)
+            assert token is not None
+            renewer.hold(backend, key, token, 30)
+        assert threading.active_count() == before + 1
+        assert len(renewer.holding()) == 20
+    finally:
+        renewer.close()
+        backend.close()
+
+
+def test_lock_backend_for_follows_the_settings(tmp_path: object, redis_url: str) -> None:
+    embedded = Runtime(Settings.from_env({}, cwd=tmp_path))  # type: ignore[arg-type]
+    server = Runtime(Settings.from_env({"DATAFORGE_REDIS_URL": redis_url}, cwd=tmp_path))  # type: ignore[arg-type]
+    try:
+        assert isinstance(lock_backend_for(embedded), DatabaseLockBackend)
+        assert isinstance(lock_backend_for(server), RedisLockBackend)
+        assert lock_backend_for(server) is lock_backend_for(server)  # one per process
+    finally:
+        embedded.close()
+        server.close()
