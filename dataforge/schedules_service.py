@@ -1,0 +1,603 @@
+"""What ``dataforge schedules`` does, without click: validate, plan and apply schedule writes.
+
+The CLI is a thin shell over this module so the rules are testable without a terminal and
+reusable by anything else that edits schedules (an API, a fixture). The rules:
+
+* Every write is validated in full *before* anything is written: the task must be registered
+  with the Celery app, the schedule (interval / cron + time zone / once) must evaluate with
+  the scheduler's own functions (:mod:`dataforge.scheduler.schedules`; there is no second cron
+  parser here), and the kwargs must be a JSON object that matches the task's declared params.
+  A refused write raises and leaves the table as it was.
+* ``next_run_at`` is computed here with the scheduler's math whenever the timing of a row
+  changes (add, an edit of the schedule or time zone, resume), so beat sees a correct due time
+  on its next tick. Edits that do not touch timing keep the due time.
+* A row this module writes is valid by construction, so the scheduler's "invalid" flag is
+  cleared on every successful add/edit/resume.
+* ``run-now`` sends through the scheduler's own message builder, so a manual run is the same
+  message a scheduled one would be.
+
+Pure planning (``plan_*``) is kept apart from the I/O functions that apply it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import Select, select
+
+from dataforge.db import Database, is_postgres
+from dataforge.errors import DataForgeError, ScheduleError, UnknownTaskError
+from dataforge.jobs import INTERNAL_PREFIX, SCHEDULE_ID_KWARG
+from dataforge.models import EXECUTION_STATES, SCHEDULE_STATUSES, ScheduledTask, TaskExecution, utcnow
+from dataforge.scheduler import schedules
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = [
+    "MISSED_RUN_CHOICES",
+    "ParamSpec",
+    "RunNowResult",
+    "ScheduleEdit",
+    "ScheduleNotFoundError",
+    "ScheduleStateError",
+    "TaskCatalog",
+    "TaskParams",
+    "add_schedule",
+    "catalog_from_app",
+    "check_kwargs",
+    "describe_schedule",
+    "edit_schedule",
+    "execution_to_dict",
+    "find_schedule",
+    "get_schedule",
+    "history",
+    "list_schedules",
+    "parse_at",
+    "pause_schedule",
+    "plan_add",
+    "plan_edit",
+    "plan_resume",
+    "resume_schedule",
+    "run_now",
+    "schedule_to_dict",
+]
+
+#: ``--missed-runs`` values; ``default`` stores NULL (the global DATAFORGE_MISSED_RUNS applies).
+MISSED_RUN_CHOICES = ("once", "skip", "default")
+
+ScheduleType = Literal["interval", "cron", "once"]
+
+
+class ScheduleNotFoundError(DataForgeError):
+    """No schedule has this id or name."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(f"no schedule with id or name {ref!r}; `dataforge schedules list` shows them")
+
+
+class ScheduleStateError(DataForgeError):
+    """The verb does not apply to the row in its current status (resume a done ``once`` row...)."""
+
+    def __init__(self, schedule_id: int, status: str, reason: str) -> None:
+        self.schedule_id = schedule_id
+        self.status = status
+        super().__init__(f"schedule {schedule_id} is {status}: {reason}")
+
+
+# --- the task catalog ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared task parameter (from REGISTERED_TASKS ``params``)."""
+
+    name: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """What a task declares it takes. ``declared=False``: nothing is known, any keys pass."""
+
+    params: tuple[ParamSpec, ...] = ()
+    declared: bool = False
+    #: The task also takes arbitrary keys (a ``**kwargs`` entry in its params).
+    open_ended: bool = False
+
+    @classmethod
+    def from_registry(cls, raw: object) -> TaskParams:
+        """Normalise the seed's ``params``: a list of names or of dicts
+        (``{"name", "required", "default", "kind"...}``). An empty or missing list declares
+        nothing: the seed's own example has ``"params": []`` on a ``**kwargs`` task."""
+        if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
+            return cls()
+        specs: list[ParamSpec] = []
+        open_ended = False
+        for item in raw:
+            if isinstance(item, str):
+                name, required, kind = item, False, ""
+            elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
+                name = item["name"]
+                required = bool(item.get("required", False))
+                kind = str(item.get("kind", "")).lower()
+            else:
+                # An entry we cannot read: do not pretend to know the task's params.
+                return cls()
+            if name.startswith("**") or kind in {"var_keyword", "**"}:
+                open_ended = True
+                continue
+            if name.startswith("*") or kind in {"var_positional", "positional_only"}:
+                continue
+            specs.append(ParamSpec(name=name, required=required))
+        return cls(params=tuple(specs), declared=True, open_ended=open_ended)
+
+
+@dataclass(frozen=True)
+class TaskCatalog:
+    """The task names the worker will accept, with what each declares about its params."""
+
+    tasks: Mapping[str, TaskParams]
+
+    def require(self, task_name: str) -> TaskParams:
+        params = self.tasks.get(task_name)
+        if params is None:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise UnknownTaskError(
+                task_name,
+                f"a schedule can only send a task the worker registers (registered: {known}); "
+                "check the name with `dataforge tasks` or add the task to DATAFORGE_TASK_PACKAGES",
+            )
+        return params
+
+
+def catalog_from_app(app: Celery) -> TaskCatalog:
+    """The schedulable tasks of ``app`` (its task modules imported, as the worker does).
+
+    Celery's registry decides whether a message runs or is discarded as unregistered, so only
+    names a worker runs (``in_celery``) are accepted; REGISTERED_TASKS contributes the params.
+    Built-ins and compat shims are left out by the registry.
+    """
+    from dataforge.scheduler.registry import get_registered_tasks
+
+    return TaskCatalog({
+        name: TaskParams.from_registry(entry.get("params"))
+        for name, entry in get_registered_tasks(app).items()
+        if entry.get("in_celery")
+    })
+
+
+# --- parsing user input ---------------------------------------------------------------------------
+
+
+def parse_at(text: str, timezone: str) -> datetime:
+    """``--at`` to naive UTC (the table's convention). An offset in the text wins; a naive
+    value is read in ``timezone`` (the row's time zone, UTC by default)."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ScheduleError("run_at", text, "not an ISO 8601 date-time; write e.g. 2030-01-31T09:30 "
+                            "or 2030-01-31T09:30+01:00") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=schedules.validate_timezone(timezone))
+    return schedules.to_naive_utc(value)
+
+
+def check_kwargs(task_name: str, kwargs: Mapping[str, Any], params: TaskParams) -> None:
+    """Refuse kwargs the task cannot take: reserved keys always; unknown keys and missing
+    required ones when the task declares its params."""
+    reserved = sorted(k for k in kwargs if k == SCHEDULE_ID_KWARG or k.startswith(INTERNAL_PREFIX))
+    if reserved:
+        raise ScheduleError(
+            "handler_kwargs", dict(kwargs),
+            f"key(s) {', '.join(reserved)} are reserved: beat adds {SCHEDULE_ID_KWARG} to every run and "
+            f"keys starting with {INTERNAL_PREFIX!r} are runtime plumbing; remove them",
+        )
+    if not params.declared:
+        return
+    names = [p.name for p in params.params]
+    if not params.open_ended:
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise ScheduleError(
+                "handler_kwargs", dict(kwargs),
+                f"task {task_name!r} takes no parameter(s) {', '.join(unknown)}; "
+                f"it declares: {', '.join(names) or 'none'}",
+            )
+    missing = [p.name for p in params.params if p.required and p.name not in kwargs]
+    if missing:
+        raise ScheduleError(
+            "handler_kwargs", dict(kwargs),
+            f"task {task_name!r} requires parameter(s) {', '.join(missing)}; add them to --kwargs",
+        )
+
+
+# --- planning writes (pure) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleEdit:
+    """The fields one add/edit sets. ``None`` means "not given" (keep, or the default on add).
+
+    At most one of ``interval_seconds`` / ``cron_expression`` / ``run_at`` may be given; giving
+    one switches the row to that type and clears the other two. ``run_at`` is the raw
+    ``--at`` text, read in the row's (possibly new) time zone.
+    """
+
+    name: str | None = None
+    task_name: str | None = None
+    interval_seconds: int | None = None
+    cron_expression: str | None = None
+    run_at: str | None = None
+    timezone: str | None = None
+    #: ``--kwargs`` text; must be a JSON object (stored re-serialised, keys sorted).
+    handler_kwargs: str | None = None
+    description: str | None = None
+    timeout_seconds: int | None = None
+    clear_timeout: bool = False
+    max_retries: int | None = None
+    missed_run_policy: str | None = None
+    status: str | None = None
+
+    def schedule_kind(self) -> ScheduleType | None:
+        given: list[ScheduleType] = []
+        if self.interval_seconds is not None:
+            given.append("interval")
+        if self.cron_expression is not None:
+            given.append("cron")
+        if self.run_at is not None:
+            given.append("once")
+        if len(given) > 1:
+            raise ScheduleError("task_type", given, "give only one of --interval, --cron, --at")
+        return given[0] if given else None
+
+
+#: The columns whose change moves the due time.
+_TIMING = ("task_type", "interval_seconds", "cron_expression", "run_at", "timezone")
+
+
+def _apply(current: Mapping[str, Any], edit: ScheduleEdit, catalog: TaskCatalog,
+           now: datetime) -> tuple[dict[str, Any], schedules.Schedule]:
+    """The row as it would be after ``edit``, validated in full with the scheduler's own
+    rules (raises on the first fault), and the schedule it describes."""
+    row = dict(current)
+    if edit.name is not None:
+        if not edit.name.strip():
+            raise ScheduleError("name", edit.name, "a schedule needs a non-empty name")
+        row["name"] = edit.name.strip()
+    if edit.task_name is not None:
+        row["task_name"] = edit.task_name
+    if edit.timezone is not None:
+        row["timezone"] = edit.timezone
+    kind = edit.schedule_kind()
+    if kind is not None:
+        row.update(task_type=kind, interval_seconds=None, cron_expression=None, run_at=None)
+        if kind == "interval":
+            row["interval_seconds"] = edit.interval_seconds
+        elif kind == "cron":
+            row["cron_expression"] = edit.cron_expression
+        else:
+            assert edit.run_at is not None
+            run_at = parse_at(edit.run_at, row.get("timezone") or "UTC")
+            if run_at <= now:
+                raise ScheduleError("run_at", edit.run_at, f"is in the past ({run_at.isoformat(sep=' ')} UTC); "
+                                    "give a future time, or use `dataforge schedules run-now` to run it now")
+            row["run_at"] = run_at
+    if edit.description is not None:
+        row["description"] = edit.description or None
+    if edit.clear_timeout:
+        row["timeout_seconds"] = None
+    elif edit.timeout_seconds is not None:
+        row["timeout_seconds"] = edit.timeout_seconds
+    if edit.max_retries is not None:
+        row["max_retries"] = edit.max_retries
+    if edit.missed_run_policy is not None:
+        row["missed_run_policy"] = None if edit.missed_run_policy == "default" else edit.missed_run_policy
+    if edit.status is not None:
+        if edit.status not in SCHEDULE_STATUSES:
+            raise ScheduleError("status", edit.status, f"expected one of {', '.join(SCHEDULE_STATUSES)}")
+        row["status"] = edit.status
+    if edit.handler_kwargs is not None:
+        row["handler_kwargs"] = json.dumps(schedules.parse_kwargs(edit.handler_kwargs), sort_keys=True)
+
+    task_name = row.get("task_name")
+    if not task_name:
+        raise ScheduleError("task_name", task_name, "the schedule has no task; give --task NAME")
+    params = catalog.require(task_name)
+    definition = schedules.validate_definition(
+        task_type=row.get("task_type"),
+        interval_seconds=row.get("interval_seconds"),
+        cron_expression=row.get("cron_expression"),
+        run_at=row.get("run_at"),
+        timezone=row.get("timezone"),
+        handler_kwargs=row.get("handler_kwargs"),
+        timeout_seconds=row.get("timeout_seconds"),
+        max_retries=row.get("max_retries"),
+        missed_run_policy=row.get("missed_run_policy"),
+    )
+    check_kwargs(task_name, definition.kwargs, params)
+    return row, definition.schedule
+
+
+def _healthy(row: dict[str, Any]) -> dict[str, Any]:
+    row["invalid_reason"] = None
+    row["invalid_at"] = None
+    return row
+
+
+def _due(schedule: schedules.Schedule, row: Mapping[str, Any], now: datetime) -> datetime | None:
+    """Beat's own rule for a row without a due time (new, edited, resumed, revived)."""
+    return schedules.first_run_at(schedule, now, row.get("last_run_at"))
+
+
+def plan_add(edit: ScheduleEdit, catalog: TaskCatalog, now: datetime) -> dict[str, Any]:
+    """The column values of a new row, or a raised refusal. ``now`` is naive UTC."""
+    if edit.name is None:
+        raise ScheduleError("name", None, "a schedule needs a name")
+    if edit.task_name is None:
+        raise ScheduleError("task_name", None, "give --task NAME (see `dataforge tasks`)")
+    if edit.schedule_kind() is None:
+        raise ScheduleError("task_type", None, "give one of --interval SECONDS, --cron EXPR or --at DATETIME")
+    defaults: dict[str, Any] = {
+        "timezone": "UTC", "handler_kwargs": "{}", "status": "active", "max_retries": 0,
+        "timeout_seconds": None, "description": None, "missed_run_policy": None, "last_run_at": None,
+    }
+    row, schedule = _apply(defaults, edit, catalog, now)
+    row = _healthy(row)
+    row.pop("last_run_at")
+    row["next_run_at"] = _due(schedule, row, now)
+    return row
+
+
+def plan_edit(current: Mapping[str, Any], edit: ScheduleEdit, catalog: TaskCatalog,
+              now: datetime) -> dict[str, Any]:
+    """The columns an edit changes (only those), or a raised refusal.
+
+    The due time is recomputed with beat's rule when the timing changed (or the row had none);
+    otherwise it stays, so an edit of kwargs never makes a row fire early or skip a run. A
+    ``done`` once row given a new time is active again.
+    """
+    row, schedule = _apply(current, edit, catalog, now)
+    timing_changed = any(row.get(k) != current.get(k) for k in _TIMING)
+    if timing_changed and row.get("status") == "done":
+        row["status"] = "active"
+    if row.get("status") == "active" and (timing_changed or row.get("next_run_at") is None):
+        row["next_run_at"] = _due(schedule, row, now)
+    changes = {k: v for k, v in row.items() if current.get(k) != v}
+    if current.get("invalid_reason") is not None or current.get("invalid_at") is not None:
+        changes.update(invalid_reason=None, invalid_at=None)
+    return changes
+
+
+def plan_resume(current: Mapping[str, Any], catalog: TaskCatalog, now: datetime) -> dict[str, Any]:
+    """Resume a paused/disabled row: validated like an edit, due time realigned from ``now``.
+
+    Runs missed while paused are not replayed (what django-celery-beat users expect when they
+    re-enable a task): beat's :func:`~dataforge.scheduler.schedules.first_run_at` continues an
+    interval's grid after ``now`` and takes a cron's next match after ``now``.
+    """
+    status = current.get("status")
+    schedule_id = int(current.get("id") or 0)
+    if status == "active":
+        raise ScheduleStateError(schedule_id, "active", "it is already running; nothing to resume")
+    if status == "done":
+        raise ScheduleStateError(schedule_id, "done", "this once schedule already ran; give it a new time "
+                                 f"with `dataforge schedules edit {schedule_id} --at DATETIME`")
+    row, schedule = _apply(current, ScheduleEdit(status="active"), catalog, now)
+    row = _healthy(row)
+    row["next_run_at"] = _due(schedule, row, now)
+    return {k: v for k, v in row.items() if current.get(k) != v}
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+_COLUMNS = tuple(c.key for c in ScheduledTask.__table__.columns)
+
+
+def _values(row: ScheduledTask) -> dict[str, Any]:
+    return {c: getattr(row, c) for c in _COLUMNS}
+
+
+def describe_schedule(row: Mapping[str, Any]) -> str:
+    """One human phrase for the timing: ``every 3600s``, ``cron 0 3 * * * (Europe/Berlin)``..."""
+    kind = row.get("task_type")
+    if kind == "interval":
+        return f"every {row.get('interval_seconds')}s"
+    if kind == "cron":
+        return f"cron {row.get('cron_expression')} ({row.get('timezone') or 'UTC'})"
+    if kind == "once":
+        at = row.get("run_at")
+        return f"once at {at.isoformat(sep=' ') if isinstance(at, datetime) else at} UTC"
+    return str(kind)
+
+
+def schedule_to_dict(row: ScheduledTask | Mapping[str, Any]) -> dict[str, Any]:
+    """Every column (datetimes as ISO text, naive UTC) plus ``schedule`` and ``kwargs`` decoded."""
+    values = _values(row) if isinstance(row, ScheduledTask) else dict(row)
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        out[key] = value.isoformat() if isinstance(value, datetime) else value
+    out["schedule"] = describe_schedule(values)
+    try:
+        out["kwargs"] = json.loads(values.get("handler_kwargs") or "{}")
+    except json.JSONDecodeError:
+        out["kwargs"] = None
+    return out
+
+
+def execution_to_dict(row: TaskExecution) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for column in TaskExecution.__table__.columns:
+        value = getattr(row, column.key)
+        out[column.key] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def _by_ref(ref: str | int) -> Select[ScheduledTask]:
+    text = str(ref).strip()
+    if text.isdigit():
+        # An all-digit name is allowed by the schema; the id wins, the name is the fallback.
+        return select(ScheduledTask).where(
+            (ScheduledTask.id == int(text)) | (ScheduledTask.name == text)
+        ).order_by(ScheduledTask.id != int(text))
+    return select(ScheduledTask).where(ScheduledTask.name == text)
+
+
+def find_schedule(db: Database, ref: str | int) -> ScheduledTask:
+    """The row with id or name ``ref``; raises :class:`ScheduleNotFoundError`."""
+    with db.session() as session:
+        row = session.scalars(_by_ref(ref).limit(1)).first()
+        if row is None:
+            raise ScheduleNotFoundError(str(ref))
+        session.expunge(row)
+        return row
+
+
+def get_schedule(db: Database, ref: str | int) -> dict[str, Any]:
+    return schedule_to_dict(find_schedule(db, ref))
+
+
+def list_schedules(db: Database, *, statuses: Iterable[str] = (), task_name: str | None = None,
+                   invalid: bool = False) -> list[dict[str, Any]]:
+    """Rows ordered by id, filtered by status(es), exact task name and/or the invalid flag."""
+    query = select(ScheduledTask).order_by(ScheduledTask.id)
+    wanted = list(statuses)
+    if wanted:
+        query = query.where(ScheduledTask.status.in_(wanted))
+    if task_name:
+        query = query.where(ScheduledTask.task_name == task_name)
+    if invalid:
+        query = query.where(ScheduledTask.invalid_reason.is_not(None))
+    with db.session() as session:
+        return [schedule_to_dict(row) for row in session.scalars(query)]
+
+
+def history(db: Database, ref: str | int, *, limit: int = 20,
+            state: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The schedule and its newest executions (one per attempt), newest first."""
+    if state is not None and state not in EXECUTION_STATES:
+        raise ScheduleError("state", state, f"expected one of {', '.join(EXECUTION_STATES)}")
+    schedule = find_schedule(db, ref)
+    query = (
+        select(TaskExecution)
+        .where(TaskExecution.scheduled_task_id == schedule.id)
+        .order_by(TaskExecution.started_at.desc().nulls_last(), TaskExecution.id.desc())
+        .limit(limit)
+    )
+    if state is not None:
+        query = query.where(TaskExecution.status == state)
+    with db.session() as session:
+        runs = [execution_to_dict(r) for r in session.scalars(query)]
+    return schedule_to_dict(schedule), runs
+
+
+# --- writing ------------------------------------------------------------------------------------------
+
+
+def _locked(db: Database, ref: str | int) -> Select[ScheduledTask]:
+    query = _by_ref(ref).limit(1)
+    # Beat advances next_run_at with a compare-and-set; holding the row while we read and
+    # write it means our write is based on what we read, never on a stale copy.
+    return query.with_for_update() if is_postgres(db.url) else query
+
+
+def add_schedule(db: Database, catalog: TaskCatalog, edit: ScheduleEdit,
+                 now: datetime | None = None) -> dict[str, Any]:
+    """Validate and insert one schedule; returns the new row."""
+    values = plan_add(edit, catalog, now or utcnow())
+    with db.session() as session:
+        if session.scalars(select(ScheduledTask.id).where(ScheduledTask.name == values["name"])).first():
+            raise ScheduleError("name", values["name"], "a schedule with this name exists; pick another name "
+                                "or change it with `dataforge schedules edit`")
+        row = ScheduledTask(**values)
+        session.add(row)
+        session.flush()
+        return schedule_to_dict(row)
+
+
+def _update(db: Database, ref: str | int, plan: Any) -> dict[str, Any]:
+    with db.session() as session:
+        row = session.scalars(_locked(db, ref)).first()
+        if row is None:
+            raise ScheduleNotFoundError(str(ref))
+        changes: dict[str, Any] = plan(_values(row))
+        new_name = changes.get("name")
+        if new_name is not None and session.scalars(
+            select(ScheduledTask.id).where(ScheduledTask.name == new_name, ScheduledTask.id != row.id)
+        ).first():
+            raise ScheduleError("name", new_name, "another schedule has this name; pick another name")
+        for key, value in changes.items():
+            setattr(row, key, value)
+        session.flush()
+        return schedule_to_dict(row)
+
+
+def edit_schedule(db: Database, catalog: TaskCatalog, ref: str | int, edit: ScheduleEdit,
+                  now: datetime | None = None) -> dict[str, Any]:
+    """Validate and apply an edit; returns the row as written."""
+    at = now or utcnow()
+    return _update(db, ref, lambda current: plan_edit(current, edit, catalog, at))
+
+
+def pause_schedule(db: Database, ref: str | int) -> dict[str, Any]:
+    """Beat sends nothing for a paused row; its due time is left for resume to realign."""
+
+    def plan(current: Mapping[str, Any]) -> dict[str, Any]:
+        if current["status"] == "paused":
+            return {}
+        if current["status"] != "active":
+            raise ScheduleStateError(current["id"], current["status"], "only an active schedule can be paused")
+        return {"status": "paused"}
+
+    return _update(db, ref, plan)
+
+
+def resume_schedule(db: Database, catalog: TaskCatalog, ref: str | int,
+                    now: datetime | None = None) -> dict[str, Any]:
+    at = now or utcnow()
+    return _update(db, ref, lambda current: plan_resume(current, catalog, at))
+
+
+@dataclass(frozen=True)
+class RunNowResult:
+    """What ``run-now`` sent: the Celery task id to follow in ``history`` or ``celery events``."""
+
+    schedule_id: int
+    task_name: str
+    celery_task_id: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _send_like_beat(app: Celery, row: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Any:
+    """INTERIM until dataforge.celery_scheduler exposes its message builder: the contract's
+    message shape (kwargs + scheduled_task_id, max_retries header, timeout as time limits)."""
+    from dataforge.tasks.base import MAX_RETRIES_HEADER
+
+    options: dict[str, Any] = {"headers": {MAX_RETRIES_HEADER: row["max_retries"]}}
+    if row.get("timeout_seconds"):
+        options["soft_time_limit"] = row["timeout_seconds"]
+    return app.send_task(row["task_name"], kwargs={**kwargs, SCHEDULE_ID_KWARG: row["id"]}, **options)
+
+
+def run_now(app: Celery, catalog: TaskCatalog, db: Database, ref: str | int) -> RunNowResult:
+    """Send one run of the schedule now, as beat would; the row's timing is not touched.
+
+    Paused rows can be run (that is how one tests a schedule before resuming it); a row whose
+    task is not registered is refused, since the worker would discard the message.
+    """
+    row = find_schedule(db, ref)
+    values = _values(row)
+    if not row.task_name:
+        raise ScheduleError("task_name", None, "the schedule has no task; give it one with "
+                            f"`dataforge schedules edit {row.id} --task NAME`", schedule_id=row.id)
+    params = catalog.require(row.task_name)
+    kwargs = schedules.parse_kwargs(row.handler_kwargs, row.id)
+    check_kwargs(row.task_name, kwargs, params)
+    result = _send_like_beat(app, values, kwargs)
+    return RunNowResult(schedule_id=row.id, task_name=row.task_name, celery_task_id=str(result.id),
+                        kwargs=kwargs)
