@@ -22,6 +22,7 @@ Pure planning (``plan_*``) is kept apart from the I/O functions that apply it.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -573,31 +574,32 @@ class RunNowResult:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _send_like_beat(app: Celery, row: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Any:
-    """INTERIM until dataforge.celery_scheduler exposes its message builder: the contract's
-    message shape (kwargs + scheduled_task_id, max_retries header, timeout as time limits)."""
-    from dataforge.tasks.base import MAX_RETRIES_HEADER
-
-    options: dict[str, Any] = {"headers": {MAX_RETRIES_HEADER: row["max_retries"]}}
-    if row.get("timeout_seconds"):
-        options["soft_time_limit"] = row["timeout_seconds"]
-    return app.send_task(row["task_name"], kwargs={**kwargs, SCHEDULE_ID_KWARG: row["id"]}, **options)
-
-
 def run_now(app: Celery, catalog: TaskCatalog, db: Database, ref: str | int) -> RunNowResult:
     """Send one run of the schedule now, as beat would; the row's timing is not touched.
 
-    Paused rows can be run (that is how one tests a schedule before resuming it); a row whose
+    The message comes from beat's own builder (:func:`dataforge.scheduler.dispatch.build_message`:
+    kwargs plus ``scheduled_task_id``, the max-retries and schedule-id headers, the time
+    limits), with a fresh task id and no due time, so it is never mistaken for a scheduled run.
+    Paused rows can be run (that is how one tries a schedule before resuming it); a row whose
     task is not registered is refused, since the worker would discard the message.
     """
+    from dataforge.scheduler.dispatch import RowSnapshot, build_message
+
     row = find_schedule(db, ref)
     values = _values(row)
     if not row.task_name:
         raise ScheduleError("task_name", None, "the schedule has no task; give it one with "
                             f"`dataforge schedules edit {row.id} --task NAME`", schedule_id=row.id)
     params = catalog.require(row.task_name)
-    kwargs = schedules.parse_kwargs(row.handler_kwargs, row.id)
-    check_kwargs(row.task_name, kwargs, params)
-    result = _send_like_beat(app, values, kwargs)
+    definition = schedules.validate_definition(
+        task_type=row.task_type, interval_seconds=row.interval_seconds, cron_expression=row.cron_expression,
+        run_at=row.run_at, timezone=row.timezone, handler_kwargs=row.handler_kwargs,
+        timeout_seconds=row.timeout_seconds, max_retries=row.max_retries,
+        missed_run_policy=row.missed_run_policy, schedule_id=row.id,
+    )
+    check_kwargs(row.task_name, definition.kwargs, params)
+    message = build_message(RowSnapshot.from_mapping(values), definition, row.task_name, False,
+                            task_id=str(uuid.uuid4()))
+    result = app.send_task(message.task_name, kwargs=message.kwargs, **message.options())
     return RunNowResult(schedule_id=row.id, task_name=row.task_name, celery_task_id=str(result.id),
-                        kwargs=kwargs)
+                        kwargs=definition.kwargs)

@@ -26,6 +26,7 @@ from dataforge.db import Database
 from dataforge.errors import ScheduleError, UnknownTaskError
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
 from dataforge.processes import CeleryProcess, worker_command
+from dataforge.scheduler.dispatch import DUE_AT_HEADER, HARD_LIMIT_GRACE_SECONDS, SCHEDULE_ID_HEADER
 from dataforge.schedules_service import (
     ParamSpec,
     ScheduleEdit,
@@ -366,8 +367,10 @@ def test_edit_refusals_leave_the_row_as_it_was(embedded_settings: Settings) -> N
 def test_edit_revives_a_flagged_row(embedded_settings: Settings) -> None:
     s = embedded_settings
     row = add(s, "flagged")
-    set_columns(s, row["id"], task_name="dataforge.removed", invalid_reason="task not registered",
-                invalid_at=utcnow())
+    set_columns(s, row["id"], task_name="dataforge.removed")
+    # Beat's flag comes in a write of its own (an edit of the definition clears it).
+    set_columns(s, row["id"], invalid_reason="task not registered", invalid_at=utcnow())
+    assert ok_json(s, "schedules", "list", "--invalid")[0]["name"] == "flagged"
     fixed = ok_json(s, "schedules", "edit", "flagged", "--task", TASK)
     assert fixed["task_name"] == TASK and fixed["invalid_reason"] is None and fixed["invalid_at"] is None
 
@@ -525,6 +528,8 @@ def test_verbs_on_postgres_and_run_now_message_shape(server_settings: Settings) 
     message = queued[0]
     headers = message["headers"]
     assert headers["task"] == TASK and headers["id"] == sent["celery_task_id"]
-    assert headers[MAX_RETRIES_HEADER] == 3 and headers["timelimit"][1] == 40
+    assert headers[MAX_RETRIES_HEADER] == 3 and headers[SCHEDULE_ID_HEADER] == row["id"]
+    assert headers["timelimit"] == [40 + HARD_LIMIT_GRACE_SECONDS, 40]  # beat's limits: hard = soft + grace
+    assert DUE_AT_HEADER not in headers  # a manual run is not a scheduled run of some due time
     _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
     assert kwargs == {"days": 5, "scheduled_task_id": row["id"]}
