@@ -1,0 +1,289 @@
+"""What beat does with one row: pure decisions, no I/O.
+
+Beat reads rows (:mod:`dataforge.scheduler.store`), asks this module what to do with each,
+then writes and publishes. Keeping the decisions here makes every rule (which name is sent,
+which rows are bad and why, the message's id, limits, expiry and headers, missed runs) a plain
+function of the row, the clock and a :class:`DispatchContext`, tested without a database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from dataforge.errors import ScheduleError
+from dataforge.jobs import SCHEDULE_ID_KWARG
+from dataforge.legacy_paths import parse_handler_path
+from dataforge.scheduler.schedules import (
+    MISSED_RUN_GRACE,
+    Definition,
+    MissedRunPolicy,
+    first_run_at,
+    parse_db_datetime,
+    plan_run,
+    validate_definition,
+)
+from dataforge.tasks.base import MAX_RETRIES_HEADER
+
+__all__ = [
+    "DUE_AT_HEADER",
+    "HARD_LIMIT_GRACE_SECONDS",
+    "LEGACY_TASK_NAME",
+    "SCHEDULE_ID_HEADER",
+    "DispatchContext",
+    "Flag",
+    "Message",
+    "Reschedule",
+    "RowSnapshot",
+    "Send",
+    "build_message",
+    "plan_due_row",
+    "plan_unscheduled_row",
+    "resolve_target",
+    "row_definition",
+    "run_task_id",
+]
+
+#: The legacy generic executor's name (Celery's default name for its module); the compat shim
+#: registers it. Only sent while the legacy switch is on.
+LEGACY_TASK_NAME: Final = "app.celery_tasks.execute_scheduled_task"
+#: Hard time limit = the row's timeout + this, so the soft limit's cleanup can finish.
+HARD_LIMIT_GRACE_SECONDS: Final = 30
+#: Headers on every scheduled message: which schedule and which due time it is a run of
+#: (logs, ``celery events``, and telling a crash-window duplicate from a new run).
+SCHEDULE_ID_HEADER: Final = "dataforge_schedule_id"
+DUE_AT_HEADER: Final = "dataforge_due_at"
+#: Namespace of the deterministic task ids (uuid5): a run re-sent after a crash between
+#: publish and commit carries the same id as the first send.
+_RUN_ID_NAMESPACE: Final = uuid.UUID("5a0f7f0e-3d5e-4c1b-9a57-1f0e4b7d2c11")
+
+
+@dataclass(frozen=True, slots=True)
+class RowSnapshot:
+    """One ``scheduled_tasks`` row as beat read it.
+
+    Timestamps are kept as the driver returned them (``datetime``; text on SQLite) so the
+    compare-and-set compares exactly what was read, whatever format a raw-SQL edit wrote.
+    """
+
+    id: int
+    name: str
+    task_type: Any
+    task_name: str | None
+    handler_path: str | None
+    interval_seconds: Any
+    cron_expression: Any
+    run_at: Any
+    timezone: Any
+    handler_kwargs: Any
+    status: str
+    timeout_seconds: Any
+    max_retries: Any
+    missed_run_policy: Any
+    last_run_at: Any
+    next_run_at: Any
+    run_count: int
+    invalid_reason: str | None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RowSnapshot:
+        return cls(**{name: values.get(name) for name in cls.__slots__})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class DispatchContext:
+    """What beat knows besides the row: the app's task names and the switches."""
+
+    is_registered: Callable[[str], bool]
+    legacy_enabled: bool = False
+    scripts_package: str = "scripts"
+    missed_runs: MissedRunPolicy = "once"
+    grace: Any = MISSED_RUN_GRACE
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One Celery message: ``app.send_task(task_name, kwargs=..., **options())``."""
+
+    task_name: str
+    kwargs: dict[str, Any]
+    task_id: str
+    soft_time_limit: int | None = None
+    time_limit: int | None = None
+    #: Aware UTC: the message is discarded if it has not started by then (the next run's time).
+    expires: datetime | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    legacy: bool = False
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"task_id": self.task_id, "headers": dict(self.headers)}
+        if self.soft_time_limit is not None:
+            opts["soft_time_limit"] = self.soft_time_limit
+            opts["time_limit"] = self.time_limit
+        if self.expires is not None:
+            opts["expires"] = self.expires
+        return opts
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``message`` and move the row to ``next_run_at`` (``None``: a once row, done)."""
+
+    message: Message
+    due: datetime
+    next_run_at: datetime | None
+    missed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reschedule:
+    """Move the row to ``next_run_at`` without sending (``None``: mark it done)."""
+
+    next_run_at: datetime | None
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """The row cannot run: record ``reason`` on it and leave every other row alone."""
+
+    reason: str
+
+
+Decision = Send | Reschedule | Flag
+
+
+def _reason(exc: ScheduleError) -> str:
+    return f"{exc.field}={exc.value!r}: {exc.reason}"
+
+
+def row_definition(row: RowSnapshot) -> Definition:
+    """Every user-written column of ``row``, validated (ScheduleError naming the column)."""
+    return validate_definition(
+        task_type=row.task_type,
+        interval_seconds=row.interval_seconds,
+        cron_expression=row.cron_expression,
+        run_at=row.run_at,
+        timezone=row.timezone,
+        handler_kwargs=row.handler_kwargs,
+        timeout_seconds=row.timeout_seconds,
+        max_retries=row.max_retries,
+        missed_run_policy=row.missed_run_policy,
+        schedule_id=row.id,
+    )
+
+
+def resolve_target(row: RowSnapshot, ctx: DispatchContext) -> tuple[str, bool]:
+    """The task name to send and whether it is the legacy executor; ScheduleError if none."""
+    name = (row.task_name or "").strip()
+    if name and ctx.is_registered(name):
+        return name, False
+    module = parse_handler_path(row.handler_path, ctx.scripts_package) if row.handler_path else None
+    if ctx.legacy_enabled and module is not None:
+        if ctx.is_registered(LEGACY_TASK_NAME):
+            return LEGACY_TASK_NAME, True
+        raise ScheduleError(
+            "handler_path", row.handler_path,
+            f"the legacy switch is on but {LEGACY_TASK_NAME} is not registered in beat's app; "
+            "start beat with DATAFORGE_LEGACY_TASKS=1 (it includes compat.celery_tasks_legacy)",
+        )
+    if name:
+        raise ScheduleError(
+            "task_name", row.task_name,
+            "not registered with the Celery app; deploy the task or fix task_name (`dataforge tasks` lists them)",
+        )
+    if row.handler_path:
+        if module is None:
+            raise ScheduleError(
+                "handler_path", row.handler_path,
+                f"no task_name, and not one of the legacy spellings inside {ctx.scripts_package!r}; set task_name",
+            )
+        raise ScheduleError(
+            "task_name", None,
+            "missing; this legacy handler_path row runs only with the legacy switch on "
+            "(`dataforge legacy enable`); the data migration sets task_name",
+        )
+    raise ScheduleError("task_name", None, "missing, and no handler_path either; set task_name")
+
+
+def run_task_id(schedule_id: int, run_number: int, due: datetime) -> str:
+    """The Celery task id of run ``run_number`` of a schedule, due at ``due``.
+
+    Deterministic, so a run re-sent after a crash between publish and commit is recognisable
+    as the same run (same id) by the result backend, the execution records and the job.
+    """
+    return str(uuid.uuid5(_RUN_ID_NAMESPACE, f"{schedule_id}:{run_number}:{due.isoformat()}"))
+
+
+def build_message(
+    row: RowSnapshot,
+    definition: Definition,
+    task_name: str,
+    legacy: bool,
+    *,
+    task_id: str,
+    due: datetime | None = None,
+    expires: datetime | None = None,
+) -> Message:
+    """The message for one run of ``row`` (scheduled, or ``run-now`` with ``due=None``)."""
+    kwargs: dict[str, Any] = dict(definition.kwargs)
+    # The row's own id wins over a scheduled_task_id copied into handler_kwargs from an old message.
+    kwargs[SCHEDULE_ID_KWARG] = row.id
+    if legacy:
+        kwargs["handler_path"] = row.handler_path
+    headers: dict[str, Any] = {MAX_RETRIES_HEADER: definition.max_retries, SCHEDULE_ID_HEADER: row.id}
+    if due is not None:
+        headers[DUE_AT_HEADER] = due.isoformat()
+    timeout = definition.timeout_seconds
+    return Message(
+        task_name=task_name,
+        kwargs=kwargs,
+        task_id=task_id,
+        soft_time_limit=timeout,
+        time_limit=None if timeout is None else timeout + HARD_LIMIT_GRACE_SECONDS,
+        expires=None if expires is None else expires.replace(tzinfo=UTC),
+        headers=headers,
+        legacy=legacy,
+    )
+
+
+def plan_due_row(row: RowSnapshot, now: datetime, ctx: DispatchContext) -> Decision:
+    """A row whose ``next_run_at <= now``: send it, skip a missed run, or flag it."""
+    try:
+        definition = row_definition(row)
+        task_name, legacy = resolve_target(row, ctx)
+    except ScheduleError as exc:
+        return Flag(_reason(exc))
+    try:
+        due = parse_db_datetime(row.next_run_at)
+    except ValueError:
+        return Flag(f"next_run_at={row.next_run_at!r}: not a timestamp; set it to NULL to let beat recompute it")
+    assert due is not None
+    policy = definition.missed_run_policy or ctx.missed_runs
+    plan = plan_run(definition.schedule, due, now, policy, ctx.grace)
+    if not plan.fire:
+        return Reschedule(plan.next_run_at, f"missed run of {due.isoformat(sep=' ')} skipped (missed_run_policy=skip)")
+    message = build_message(
+        row, definition, task_name, legacy,
+        task_id=run_task_id(row.id, row.run_count + 1, due),
+        due=due,
+        expires=plan.next_run_at,
+    )
+    return Send(message=message, due=due, next_run_at=plan.next_run_at, missed=plan.missed)
+
+
+def plan_unscheduled_row(row: RowSnapshot, now: datetime, ctx: DispatchContext) -> Reschedule | Flag:
+    """An active row without a due time (new, resumed, edited, flagged): its first due time."""
+    try:
+        definition = row_definition(row)
+        resolve_target(row, ctx)
+        last = parse_db_datetime(row.last_run_at)
+    except ScheduleError as exc:
+        return Flag(_reason(exc))
+    except ValueError:
+        return Flag(f"last_run_at={row.last_run_at!r}: not a timestamp")
+    nxt = first_run_at(definition.schedule, now, last)
+    return Reschedule(nxt, "scheduled" if nxt is not None else "once row already ran")

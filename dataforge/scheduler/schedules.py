@@ -1,0 +1,513 @@
+"""Schedule math: validation and due times for ``interval``, ``cron`` and ``once`` rows.
+
+Pure functions, no I/O: beat uses them to decide what is due and when it is due next, and the
+CLI uses the same functions to refuse a bad schedule before it is written. Every refusal is a
+:class:`~dataforge.errors.ScheduleError` naming the column at fault, so a flagged row or a CLI
+error points at the field to fix.
+
+All datetimes in and out are *naive UTC*, as the scheduling tables store them. A cron
+expression is read on the wall clock of the row's IANA ``timezone`` (zoneinfo); the rules for
+the two daylight-saving transitions are (docs/scheduler.md, "DST"):
+
+* **Spring forward** (a wall-clock hour does not exist, e.g. 02:00-02:59 in Europe/Berlin on
+  the last Sunday of March): a time inside the gap fires once, at the first instant after the
+  gap (03:00 local). A daily ``30 2 * * *`` job still runs that day, once.
+* **Fall back** (a wall-clock hour happens twice): a time in the repeated hour fires at its
+  first occurrence. Only expressions whose hour field covers every hour (``0 * * * *``,
+  ``*/15 * * * *``) fire again in the second pass, so "every N minutes" keeps its real-time
+  cadence while ``30 2 * * *`` does not run twice.
+
+This is the rule cronie/Vixie cron apply; croniter alone fires fixed-time jobs twice at fall
+back, hence the layer below, which uses croniter only to match fields on naive wall times.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from croniter.croniter import CroniterBadDateError, CroniterError
+
+from dataforge.errors import ScheduleError
+from dataforge.models.scheduled_task import TASK_TYPES
+
+__all__ = [
+    "CRON_NICKNAMES",
+    "MISSED_RUN_GRACE",
+    "MISSED_RUN_POLICIES",
+    "CronSchedule",
+    "Definition",
+    "IntervalSchedule",
+    "OnceSchedule",
+    "RunPlan",
+    "Schedule",
+    "first_run_at",
+    "next_run_after",
+    "parse_db_datetime",
+    "parse_kwargs",
+    "plan_run",
+    "to_naive_utc",
+    "validate_cron",
+    "validate_definition",
+    "validate_missed_run_policy",
+    "validate_schedule",
+    "validate_timezone",
+]
+
+MissedRunPolicy = Literal["once", "skip"]
+MISSED_RUN_POLICIES: Final = ("once", "skip")
+
+#: A run that beat reaches more than this long after its due time counts as *missed* (beat or
+#: the database was down). Below it, lateness is beat's own latency and the run fires under
+#: either policy. See :func:`plan_run`.
+MISSED_RUN_GRACE: Final = timedelta(seconds=60)
+
+#: Nicknames of cron(8) that stand for a 5-field expression. ``@reboot`` has no schedule and
+#: is refused.
+CRON_NICKNAMES: Final = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+#: A field element croniter would fill with a random (``R``) or hashed (``H``) value: two beats
+#: would compute different due times for the same row, so they are refused.
+_NONDETERMINISTIC = re.compile(r"^[RH](?:$|[(/])", re.IGNORECASE)
+_MAX_KWARGS_ECHO = 200
+#: Wall-clock search window around a DST transition (offset changes are at most 2 h).
+_DST_WINDOW = timedelta(hours=3)
+
+
+# --------------------------------------------------------------------------------------------
+# Datetimes
+# --------------------------------------------------------------------------------------------
+
+
+def to_naive_utc(value: datetime) -> datetime:
+    """Naive UTC for any datetime: aware values are converted, naive ones are taken as UTC."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def parse_db_datetime(value: object) -> datetime | None:
+    """A timestamp column as the driver returned it (datetime, or text on SQLite) -> naive UTC.
+
+    SQLite stores whatever was written: the ORM's ``2024-01-01 10:00:00.000000``, raw SQL's
+    ``2024-01-01 10:00:00`` or ``2024-01-01T10:00``. ``ValueError`` for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return to_naive_utc(value)
+    if isinstance(value, str):
+        return to_naive_utc(datetime.fromisoformat(value.strip()))
+    raise ValueError(f"not a timestamp: {value!r}")
+
+
+def _floor_second(value: datetime) -> datetime:
+    return value.replace(microsecond=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Schedules
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalSchedule:
+    """Every ``seconds``, on a grid anchored at the previous due time (no drift)."""
+
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class OnceSchedule:
+    """One run at ``run_at`` (naive UTC); the row is then marked ``done``."""
+
+    run_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CronSchedule:
+    """A 5-field cron expression read on the wall clock of ``timezone``."""
+
+    expression: str
+    timezone: str
+    zone: ZoneInfo = field(compare=False, repr=False)
+    #: The hour field covers all 24 hours: repeated wall-clock times fire in both passes.
+    every_hour: bool = field(compare=False, repr=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (validate_schedule, ("cron",), {"cron_expression": self.expression, "timezone": self.timezone})
+
+
+Schedule = IntervalSchedule | CronSchedule | OnceSchedule
+
+
+def validate_timezone(name: object, schedule_id: int | None = None) -> ZoneInfo:
+    """The zoneinfo zone ``name`` names, or ScheduleError('timezone')."""
+    if not isinstance(name, str) or not name.strip():
+        raise ScheduleError(
+            "timezone", name, "empty; use an IANA time zone name such as 'UTC' or 'Europe/Berlin'", schedule_id
+        )
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(
+            "timezone", name, "unknown time zone; use an IANA name such as 'UTC' or 'America/New_York'", schedule_id
+        ) from None
+
+
+@lru_cache(maxsize=4096)
+def _cron_fields(expression: str) -> tuple[str, bool]:
+    """Normalised expression and whether its hour field covers every hour (raises CroniterError)."""
+    expr = CRON_NICKNAMES.get(expression.strip().lower(), expression.strip())
+    fields = expr.split()
+    if len(fields) != 5:
+        raise _CronRefused(
+            f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+            + ("; @reboot has no schedule" if expr.lower() == "@reboot" else "")
+        )
+    for part in fields:
+        for element in part.split(","):
+            if _NONDETERMINISTIC.match(element):
+                raise _CronRefused("random (R) and hashed (H) fields are not supported: every beat must agree")
+    expanded = croniter.expand(expr)[0]
+    hours = expanded[1]
+    every_hour = hours == ["*"] or sorted(set(hours)) == list(range(24))
+    # One match must exist: "0 0 30 2 *" parses but never fires.
+    croniter(expr, datetime(2000, 1, 1), ret_type=datetime).get_next(datetime)
+    return " ".join(fields), every_hour
+
+
+class _CronRefused(ValueError):
+    pass
+
+
+def validate_cron(expression: object, timezone: object = "UTC", schedule_id: int | None = None) -> CronSchedule:
+    """A :class:`CronSchedule`, or ScheduleError naming ``cron_expression`` or ``timezone``."""
+    if not isinstance(expression, str) or not expression.strip():
+        raise ScheduleError("cron_expression", expression, "required for task_type 'cron'", schedule_id)
+    try:
+        normalised, every_hour = _cron_fields(expression)
+    except _CronRefused as exc:
+        raise ScheduleError("cron_expression", expression, str(exc), schedule_id) from None
+    except CroniterBadDateError:
+        raise ScheduleError("cron_expression", expression, "never matches any date", schedule_id) from None
+    except (CroniterError, ValueError, KeyError, IndexError) as exc:
+        raise ScheduleError(
+            "cron_expression", expression, f"not a valid cron expression ({exc})", schedule_id
+        ) from None
+    zone = validate_timezone(timezone, schedule_id)
+    assert isinstance(timezone, str)
+    return CronSchedule(expression=normalised, timezone=timezone, zone=zone, every_hour=every_hour)
+
+
+def validate_schedule(
+    task_type: object,
+    *,
+    interval_seconds: object = None,
+    cron_expression: object = None,
+    run_at: object = None,
+    timezone: object = "UTC",
+    schedule_id: int | None = None,
+) -> Schedule:
+    """The schedule a row's columns describe, or ScheduleError naming the faulty column.
+
+    Only the columns of the row's ``task_type`` matter (an interval row may carry a stale
+    cron expression), except ``timezone``, which is checked for every type because beat and
+    the CLI display times in it.
+    """
+    if task_type not in TASK_TYPES:
+        raise ScheduleError("task_type", task_type, f"expected one of {', '.join(TASK_TYPES)}", schedule_id)
+    if task_type == "cron":
+        return validate_cron(cron_expression, timezone, schedule_id)
+    validate_timezone(timezone, schedule_id)
+    if task_type == "interval":
+        if isinstance(interval_seconds, bool) or not isinstance(interval_seconds, int):
+            raise ScheduleError(
+                "interval_seconds", interval_seconds, "required for task_type 'interval': a whole number", schedule_id
+            )
+        if interval_seconds <= 0:
+            raise ScheduleError("interval_seconds", interval_seconds, "must be > 0", schedule_id)
+        return IntervalSchedule(interval_seconds)
+    try:
+        when = parse_db_datetime(run_at)
+    except ValueError:
+        when = None
+    if when is None:
+        raise ScheduleError("run_at", run_at, "required for task_type 'once': a naive UTC timestamp", schedule_id)
+    return OnceSchedule(when)
+
+
+def validate_missed_run_policy(value: object, schedule_id: int | None = None) -> MissedRunPolicy | None:
+    """``None`` (use the global setting), ``'once'`` or ``'skip'``."""
+    if value is None:
+        return None
+    if value not in MISSED_RUN_POLICIES:
+        raise ScheduleError(
+            "missed_run_policy", value, "expected 'once', 'skip' or NULL (the global setting)", schedule_id
+        )
+    return value  # type: ignore[return-value]
+
+
+def parse_kwargs(text: object, schedule_id: int | None = None) -> dict[str, Any]:
+    """``handler_kwargs`` as the dict a task receives, or ScheduleError('handler_kwargs').
+
+    The column is text; only a JSON object is accepted (``''``, ``'null'``, a list or a Python
+    repr such as ``"{'days': 7}"`` are refused: the data migration rewrites those).
+    """
+    echo = text if not isinstance(text, str) or len(text) <= _MAX_KWARGS_ECHO else text[:_MAX_KWARGS_ECHO] + "..."
+    if not isinstance(text, str):
+        raise ScheduleError("handler_kwargs", echo, "must be the text of a JSON object", schedule_id)
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ScheduleError(
+            "handler_kwargs", echo, f'not valid JSON ({exc.args[0]}); write a JSON object such as {{"days": 7}}',
+            schedule_id,
+        ) from None
+    if not isinstance(value, dict):
+        raise ScheduleError(
+            "handler_kwargs", echo, f"must be a JSON object, not {type(value).__name__}; use {{}} for none",
+            schedule_id,
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """Everything beat needs from a row's user-written columns, validated."""
+
+    schedule: Schedule
+    kwargs: dict[str, Any]
+    timeout_seconds: int | None
+    max_retries: int
+    missed_run_policy: MissedRunPolicy | None
+
+
+def validate_definition(
+    *,
+    task_type: object,
+    interval_seconds: object = None,
+    cron_expression: object = None,
+    run_at: object = None,
+    timezone: object = "UTC",
+    handler_kwargs: object = "{}",
+    timeout_seconds: object = None,
+    max_retries: object = 0,
+    missed_run_policy: object = None,
+    schedule_id: int | None = None,
+) -> Definition:
+    """Validate every user-written column of a row (the task name is checked against the app
+    by the caller: registration is not a property of the row)."""
+    schedule = validate_schedule(
+        task_type,
+        interval_seconds=interval_seconds,
+        cron_expression=cron_expression,
+        run_at=run_at,
+        timezone=timezone,
+        schedule_id=schedule_id,
+    )
+    kwargs = parse_kwargs(handler_kwargs, schedule_id)
+    if timeout_seconds is not None and (
+        isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, int) or timeout_seconds <= 0
+    ):
+        raise ScheduleError("timeout_seconds", timeout_seconds, "must be a whole number > 0 or NULL", schedule_id)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ScheduleError("max_retries", max_retries, "must be a whole number >= 0", schedule_id)
+    policy = validate_missed_run_policy(missed_run_policy, schedule_id)
+    return Definition(schedule, kwargs, timeout_seconds, max_retries, policy)
+
+
+# --------------------------------------------------------------------------------------------
+# Due times
+# --------------------------------------------------------------------------------------------
+
+
+class _CronIterators:
+    """One croniter per expression, reused (building one costs ~0.4 ms, moving it ~0.08 ms)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[str, croniter] = {}
+
+    def next_wall_time(self, expression: str, after: datetime) -> datetime:
+        """The first naive wall-clock time strictly after ``after`` that matches."""
+        with self._lock:
+            it = self._cache.get(expression)
+            if it is None:
+                if len(self._cache) >= 4096:
+                    self._cache.clear()
+                it = self._cache[expression] = croniter(expression, after, ret_type=datetime)
+            else:
+                it.set_current(after, force=True)
+            result: datetime = it.get_next(datetime)
+            return result
+
+
+_ITERATORS = _CronIterators()
+
+
+def _utc_offset(wall: datetime, zone: ZoneInfo, fold: int) -> timedelta:
+    offset = wall.replace(tzinfo=zone, fold=fold).utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _offset_at(instant: datetime, zone: ZoneInfo) -> timedelta | None:
+    return instant.replace(tzinfo=UTC).astimezone(zone).utcoffset()
+
+
+def _gap_end(wall: datetime, zone: ZoneInfo) -> datetime:
+    """For a wall time inside a spring-forward gap: the UTC instant the gap ends."""
+    # PEP 495: fold=1 reads a gap time with the offset after the change (an instant before
+    # the change), fold=0 with the offset before it (an instant after). The change lies
+    # between; bisect to the second (about 12 steps, and only near a DST change).
+    low = wall - _utc_offset(wall, zone, 1)
+    high = wall - _utc_offset(wall, zone, 0)
+    offset_before = _offset_at(low, zone)
+    while high - low > timedelta(seconds=1):
+        mid = (low + (high - low) / 2).replace(microsecond=0)
+        if _offset_at(mid, zone) == offset_before:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+def _instants(wall: datetime, cron: CronSchedule) -> list[datetime]:
+    """The UTC instants (naive) at which a matching naive wall time fires, per the DST rules."""
+    zone = cron.zone
+    first = _utc_offset(wall, zone, 0)
+    second = _utc_offset(wall, zone, 1)
+    if first == second:
+        return [wall - first]
+    as_local = (wall - first).replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None)
+    if as_local != wall:
+        # Does not exist on the clock (spring forward): fire when the gap ends.
+        return [_gap_end(wall, zone)]
+    # Happens twice (fall back): fold=0 is the earlier instant.
+    instants = [wall - first]
+    if cron.every_hour:
+        instants.append(wall - second)
+    return instants
+
+
+def _cron_next(cron: CronSchedule, after: datetime) -> datetime:
+    zone = cron.zone
+    local = after.replace(tzinfo=UTC).astimezone(zone)
+    wall_after = local.replace(tzinfo=None)
+    ambiguous_now = _utc_offset(wall_after, zone, 0) != _utc_offset(wall_after, zone, 1)
+    candidate = _ITERATORS.next_wall_time(cron.expression, wall_after)
+    if not ambiguous_now and _utc_offset(candidate, zone, 0) == _utc_offset(candidate, zone, 1):
+        # Fast path, all but a few hours a year: nothing ambiguous between here and there.
+        return candidate - _utc_offset(candidate, zone, 0)
+    # Near a transition: walk wall times from before `after` (a repeated hour may still hold
+    # a second-pass instant after it) and keep the earliest instant strictly after `after`.
+    # Offsets move by at most 2 h around a wall time, so once a wall time's earliest
+    # possible instant is past the best candidate, no later wall time can beat it.
+    best: datetime | None = None
+    wall = wall_after - _DST_WINDOW - timedelta(minutes=1)
+    while True:
+        wall = _ITERATORS.next_wall_time(cron.expression, wall)
+        largest_offset = max(_utc_offset(wall, zone, 0), _utc_offset(wall, zone, 1))
+        if best is not None and wall - largest_offset - _DST_WINDOW > best:
+            return best
+        for instant in _instants(wall, cron):
+            if instant > after and (best is None or instant < best):
+                best = instant
+
+
+def next_run_after(schedule: Schedule, after: datetime) -> datetime | None:
+    """The first due time strictly after ``after`` (naive UTC); ``None`` when there is none.
+
+    An interval's grid is anchored by the caller (:func:`plan_run`); here it is ``after +
+    seconds``.
+    """
+    after = to_naive_utc(after)
+    if isinstance(schedule, IntervalSchedule):
+        return after + timedelta(seconds=schedule.seconds)
+    if isinstance(schedule, OnceSchedule):
+        return schedule.run_at if schedule.run_at > after else None
+    return _cron_next(schedule, after)
+
+
+def _next_on_grid(anchor: datetime, seconds: int, now: datetime) -> datetime:
+    """The first ``anchor + k * seconds`` (k >= 1) strictly after ``now``."""
+    step = timedelta(seconds=seconds)
+    if now < anchor:
+        return anchor + step
+    k = (now - anchor) // step + 1
+    return anchor + k * step
+
+
+def first_run_at(schedule: Schedule, now: datetime, last_run_at: datetime | None) -> datetime | None:
+    """The due time of an active row that has none (new, resumed, edited or revived).
+
+    * interval: a row that never ran is due now; one that ran continues its grid from
+      ``last_run_at`` at the first point after now (a resumed row does not fire its backlog).
+    * cron: the first match after now.
+    * once: ``run_at`` (possibly past: then :func:`plan_run` applies the missed-run policy),
+      unless it already ran at or after ``run_at``: ``None``, the row is done.
+    """
+    now = to_naive_utc(now)
+    if isinstance(schedule, IntervalSchedule):
+        if last_run_at is None:
+            return _floor_second(now)
+        return _next_on_grid(_floor_second(last_run_at), schedule.seconds, now)
+    if isinstance(schedule, OnceSchedule):
+        if last_run_at is not None and last_run_at >= schedule.run_at:
+            return None
+        return schedule.run_at
+    return _cron_next(schedule, now)
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """What beat does with a due run: send it or not, and the row's next due time."""
+
+    fire: bool
+    #: ``None``: the row has no further run (a ``once`` row; it is marked done).
+    next_run_at: datetime | None
+    #: The run was reached more than :data:`MISSED_RUN_GRACE` late.
+    missed: bool
+
+
+def plan_run(
+    schedule: Schedule,
+    due: datetime,
+    now: datetime,
+    policy: MissedRunPolicy,
+    grace: timedelta = MISSED_RUN_GRACE,
+) -> RunPlan:
+    """Decide a due run (``due <= now``).
+
+    Missed runs (``now - due > grace``: beat or the database was down) collapse into one:
+    ``once`` fires it once, ``skip`` drops it. Either way the next due time is the first one
+    on the schedule after ``now`` (an interval keeps its grid anchored at ``due``), so a
+    backlog never fires more than once.
+    """
+    due = to_naive_utc(due)
+    now = to_naive_utc(now)
+    missed = now - due > grace
+    fire = policy == "once" or not missed
+    if isinstance(schedule, IntervalSchedule):
+        nxt: datetime | None = _next_on_grid(due, schedule.seconds, now)
+    elif isinstance(schedule, OnceSchedule):
+        nxt = None
+    else:
+        nxt = _cron_next(schedule, max(due, now))
+    return RunPlan(fire=fire, next_run_at=nxt, missed=missed)
