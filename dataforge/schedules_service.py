@@ -385,7 +385,7 @@ def plan_resume(current: Mapping[str, Any], catalog: TaskCatalog, now: datetime)
     status = current.get("status")
     schedule_id = int(current.get("id") or 0)
     if status == "active":
-        raise ScheduleStateError(schedule_id, "active", "it is already running; nothing to resume")
+        raise ScheduleStateError(schedule_id, "active", "it is already active; nothing to resume")
     if status == "done":
         raise ScheduleStateError(schedule_id, "done", "this once schedule already ran; give it a new time "
                                  f"with `dataforge schedules edit {schedule_id} --at DATETIME`")

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+from kombu.exceptions import OperationalError as KombuOperationalError
+from kombu.utils.url import maybe_sanitize_url
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -306,7 +308,13 @@ def run_now_cmd(cli: CliContext, ref: str, as_json: bool) -> None:
     """Send one run now, the same message beat sends; the schedule's timing is unchanged."""
     app, catalog = _catalog(cli)
     with _database(cli) as db:
-        sent = run_now(app, catalog, db, ref)
+        try:
+            sent = run_now(app, catalog, db, ref)
+        except KombuOperationalError as exc:
+            raise click.ClickException(
+                f"could not send to the broker {maybe_sanitize_url(cli.settings.broker_url)} ({exc}); is it running? "
+                "(DATAFORGE_BROKER_URL)"
+            ) from exc
     if as_json:
         emit_json({"schedule_id": sent.schedule_id, "task_name": sent.task_name,
                    "celery_task_id": sent.celery_task_id, "kwargs": sent.kwargs})

@@ -222,7 +222,7 @@ def test_plan_resume_realigns_without_replaying_the_backlog() -> None:
     old = _current(status="paused", last_run_at=datetime(2030, 5, 1, 0, 0), next_run_at=datetime(2030, 5, 1, 0, 10))
     changes = plan_resume(old, CATALOG, NOW)
     assert changes == {"status": "active", "next_run_at": datetime(2030, 6, 1, 12, 10)}
-    with pytest.raises(ScheduleStateError, match="already running"):
+    with pytest.raises(ScheduleStateError, match="already active"):
         plan_resume(_current(), CATALOG, NOW)
     with pytest.raises(ScheduleStateError, match="edit 7 --at"):
         plan_resume(_current(status="done"), CATALOG, NOW)
@@ -389,7 +389,7 @@ def test_pause_and_resume(embedded_settings: Settings) -> None:
     assert resumed["status"] == "active"
     assert utcnow() - timedelta(seconds=1) < due <= utcnow() + timedelta(seconds=600)  # no backlog replay
     assert (due - last.replace(microsecond=0)).total_seconds() % 600 == 0  # same grid
-    refused(s, ["schedules", "resume", "pr"], "already running", code=1)
+    refused(s, ["schedules", "resume", "pr"], "already active", code=1)
     set_columns(s, row["id"], status="done")
     refused(s, ["schedules", "resume", "pr"], "--at", code=1)
     refused(s, ["schedules", "pause", "pr"], "only an active schedule", code=1)
@@ -496,6 +496,13 @@ def test_run_now_refuses_what_a_worker_would_discard(embedded_settings: Settings
     set_columns(s, row["id"], task_name=TASK, handler_kwargs='{"weeks": 1}')
     refused(s, ["schedules", "run-now", "gone"], "weeks")
     refused(s, ["schedules", "run-now", "nothing"], "no schedule", code=1)
+
+
+def test_run_now_with_the_broker_down_is_a_clear_error(embedded_settings: Settings) -> None:
+    add(embedded_settings, "nobroker")
+    down = embedded_settings.with_(broker_url="redis://:secret@127.0.0.1:1/0")
+    result = refused(down, ["schedules", "run-now", "nobroker"], "could not send to the broker", code=1)
+    assert "secret" not in result.output
 
 
 # --- PostgreSQL + Redis ------------------------------------------------------------------------
