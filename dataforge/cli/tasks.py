@@ -37,11 +37,17 @@ def _params_text(params: list[object]) -> str:
 @pass_cli
 def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
     """List the tasks of DATAFORGE_TASK_PACKAGES (REGISTERED_TASKS joined with Celery's registry)."""
-    from dataforge.celery_app import create_app
     from dataforge.scheduler.registry import check_registry, get_registered_tasks
 
     try:
-        app = create_app(cli.settings)
+        # Importing the app module builds the app from the environment, task packages included.
+        from dataforge.celery_app import celery_app, configure
+
+        # The app the worker runs (`celery -A dataforge.celery_app`): task modules register on
+        # it, so this is exactly the worker's view of the registry.
+        app = celery_app
+        if app.dataforge.settings != cli.settings:
+            configure(app, cli.settings)
         entries = get_registered_tasks(app)
         report = check_registry(app)
     except ImportError as exc:

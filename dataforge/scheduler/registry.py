@@ -14,7 +14,7 @@ scripts; a task exists because a module of a task package registers it.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,12 @@ class RegistryCheck:
             for name in self.only_in_celery
         ]
         return out
+
+    @classmethod
+    def compare(cls, registered: Iterable[str], celery: Iterable[str]) -> RegistryCheck:
+        """The pure comparison of two name sets."""
+        listed, known = set(registered), set(celery)
+        return cls(only_in_registry=tuple(sorted(listed - known)), only_in_celery=tuple(sorted(known - listed)))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -126,6 +132,4 @@ def get_registered_tasks(app: Celery) -> dict[str, dict[str, Any]]:
 
 def check_registry(app: Celery) -> RegistryCheck:
     """Names present in REGISTERED_TASKS or in Celery's registry but not in both."""
-    meta = set(registered_metadata(app))
-    celery = set(celery_task_names(app))
-    return RegistryCheck(only_in_registry=tuple(sorted(meta - celery)), only_in_celery=tuple(sorted(celery - meta)))
+    return RegistryCheck.compare(registered_metadata(app), celery_task_names(app))

@@ -1,0 +1,299 @@
+"""DataForgeTask in eager mode on real stores: hook order, locks, retries, skips, policies.
+
+Eager mode runs Celery's real tracer (the same hook and signal order as a worker); the worker
+tests in tests/dataforge/worker/ repeat the essentials in real processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from celery import Celery, states
+from celery.exceptions import Retry
+
+from dataforge.errors import LockUnavailableError
+from dataforge.locks import lock_backend_for
+from dataforge.settings import Settings
+from dataforge.tasks.base import LOCK_UNAVAILABLE_MAX_RETRIES, MAX_RETRIES_HEADER, DataForgeTask, schedule_max_retries
+from tests.dataforge.tasks.helpers import add_schedule, executions, lock_held, schedule
+
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+
+
+def traced_task(app: Celery, trace: list[str], body: Callable[..., Any], name: str = "t.job") -> Any:
+    """Register a DataForgeTask whose hooks append to ``trace`` (and note the lock state)."""
+
+    class Traced(DataForgeTask):
+        def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+            trace.append("before_start")
+            super().before_start(task_id, args, kwargs)
+
+        def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+            key = self.lock_key_for(kwargs)
+            trace.append("on_success" + (":locked" if lock_held(self.app, key) else ":free"))
+
+        def on_failure(self, exc: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+            key = self.lock_key_for(kwargs)
+            trace.append("on_failure" + (":locked" if lock_held(self.app, key) else ":free"))
+
+        def on_retry(self, exc: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+            trace.append("on_retry")
+
+        def after_return(self, *args: Any, **kwargs: Any) -> None:
+            trace.append("after_return")
+
+    def run(self: DataForgeTask, **kwargs: Any) -> Any:
+        trace.append("run" + (":locked" if lock_held(self.app, self.lock_key_for(kwargs)) else ":unlocked"))
+        return body(self, **kwargs)
+
+    return app.task(base=Traced, bind=True, name=name, shared=False)(run)
+
+
+def define(app: Celery, name: str, body: Callable[..., Any], base: type[DataForgeTask] = DataForgeTask) -> Any:
+    """Register ``body`` (any callable, lambdas included) as a bound task named ``name``."""
+
+    def run(self: DataForgeTask, **kwargs: Any) -> Any:
+        return body(self, **kwargs)
+
+    return app.task(base=base, bind=True, name=name, shared=False)(run)
+
+
+def test_success_sequence_records_the_run_and_frees_the_lock_before_the_result(
+    app: Celery, events: list[str]
+) -> None:
+    sid = add_schedule(app)
+    task = traced_task(app, events, lambda self, **kw: {"n": kw["n"]})
+    result = task.apply(kwargs={"scheduled_task_id": sid, "n": 3})
+    assert result.state == states.SUCCESS and result.get() == {"n": 3}
+    assert events == [
+        "signal:task_prerun",
+        "before_start",
+        "run:locked",
+        "on_success:free",
+        "signal:task_success",
+        "after_return",
+        "signal:task_postrun:SUCCESS",
+    ]
+    [row] = executions(app)
+    assert (row.status, row.attempt, row.scheduled_task_id, row.task_name) == ("success", 0, sid, "t.job")
+    assert row.result == '{"n": 3}' and row.finished_at is not None and row.duration_ms is not None
+    sched = schedule(app, sid)
+    assert (sched.run_count, sched.success_count, sched.failure_count, sched.last_status) == (1, 1, 0, "success")
+    assert not lock_held(app, f"dataforge:lock:t.job:{sid}")
+
+
+def test_failure_sequence(app: Celery, events: list[str]) -> None:
+    sid = add_schedule(app)
+
+    def boom(self: DataForgeTask, **kw: Any) -> None:
+        raise ValueError("boom")
+
+    task = traced_task(app, events, boom)
+    result = task.apply(kwargs={"scheduled_task_id": sid})
+    assert result.state == states.FAILURE and isinstance(result.result, ValueError)
+    assert events == [
+        "signal:task_prerun",
+        "before_start",
+        "run:locked",
+        "on_failure:free",
+        "signal:task_failure",
+        "after_return",
+        "signal:task_postrun:FAILURE",
+    ]
+    [row] = executions(app)
+    assert row.status == "failure" and row.error == "ValueError: boom" and "ValueError" in (row.traceback or "")
+    sched = schedule(app, sid)
+    assert (sched.run_count, sched.failure_count, sched.last_status, sched.last_error) == (
+        1, 1, "failure", "ValueError: boom",
+    )  # fmt: skip
+
+
+def test_retry_sequence_with_the_schedules_max_retries(app: Celery, events: list[str]) -> None:
+    sid = add_schedule(app)
+
+    def fail_once(self: DataForgeTask, **kw: Any) -> str:
+        if self.request.retries == 0:
+            raise ConnectionError("flaky upstream")
+        return "second time lucky"
+
+    task = traced_task(app, events, fail_once)
+    result = task.apply(kwargs={"scheduled_task_id": sid}, headers={MAX_RETRIES_HEADER: 1})
+    assert result.get() == "second time lucky"
+    assert events == [
+        # attempt 0: the retry is published, no after_return, the lock already free
+        "signal:task_prerun",
+        "before_start",
+        "run:locked",
+        "on_retry",
+        "signal:task_retry",
+        "signal:task_postrun:RETRY",
+        # attempt 1
+        "signal:task_prerun",
+        "before_start",
+        "run:locked",
+        "on_success:free",
+        "signal:task_success",
+        "after_return",
+        "signal:task_postrun:SUCCESS",
+    ]
+    rows = executions(app)
+    assert [(r.attempt, r.status) for r in rows] == [(0, "retry"), (1, "success")]
+    assert rows[0].error == "ConnectionError: flaky upstream"
+    sched = schedule(app, sid)
+    # One run (two attempts): counters count runs, not attempts.
+    assert (sched.run_count, sched.success_count, sched.failure_count) == (1, 1, 0)
+
+
+def test_skip_sequence_when_the_lock_is_held(app: Celery, events: list[str]) -> None:
+    sid = add_schedule(app)
+    called: list[int] = []
+    task = traced_task(app, events, lambda self, **kw: called.append(1))
+    key = task.lock_key_for({"scheduled_task_id": sid})
+    holder = lock_backend_for(app.dataforge).acquire(key, 60)
+    assert holder is not None
+    result = task.apply(kwargs={"scheduled_task_id": sid}, headers={MAX_RETRIES_HEADER: 5})
+    assert result.state == states.IGNORED
+    assert events == ["signal:task_prerun", "before_start", "signal:task_postrun:IGNORED"]
+    assert called == []
+    [row] = executions(app)  # one row: a held lock is never retried
+    assert row.status == "skipped" and key in (row.error or "")
+    sched = schedule(app, sid)
+    assert (sched.run_count, sched.success_count, sched.failure_count, sched.last_status) == (0, 0, 0, None)
+    # The other run's lock is untouched.
+    assert lock_held(app, key)
+    assert lock_backend_for(app.dataforge).release(key, holder)
+
+
+def test_max_retries_comes_from_the_header_and_does_not_leak_to_the_next_run(app: Celery) -> None:
+    sid = add_schedule(app)
+
+    def always(self: DataForgeTask, **kw: Any) -> None:
+        raise ValueError("nope")
+
+    task = traced_task(app, [], always)
+    assert task.apply(kwargs={"scheduled_task_id": sid}, headers={MAX_RETRIES_HEADER: 2}).state == states.FAILURE
+    assert [r.status for r in executions(app)] == ["retry", "retry", "failure"]
+    # No header: the class default (0, the legacy column's default) applies, not the last 2.
+    assert task.apply(kwargs={"scheduled_task_id": sid}).state == states.FAILURE
+    assert [r.status for r in executions(app)] == ["retry", "retry", "failure", "failure"]
+    sched = schedule(app, sid)
+    assert (sched.run_count, sched.failure_count) == (2, 2)
+
+
+def test_schedule_max_retries_parsing() -> None:
+    class Req:
+        def __init__(self, headers: Any) -> None:
+            self.headers = headers
+
+    assert schedule_max_retries(Req({MAX_RETRIES_HEADER: 3})) == 3
+    assert schedule_max_retries(Req({MAX_RETRIES_HEADER: "2"})) == 2
+    assert schedule_max_retries(Req({MAX_RETRIES_HEADER: -1})) is None
+    assert schedule_max_retries(Req({MAX_RETRIES_HEADER: "x"})) is None
+    assert schedule_max_retries(Req(None)) is None
+
+
+def test_retry_releases_the_lock_before_the_retry_is_published(embedded_settings: Settings, make_app: Any) -> None:
+    app = make_app(embedded_settings)
+    task = define(app, "t.retrying", lambda self, **kw: None)
+    backend = lock_backend_for(app.dataforge)
+    key = task.lock_key_for({"scheduled_task_id": 1})
+    token = backend.acquire(key, 60, owner="tid-1")
+    assert token is not None
+    published: list[bool] = []
+
+    class Sig:
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+
+        def apply_async(self) -> None:
+            published.append(lock_held(app, key))
+
+    task.signature_from_request = lambda *a, **kw: Sig()  # the message that would be sent
+    task.push_request(
+        id="tid-1", retries=0, called_directly=False, is_eager=False, kwargs={"scheduled_task_id": 1},
+        dataforge_lock_key=key, dataforge_lock_token=token,
+    )  # fmt: skip
+    try:
+        with pytest.raises(Retry):
+            task.retry(countdown=0, max_retries=3)
+    finally:
+        task.pop_request()
+    assert published == [False]  # the lock was free when the retry message went out
+
+
+@pytest.mark.parametrize("policy", ["skip", "run", "retry"])
+def test_lock_store_unreachable_policies(
+    policy: str, server_settings: Settings, make_app: Any
+) -> None:
+    app = make_app(server_settings.with_(redis_url=UNREACHABLE_REDIS, lock_unavailable=policy))
+    sid = add_schedule(app)
+    ran: list[int] = []
+    task = define(app, "t.job", lambda self, **kw: ran.append(1) or "ran")
+    result = task.apply(kwargs={"scheduled_task_id": sid}, headers={MAX_RETRIES_HEADER: 0})
+    rows = executions(app)
+    if policy == "skip":
+        assert result.state == states.IGNORED and ran == []
+        [row] = rows
+        assert row.status == "skipped" and "unreachable" in (row.error or "")
+    elif policy == "run":
+        assert result.get() == "ran" and ran == [1]
+        assert [r.status for r in rows] == ["success"]
+    else:
+        # Re-queued while the store is down, never run unlocked, then a clear failure.
+        assert result.state == states.FAILURE and isinstance(result.result, LockUnavailableError)
+        assert ran == []
+        assert [r.status for r in rows] == ["retry"] * LOCK_UNAVAILABLE_MAX_RETRIES + ["failure"]
+        assert "LockUnavailableError" in (rows[-1].error or "")
+        assert schedule(app, sid).failure_count == 1
+
+
+def test_lock_name_lets_two_task_names_share_one_lock(app: Celery) -> None:
+    class Shim(DataForgeTask):
+        lock_name = "t.new"
+
+    new = define(app, "t.new", lambda self, **kw: "new")
+    shim = define(app, "t.legacy_shim", lambda self, **kw: "shim", base=Shim)
+    kwargs = {"scheduled_task_id": 7, "handler_path": "scripts:x"}
+    assert shim.lock_key_for(kwargs) == new.lock_key_for({"scheduled_task_id": 7}) == "dataforge:lock:t.new:7"
+    token = lock_backend_for(app.dataforge).acquire(new.lock_key_for(kwargs), 60)
+    assert token is not None
+    assert shim.apply(kwargs=kwargs).state == states.IGNORED
+
+
+def test_lock_can_be_disabled(app: Celery) -> None:
+    class Parallel(DataForgeTask):
+        lock_enabled = False
+
+    task = define(app, "t.parallel", lambda self, **kw: "ok", base=Parallel)
+    lock_backend_for(app.dataforge).acquire(task.lock_key_for({"scheduled_task_id": 1}), 60)
+    assert task.apply(kwargs={"scheduled_task_id": 1}).get() == "ok"
+
+
+def test_a_task_called_as_a_function_takes_no_lock(app: Celery) -> None:
+    task = define(app, "t.direct", lambda self, **kw: self.run_job(lambda days=1: days * 2, kw))
+    lock_backend_for(app.dataforge).acquire(task.lock_key_for({"scheduled_task_id": 1}), 60)
+    assert task(scheduled_task_id=1, days=4, _lock_key="x") == 8
+    assert executions(app) == []
+
+
+def test_registering_an_async_def_task_is_a_clear_type_error(embedded_settings: Settings, make_app: Any) -> None:
+    app = make_app(embedded_settings)
+
+    async def job(self: DataForgeTask) -> None: ...
+
+    with pytest.raises(TypeError, match=r"async def.*run_job"):
+        app.task(base=DataForgeTask, bind=True, name="t.async", shared=False)(job)
+        app.finalize()
+        app.tasks["t.async"]
+
+
+def test_job_argument_errors_are_not_retried(app: Celery) -> None:
+    def needs_days(days: int) -> int:
+        return days
+
+    task = define(app, "t.args", lambda self, **kw: self.run_job(needs_days, kw))
+    result = task.apply(kwargs={}, headers={MAX_RETRIES_HEADER: 3})
+    assert result.state == states.FAILURE and "needs parameter(s) days" in str(result.result)
+    assert [r.status for r in executions(app)] == ["failure"]
