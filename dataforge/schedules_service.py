@@ -464,9 +464,9 @@ def get_schedule(db: Database, ref: str | int) -> dict[str, Any]:
 
 
 def list_schedules(db: Database, *, statuses: Iterable[str] = (), task_name: str | None = None,
-                   invalid: bool = False) -> list[dict[str, Any]]:
+                   invalid: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
     """Rows ordered by id, filtered by status(es), exact task name and/or the invalid flag."""
-    query = select(ScheduledTask).order_by(ScheduledTask.id)
+    query = select(ScheduledTask).order_by(ScheduledTask.id).limit(limit)
     wanted = list(statuses)
     if wanted:
         query = query.where(ScheduledTask.status.in_(wanted))
@@ -487,7 +487,9 @@ def history(db: Database, ref: str | int, *, limit: int = 20,
     query = (
         select(TaskExecution)
         .where(TaskExecution.scheduled_task_id == schedule.id)
-        .order_by(TaskExecution.started_at.desc().nulls_last(), TaskExecution.id.desc())
+        # Plain DESC (no NULLS LAST): a backward scan of the (scheduled_task_id, started_at)
+        # index, so a schedule with a million executions costs `limit` rows, not a sort.
+        .order_by(TaskExecution.started_at.desc(), TaskExecution.id.desc())
         .limit(limit)
     )
     if state is not None:

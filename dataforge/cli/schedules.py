@@ -143,14 +143,15 @@ def schedules() -> None:
               help="Only rows in this status (repeatable).")
 @click.option("--task", "task_name", metavar="TASK", help="Only rows sending this task name.")
 @click.option("--invalid", is_flag=True, help="Only rows beat refuses (invalid_reason set).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows (lowest ids first).")
 @_json_option
 @pass_cli
 @_refusals
 def list_cmd(cli: CliContext, statuses: tuple[str, ...], task_name: str | None, invalid: bool,
-             as_json: bool) -> None:
+             limit: int | None, as_json: bool) -> None:
     """List schedules with their timing, status, due times and counters."""
     with _database(cli) as db:
-        rows = list_schedules(db, statuses=statuses, task_name=task_name, invalid=invalid)
+        rows = list_schedules(db, statuses=statuses, task_name=task_name, invalid=invalid, limit=limit)
     if as_json:
         emit_json(rows)
         return

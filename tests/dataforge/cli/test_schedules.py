@@ -301,6 +301,7 @@ def test_list_filters_and_json(embedded_settings: Settings) -> None:
         a["id"], b["id"], c["id"]]
     assert [r["id"] for r in ok_json(s, "schedules", "list", "--task", OTHER_TASK)] == [b["id"]]
     assert [r["id"] for r in ok_json(s, "schedules", "list", "--invalid")] == [c["id"]]
+    assert [r["id"] for r in ok_json(s, "schedules", "list", "--limit", "2")] == [a["id"], b["id"]]
     table = invoke(s, "schedules", "list")
     assert table.exit_code == 0
     assert "3 schedule(s)" in table.output and "alpha" in table.output and "paused" in table.output
