@@ -1,0 +1,194 @@
+"""The signal module: rows, counters, parent-side events, idempotence, database outages."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from celery import Celery, signals, states
+from celery.app.task import Context
+from celery.exceptions import TimeLimitExceeded, WorkerLostError
+
+import dataforge.celery_signals as celery_signals
+from dataforge.celery_app import create_app
+from dataforge.celery_signals import (
+    RUN_LOGGER,
+    on_task_failure,
+    on_task_revoked,
+    record_execution_started,
+    recorder_stats,
+)
+from dataforge.locks import lock_backend_for
+from dataforge.models import ScheduledTask, utcnow
+from dataforge.settings import Settings
+from dataforge.tasks.base import DataForgeTask
+from tests.dataforge.tasks.helpers import add_schedule, executions, lock_held, schedule
+
+UNREACHABLE_PG = "postgresql://nobody@127.0.0.1:1/nothing"
+
+
+@pytest.fixture(params=["embedded", "server"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    value: Settings = request.getfixturevalue(f"{request.param}_settings")
+    return value
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[[Settings], Celery]]:
+    apps: list[Celery] = []
+
+    def make(settings: Settings) -> Celery:
+        apps.append(create_app(settings))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        app.dataforge.close()
+
+
+@pytest.fixture
+def app(settings: Settings, make_app: Callable[[Settings], Celery]) -> Celery:
+    return make_app(settings)
+
+
+def define(app: Celery, name: str, body: Callable[..., Any]) -> Any:
+    def run(self: DataForgeTask, **kwargs: Any) -> Any:
+        return self.run_job(body, kwargs)
+
+    return app.task(base=DataForgeTask, bind=True, name=name, shared=False)(run)
+
+
+def test_plain_celery_tasks_are_not_recorded(app: Celery) -> None:
+    def plain(x: int) -> int:
+        return x
+
+    task = app.task(name="t.plain", shared=False)(plain)
+    assert task.apply(kwargs={"x": 1}).get() == 1
+    assert executions(app) == []
+
+
+def test_importing_the_module_twice_still_gives_one_row_per_event(app: Celery, monkeypatch: pytest.MonkeyPatch) -> None:
+    receivers_before = {name: len(getattr(signals, name).receivers) for name in ("task_prerun", "task_success")}
+    spec = importlib.util.spec_from_file_location("dataforge_signals_copy", celery_signals.__file__)
+    assert spec is not None and spec.loader is not None
+    copy = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "dataforge_signals_copy", copy)
+    spec.loader.exec_module(copy)  # a second module object: its own handler functions
+    assert copy.on_task_prerun is not celery_signals.on_task_prerun
+    assert {n: len(getattr(signals, n).receivers) for n in receivers_before} == receivers_before
+    sid = add_schedule(app)
+    assert define(app, "t.job", lambda **kw: "ok").apply(kwargs={"scheduled_task_id": sid}).get() == "ok"
+    assert [r.status for r in executions(app)] == ["success"]
+    assert schedule(app, sid).run_count == 1
+
+
+def test_a_database_outage_never_fails_the_task(server_settings: Settings, make_app: Any) -> None:
+    app = make_app(server_settings.with_(database_url=UNREACHABLE_PG))  # locks stay in Redis
+    result = define(app, "t.job", lambda **kw: "still ran").apply(kwargs={"scheduled_task_id": 1})
+    assert result.state == states.SUCCESS and result.get() == "still ran"
+    stats = recorder_stats(app.dataforge)
+    assert stats.db_errors >= 2 and stats.by_event.get("prerun") == 1 and stats.by_event.get("success") == 1
+    assert not lock_held(app, "dataforge:lock:t.job:1")
+
+
+def test_a_redelivered_message_reuses_its_row(app: Celery) -> None:
+    for _ in range(2):
+        record_execution_started(app.dataforge, task_id="tid", task_name="t.job", attempt=0, kwargs={},
+                                 worker="w:1", started_at=utcnow())
+    rows = executions(app)
+    assert [(r.celery_task_id, r.attempt, r.status) for r in rows] == [("tid", 0, "running")]
+
+
+def test_a_missing_schedule_is_recorded_as_null(app: Celery) -> None:
+    assert define(app, "t.job", lambda **kw: 1).apply(kwargs={"scheduled_task_id": 999}).get() == 1
+    [row] = executions(app)
+    assert row.scheduled_task_id is None and row.status == "success"
+
+
+def test_counters_are_atomic_and_due_times_are_left_to_beat(app: Celery) -> None:
+    sid = add_schedule(app)
+    due = datetime(2031, 1, 1, 12, 0)
+    later = utcnow() + timedelta(days=365)
+    with app.dataforge.db.session() as s:
+        row = s.get(ScheduledTask, sid)
+        assert row is not None
+        row.next_run_at, row.last_run_at = due, later
+    before = schedule(app, sid)
+    task = define(app, "t.job", lambda **kw: None)
+    for _ in range(3):
+        task.apply(kwargs={"scheduled_task_id": sid})
+    after = schedule(app, sid)
+    assert (after.run_count, after.success_count) == (3, 3)
+    assert after.next_run_at == due  # never written by the worker
+    assert after.last_run_at == later  # never moves backwards
+    assert after.updated_at == before.updated_at  # statistics are not edits
+
+
+def test_one_structured_log_line_per_run(app: Celery, caplog: pytest.LogCaptureFixture) -> None:
+    sid = add_schedule(app)
+    task = define(app, "t.job", lambda days=1: days)
+    with caplog.at_level(logging.INFO, logger=RUN_LOGGER):
+        result = task.apply(kwargs={"scheduled_task_id": sid, "_lock_key": "old", "days": 2})
+    lines = [r for r in caplog.records if r.name == RUN_LOGGER]
+    assert len(lines) == 1
+    fields = lines[0].dataforge_run  # type: ignore[attr-defined]
+    assert fields["task_id"] == result.id and fields["task"] == "t.job" and fields["schedule"] == sid
+    assert fields["attempt"] == 0 and fields["lock"] == f"dataforge:lock:t.job:{sid}"
+    assert fields["outcome"] == "success" and isinstance(fields["duration_ms"], int)
+    assert "outcome=success" in lines[0].getMessage()
+
+
+def _start_run(app: Celery, task: Any, task_id: str, sid: int) -> str:
+    """The state a killed child leaves behind: a running row and a held lock."""
+    record_execution_started(app.dataforge, task_id=task_id, task_name=task.name, attempt=0,
+                             kwargs={"scheduled_task_id": sid}, worker="w:1", started_at=utcnow())
+    key: str = task.lock_key_for({"scheduled_task_id": sid})
+    assert lock_backend_for(app.dataforge).acquire(key, 60, owner=task_id) is not None
+    return key
+
+
+def test_worker_lost_in_the_parent_marks_lost_and_frees_only_that_runs_lock(app: Celery) -> None:
+    sid = add_schedule(app)
+    task = define(app, "t.job", lambda **kw: None)
+    key = _start_run(app, task, "tid-dead", sid)
+    exc = WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL).")
+    on_task_failure(sender=task, task_id="tid-dead", exception=exc, kwargs={"scheduled_task_id": sid}, einfo=None)
+    [row] = executions(app)
+    assert row.status == "lost" and "WorkerLostError" in (row.error or "") and row.duration_ms is not None
+    assert not lock_held(app, key)
+    assert (schedule(app, sid).failure_count, schedule(app, sid).last_status) == (1, "failure")
+    # Meanwhile another run took the lock: a late duplicate event must not free it or count again.
+    assert lock_backend_for(app.dataforge).acquire(key, 60, owner="tid-alive") is not None
+    on_task_failure(sender=task, task_id="tid-dead", exception=exc, kwargs={"scheduled_task_id": sid}, einfo=None)
+    assert lock_held(app, key)
+    assert schedule(app, sid).failure_count == 1
+
+
+def test_hard_time_limit_in_the_parent_marks_failure(app: Celery) -> None:
+    sid = add_schedule(app)
+    task = define(app, "t.job", lambda **kw: None)
+    key = _start_run(app, task, "tid-slow", sid)
+    on_task_failure(sender=task, task_id="tid-slow", exception=TimeLimitExceeded(30),
+                    kwargs={"scheduled_task_id": sid}, einfo=None)
+    [row] = executions(app)
+    assert row.status == "failure" and "TimeLimitExceeded" in (row.error or "")
+    assert not lock_held(app, key)
+
+
+def test_terminating_revoke_marks_failure_and_frees_the_lock(app: Celery) -> None:
+    sid = add_schedule(app)
+    task = define(app, "t.job", lambda **kw: None)
+    key = _start_run(app, task, "tid-revoked", sid)
+    request = Context(id="tid-revoked", kwargs={"scheduled_task_id": sid}, retries=0)
+    on_task_revoked(sender=task, request=request, terminated=False, signum=None, expired=False)
+    assert executions(app)[0].status == "running" and lock_held(app, key)  # not started by this message
+    on_task_revoked(sender=task, request=request, terminated=True, signum=15, expired=False)
+    [row] = executions(app)
+    assert row.status == "failure" and "revoked" in (row.error or "")
+    assert not lock_held(app, key)
+    assert schedule(app, sid).failure_count == 1
