@@ -585,6 +585,7 @@ def run_now(app: Celery, catalog: TaskCatalog, db: Database, ref: str | int) -> 
     Paused rows can be run (that is how one tries a schedule before resuming it); a row whose
     task is not registered is refused, since the worker would discard the message.
     """
+    from dataforge.celery_scheduler import PUBLISH_RETRY_POLICY
     from dataforge.scheduler.dispatch import RowSnapshot, build_message
 
     row = find_schedule(db, ref)
@@ -602,6 +603,9 @@ def run_now(app: Celery, catalog: TaskCatalog, db: Database, ref: str | int) -> 
     check_kwargs(row.task_name, definition.kwargs, params)
     message = build_message(RowSnapshot.from_mapping(values), definition, row.task_name, False,
                             task_id=str(uuid.uuid4()))
-    result = app.send_task(message.task_name, kwargs=message.kwargs, **message.options())
+    # Beat's publish: same options, same short retry policy (a dead broker fails in about a
+    # second instead of hanging the command).
+    result = app.send_task(message.task_name, kwargs=message.kwargs, retry=True,
+                           retry_policy=PUBLISH_RETRY_POLICY, **message.options())
     return RunNowResult(schedule_id=row.id, task_name=row.task_name, celery_task_id=str(result.id),
                         kwargs=definition.kwargs)

@@ -25,7 +25,7 @@ from dataforge.cli.main import cli
 from dataforge.db import Database
 from dataforge.errors import ScheduleError, UnknownTaskError
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
-from dataforge.processes import CeleryProcess, worker_command
+from dataforge.processes import CeleryProcess, beat_command, worker_command
 from dataforge.scheduler.dispatch import DUE_AT_HEADER, HARD_LIMIT_GRACE_SECONDS, SCHEDULE_ID_HEADER
 from dataforge.schedules_service import (
     ParamSpec,
@@ -468,25 +468,37 @@ def _finished_runs(settings: Settings, schedule_id: int, timeout: float) -> list
 
 
 @pytest.mark.slow
-def test_run_now_runs_the_schedule_once_in_a_real_worker(embedded_settings: Settings, tmp_path: Path) -> None:
-    """Embedded defaults end to end: run-now -> sqla broker -> worker -> execution row in history."""
+def test_cli_written_rows_run_in_real_beat_and_worker(embedded_settings: Settings, tmp_path: Path) -> None:
+    """Embedded defaults end to end. A row added by the CLI is dispatched by beat at the due
+    time the CLI computed; run-now of a paused row runs once through the worker and leaves the
+    row paused with its due time; both show up in history."""
     s = embedded_settings
-    row = add(s, "manual", "--interval", "86400", "--kwargs", '{"days": 2}', "--paused")
-    before = snapshot(s)
+    auto = add(s, "auto", "--interval", "3600", "--kwargs", '{"days": 1}')
+    manual = add(s, "manual", "--interval", "86400", "--kwargs", '{"days": 2}', "--paused")
     sent = ok_json(s, "schedules", "run-now", "manual")
-    assert sent["schedule_id"] == row["id"] and sent["task_name"] == TASK and sent["kwargs"] == {"days": 2}
-    after = snapshot(s)
-    assert after[0]["next_run_at"] == before[0]["next_run_at"] and after[0]["status"] == "paused"
+    assert sent["schedule_id"] == manual["id"] and sent["task_name"] == TASK and sent["kwargs"] == {"days": 2}
     env = {**os.environ, **s.as_env()}
-    with CeleryProcess("worker", worker_command(concurrency=1), env=env, cwd=tmp_path) as worker:
+    with (
+        CeleryProcess("worker", worker_command(concurrency=1), env=env, cwd=tmp_path) as worker,
+        CeleryProcess("beat", beat_command(), env=env, cwd=tmp_path) as beat,
+    ):
         worker.wait_ready(timeout=90)
+        beat.wait_ready(timeout=90)
         worker.wait_for(rf"{TASK}\[{sent['celery_task_id']}\] succeeded", timeout=90)
-        runs = _finished_runs(s, row["id"], timeout=30)
-    assert [(r["celery_task_id"], r["status"], r["attempt"]) for r in runs] == [
+        worker.wait_for(rf"{TASK}\[[^\]]+\] succeeded", timeout=90, count=2)
+        manual_runs = _finished_runs(s, manual["id"], timeout=30)
+        auto_runs = _finished_runs(s, auto["id"], timeout=30)
+    assert [(r["celery_task_id"], r["status"], r["attempt"]) for r in manual_runs] == [
         (sent["celery_task_id"], "success", 0)]
-    assert json.loads(runs[0]["result"])["cutoff"]  # the job ran with the schedule's kwargs
-    text = invoke(s, "schedules", "run-now", str(row["id"]))
-    assert text.exit_code == 0 and f"schedules history {row['id']}" in text.output
+    assert json.loads(manual_runs[0]["result"])["cutoff"]  # the job ran with the schedule's kwargs
+    assert [(r["status"], r["attempt"]) for r in auto_runs] == [("success", 0)]
+    rows = {r["name"]: r for r in snapshot(s)}
+    # Beat sent the CLI's due time and advanced the row by one interval from it.
+    assert rows["auto"]["next_run_at"] == dt(auto["next_run_at"]) + timedelta(seconds=3600)
+    assert rows["auto"]["success_count"] == 1 and rows["auto"]["invalid_reason"] is None
+    assert rows["manual"]["status"] == "paused" and rows["manual"]["next_run_at"] == dt(manual["next_run_at"])
+    text = invoke(s, "schedules", "run-now", str(manual["id"]))
+    assert text.exit_code == 0 and f"schedules history {manual['id']}" in text.output
 
 
 def test_run_now_refuses_what_a_worker_would_discard(embedded_settings: Settings) -> None:
