@@ -31,8 +31,7 @@ import logging
 import os
 import socket
 import time
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final
@@ -43,7 +42,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from dataforge.db import is_postgres, is_sqlite
-from dataforge.errors import LockUnavailableError, ScheduleError, UnknownTaskError
+from dataforge.errors import LockUnavailableError
 from dataforge.locks import lock_backend_for
 from dataforge.models import utcnow
 from dataforge.runtime import Runtime, get_runtime
@@ -57,59 +56,19 @@ from dataforge.scheduler.dispatch import (
     Reschedule,
     RowSnapshot,
     Send,
-    build_message,
     plan_due_row,
     plan_unscheduled_row,
-    resolve_target,
-    row_definition,
 )
 from dataforge.scheduler.leader import LeaderLease, lease_timing
 from dataforge.scheduler.schedules import parse_db_datetime
 
-__all__ = ["PUBLISH_RETRY_POLICY", "DatabaseScheduler", "send_scheduled_task"]
+__all__ = ["PUBLISH_RETRY_POLICY", "DatabaseScheduler"]
 
 log = logging.getLogger(__name__)
 
 #: A publish gives up after about a second (then the batch's unsent runs are rolled back and
 #: retried next tick) instead of Celery's default of blocking beat for many seconds.
 PUBLISH_RETRY_POLICY: Final = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 0.5}
-
-
-def _send(app: Celery, message: Message, producer: Any = None) -> Any:
-    return app.send_task(
-        message.task_name,
-        kwargs=message.kwargs,
-        producer=producer,
-        retry=True,
-        retry_policy=PUBLISH_RETRY_POLICY,
-        **message.options(),
-    )
-
-
-def send_scheduled_task(app: Celery, values: Mapping[str, Any], *, task_id: str | None = None) -> Any:
-    """Send one run of a schedule row now (``dataforge schedules run-now``), exactly the
-    message beat would send, without touching the row. ``values``: the row's columns.
-
-    Raises :class:`~dataforge.errors.ScheduleError` for a bad row and
-    :class:`~dataforge.errors.UnknownTaskError` when its task is not registered.
-    """
-    runtime = get_runtime(app)
-    app.loader.import_default_modules()
-    row = RowSnapshot.from_mapping(values)
-    ctx = DispatchContext(
-        is_registered=lambda name: name in app.tasks,
-        legacy_enabled=_legacy_switch(runtime),
-        scripts_package=runtime.settings.scripts_package,
-    )
-    definition = row_definition(row)
-    try:
-        task_name, legacy = resolve_target(row, ctx)
-    except ScheduleError as exc:
-        if exc.field == "task_name" and row.task_name:
-            raise UnknownTaskError(row.task_name, "see `dataforge tasks`") from None
-        raise
-    message = build_message(row, definition, task_name, legacy, task_id=task_id or str(uuid.uuid4()))
-    return _send(app, message)
 
 
 def _legacy_switch(runtime: Runtime) -> bool:
@@ -224,7 +183,14 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     # -- seams --------------------------------------------------------------------------------------
     def publish(self, message: Message, producer: Any) -> None:
         """Publish one message (tests override this to capture sends). Raises on failure."""
-        _send(self.app, message, producer)
+        self.app.send_task(
+            message.task_name,
+            kwargs=message.kwargs,
+            producer=producer,
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+            **message.options(),
+        )
 
     @contextmanager
     def producer_for_batch(self) -> Iterator[Any]:
@@ -235,6 +201,10 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def now(self) -> datetime:
         """Naive UTC, the tables' convention."""
         return utcnow()
+
+    def monotonic(self) -> float:
+        """The clock of intervals (re-reads, the lease): immune to wall-clock steps."""
+        return time.monotonic()
 
     # -- tick -------------------------------------------------------------------------------------
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -276,7 +246,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             self._start_leading()
         feed = self._feed
         assert feed is not None
-        mono = time.monotonic()
+        mono = self.monotonic()
         if feed.poll():
             self._need_refresh = True
         if not feed.live and mono - self._last_refresh >= self.max_interval:
@@ -298,7 +268,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def _lease_for(self) -> LeaderLease:
         if self._lease is None:
             timing = lease_timing(self.runtime.settings.beat_leader_ttl, self.max_interval)
-            self._lease = LeaderLease(lock_backend_for(self.runtime), timing, self.identity)
+            self._lease = LeaderLease(lock_backend_for(self.runtime), timing, self.identity, clock=self.monotonic)
         return self._lease
 
     def _start_leading(self) -> None:
@@ -353,7 +323,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def _refresh(self, *, include_flagged: bool) -> None:
         """Give active rows without a due time one (re-validating flagged rows on a full
         refresh), then re-read the earliest due time."""
-        mono = time.monotonic()
+        mono = self.monotonic()
         if include_flagged:
             self._legacy = _legacy_switch(self.runtime)
         ctx = self._context()

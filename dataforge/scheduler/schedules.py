@@ -149,9 +149,6 @@ class CronSchedule:
     #: The hour field covers all 24 hours: repeated wall-clock times fire in both passes.
     every_hour: bool = field(compare=False, repr=False)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (validate_schedule, ("cron",), {"cron_expression": self.expression, "timezone": self.timezone})
-
 
 Schedule = IntervalSchedule | CronSchedule | OnceSchedule
 
