@@ -106,7 +106,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, str) and len(value) >= 19 and value[10:11] == "T":
-        return value.replace("T", " ")
+        return value[:19].replace("T", " ")  # tables show seconds; --json has the full value
     return str(value)
 
 
@@ -156,14 +156,14 @@ def list_cmd(cli: CliContext, statuses: tuple[str, ...], task_name: str | None, 
         emit_json(rows)
         return
     table = Table(title=f"{len(rows)} schedule(s)", title_justify="left")
-    for name in ("id", "name", "task", "schedule", "status", "next run (UTC)", "last run (UTC)", "last",
-                 "runs ok/fail", "invalid"):
+    for name in ("id", "name", "task", "schedule", "status", "next run (UTC)", "last run (UTC)", "ok/failed",
+                 "invalid"):
         table.add_column(name, overflow="fold")
     for row in rows:
+        last = _fmt(row["last_run_at"]) + (f" {row['last_status']}" if row["last_status"] else "")
         table.add_row(
             str(row["id"]), row["name"], _fmt(row["task_name"] or row["handler_path"]), row["schedule"],
-            row["status"], _fmt(row["next_run_at"]), _fmt(row["last_run_at"]), _fmt(row["last_status"]),
-            f"{row['run_count']} {row['success_count']}/{row['failure_count']}",
+            row["status"], _fmt(row["next_run_at"]), last, f"{row['success_count']}/{row['failure_count']}",
             _fmt(row["invalid_reason"]),
         )
     cli.console.print(table)
