@@ -1,0 +1,1 @@
+"""DataForge backend (legacy layout: jobs in scripts/, a few tasks in app/tasks/)."""

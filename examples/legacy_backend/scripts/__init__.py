@@ -1,0 +1,1 @@
+"""Scheduled jobs: one module per job, each with a module-level ``run``."""

@@ -1,0 +1,32 @@
+"""Rebuild the product search index from the partner feed."""
+import asyncio
+import csv
+import json
+
+from scripts._common import DATA_DIR, save_json, timed
+
+NAME = "Search index rebuild"
+CATEGORY = "search"
+
+
+@timed
+async def run(full: bool = False, **kwargs):
+    """Rebuild the index (incrementally unless full=True)."""
+    # The executor hands us the lock key; we only log it, the lock itself is the executor's.
+    lock_key = kwargs.get("_lock_key")
+    index_path = DATA_DIR / "index" / "search.json"
+    index = {} if full or not index_path.exists() else json.loads(index_path.read_text(encoding="utf-8"))
+    with (DATA_DIR / "partner_feed.csv").open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            for word in row["name"].lower().split():
+                index.setdefault(word, [])
+                if row["sku"] not in index[word]:
+                    index[word].append(row["sku"])
+    await asyncio.sleep(0)
+    save_json("index/search.json", index)
+    return {
+        "words": len(index),
+        "full": full,
+        "locked": lock_key is not None,
+        "scheduled_task_id": kwargs.get("scheduled_task_id"),
+    }

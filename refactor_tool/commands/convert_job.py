@@ -1,0 +1,226 @@
+"""Turn a legacy job module (a module-level ``run``) into a registered DataForge task.
+
+The module keeps every byte it had; it gains two imports and, at the end (before a trailing
+``if __name__ == "__main__":`` block), one task::
+
+    @celery_app.task(base=DataForgeTask, bind=True, name="dataforge.<job>")
+    def <job>(self, **kwargs):
+        \"\"\"<first line of the module or run docstring>\"\"\"
+        return self.run_job(run, kwargs)
+
+The task looks ``run`` up when it runs, exactly as the legacy executor's ``getattr(module,
+"run")`` did, so aliases, decorators and re-definitions keep their meaning. Every shape whose
+behaviour would change is refused with its line (see docs/codemod.md for the list).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import keyword
+
+import libcst as cst
+from libcst.codemod import CodemodContext, SkipFile
+
+from dataforge.legacy_paths import task_name_for_module
+from refactor_tool.analysis import ModuleFacts, analyze, reserved_names
+from refactor_tool.commands._base import Command, free_name, statement_map
+from refactor_tool.errors import ConversionRefused, Refusal
+from refactor_tool.options import ConvertOptions, ImportTarget
+
+__all__ = ["ConvertJobCommand", "NotAJob"]
+
+
+class NotAJob(SkipFile):
+    """The module has no module-level ``run``: reported as "not a job", never as an error."""
+
+
+def _first_line(docstring: str | None) -> str:
+    lines = inspect.cleandoc(docstring).strip().splitlines() if docstring else []
+    return lines[0].strip() if lines else ""
+
+
+def _docstring_literal(text: str) -> str:
+    """A docstring literal for ``text``; falls back to an escaped plain string when needed."""
+    if '"""' in text or "\\" in text or text.endswith('"') or not text.isprintable():
+        return json.dumps(text, ensure_ascii=False)
+    return f'"""{text}"""'
+
+
+class ConvertJobCommand(Command):
+    """Add the task wrapper to one job module."""
+
+    DESCRIPTION = "Register a legacy scripts/<job>.py run() as a DataForge task."
+
+    def __init__(
+        self,
+        context: CodemodContext,
+        job: str = "job",
+        options: ConvertOptions | None = None,
+        facts: ModuleFacts | None = None,
+    ) -> None:
+        super().__init__(context)
+        self.job = job
+        self.options = options or ConvertOptions()
+        self.facts = facts
+        self.task_name = task_name_for_module(job)
+        #: Name of the task function (the job's name unless that is taken); set by the transform.
+        self.function_name: str | None = None
+        #: True when the module already carries this exact task (a re-run): nothing changes.
+        self.already_converted = False
+
+    # -- checks -------------------------------------------------------------------------------
+    def _problems(self, facts: ModuleFacts) -> list[Refusal]:
+        problems = list(facts.problems) + list(facts.run_problems)
+        if not self.job.isidentifier():
+            problems.append(
+                Refusal(1, f"module name {self.job!r} is not a Python identifier; rename the file (and its schedules)")
+            )
+        for line, module, level in facts.star_imports:
+            shown = "." * level + module
+            problems.append(
+                Refusal(
+                    line,
+                    f"star import from {shown}: the names it binds cannot be known, so the added names "
+                    "(celery_app, DataForgeTask, the task function) could shadow one; import names explicitly",
+                )
+            )
+        for task in facts.tasks:
+            if task.task_name == self.task_name and task.delegates_to == "run":
+                continue
+            if task.task_name == self.task_name:
+                problems.append(
+                    Refusal(
+                        task.line,
+                        f"already defines task {self.task_name!r} in {task.function}() which does not hand over "
+                        "to run(); merge the two by hand",
+                    )
+                )
+            else:
+                problems.append(
+                    Refusal(
+                        task.line,
+                        f"defines Celery task {task.function}() itself; a script is not a task module: move that "
+                        "task to the tasks package by hand",
+                    )
+                )
+        return problems
+
+    # -- transform ----------------------------------------------------------------------------
+    def transform_module_impl(self, tree: cst.Module) -> cst.Module:
+        facts = self.facts or analyze(tree.bytes, self.options.scripts_package)
+        path = self.context.filename or f"{self.options.scripts_package}/{self.job}.py"
+        if facts.run is None:
+            if facts.run_in_class is not None:
+                cls, line = facts.run_in_class
+                raise ConversionRefused(
+                    [
+                        Refusal(
+                            line,
+                            f"run is defined only inside class {cls}; the legacy executor looked up a "
+                            "module-level run, so this job never ran: add a module-level run",
+                        )
+                    ],
+                    path,
+                )
+            raise NotAJob("not a job: no module-level run")
+        problems = self._problems(facts)
+        if problems:
+            raise ConversionRefused(sorted(set(problems)), path)
+        for note in facts.notes:
+            self.warn(note)
+        existing = next((t for t in facts.tasks if t.task_name == self.task_name and t.delegates_to == "run"), None)
+        if existing is not None:
+            self.function_name = existing.function
+            self.already_converted = True
+            return tree
+
+        taken = set(facts.identifiers) | reserved_names()
+        statements: list[cst.BaseStatement] = []
+        app_name = self._import_name(self.options.celery_app_import, facts, taken, statements, tree)
+        base_name = self._import_name(self.options.base_import, facts, taken, statements, tree)
+        fn = free_name(
+            itertools.chain([self.job, f"{self.job}_task"], (f"{self.job}_task_{n}" for n in itertools.count(2))),
+            taken,
+        )
+        self.function_name = fn
+        if fn != self.job:
+            reason = "a keyword" if keyword.iskeyword(self.job) else "already taken in this module"
+            self.warn(f"task function named {fn}() because {self.job!r} is {reason}")
+        first_line = _first_line(facts.docstring) or _first_line(facts.run.docstring)
+        if not first_line:
+            first_line = f"Run {self.options.scripts_package}/{self.job}.py's run() as a DataForge task."
+        task_src = (
+            f"@{app_name}.task(base={base_name}, bind=True, name={json.dumps(self.task_name)})\n"
+            f"def {fn}(self, **kwargs):\n"
+            f"    {_docstring_literal(first_line)}\n"
+            f"    return self.run_job(run, kwargs)\n"
+        )
+        task = cst.parse_statement(task_src, config=tree.config_for_parsing)
+        assert isinstance(task, cst.FunctionDef)
+        task = task.with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
+        return self._insert(tree, facts, statements, task)
+
+    def _import_name(
+        self,
+        target: ImportTarget,
+        facts: ModuleFacts,
+        taken: set[str],
+        statements: list[cst.BaseStatement],
+        tree: cst.Module,
+    ) -> str:
+        for binding in facts.imports.values():
+            if binding.level == 0 and binding.module == target.module and binding.attr == target.attr:
+                return binding.name
+        name = free_name(
+            itertools.chain(
+                [target.attr, f"dataforge_{target.attr}"],
+                (f"dataforge_{target.attr}_{n}" for n in itertools.count(2)),
+            ),
+            taken,
+        )
+        taken.add(name)
+        if name != target.attr:
+            self.warn(f"imported {target.attr} as {name} because {target.attr!r} is already taken in this module")
+        alias = f" as {name}" if name != target.attr else ""
+        statements.append(
+            cst.parse_statement(f"from {target.module} import {target.attr}{alias}\n", config=tree.config_for_parsing)
+        )
+        return name
+
+    def _insert(
+        self,
+        tree: cst.Module,
+        facts: ModuleFacts,
+        imports: list[cst.BaseStatement],
+        task: cst.FunctionDef,
+    ) -> cst.Module:
+        body = list(tree.body)
+        # Imports go after the leading block of docstring / import statements.
+        position = 0
+        for i, stmt in enumerate(body):
+            if isinstance(stmt, cst.SimpleStatementLine) and all(
+                isinstance(s, cst.Import | cst.ImportFrom) for s in stmt.body
+            ):
+                position = i + 1
+            elif i == 0 and facts.docstring is not None:
+                position = 1
+            else:
+                break
+        if imports and position > 0 and not _is_import_line(body[position - 1]):
+            imports[0] = imports[0].with_changes(leading_lines=[cst.EmptyLine()])
+        # The task goes at the end, before a trailing `if __name__ == "__main__":` block.
+        mapping = statement_map(body, facts.top_level_count)
+        if facts.main_guard_index is not None and mapping is not None:
+            end = mapping[facts.main_guard_index]
+        else:
+            end = len(body)
+        new_body = [*body[:position], *imports, *body[position:end], task, *body[end:]]
+        return tree.with_changes(body=new_body)
+
+
+def _is_import_line(stmt: cst.BaseStatement) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and all(
+        isinstance(s, cst.Import | cst.ImportFrom) for s in stmt.body
+    )

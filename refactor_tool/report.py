@@ -1,0 +1,177 @@
+"""Per-file results of a conversion, the summary, the JSON report and the unified diff.
+
+A conversion never raises for a file: every file ends up here with one status and its reasons.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["STATUSES", "Change", "ConvertReport", "FileReport", "Status"]
+
+Status = Literal["changed", "unchanged", "skipped", "refused", "failed"]
+#: In the order the summary prints them.
+STATUSES: tuple[Status, ...] = ("changed", "unchanged", "skipped", "refused", "failed")
+REPORT_VERSION = 1
+
+
+@dataclass
+class FileReport:
+    """One input file (or generated file: the registry, the map) and what happened to it."""
+
+    path: str
+    kind: str
+    status: Status
+    #: Where the converted file goes (scripts), ``None`` when changed in place.
+    target: str | None = None
+    #: ``path:line: reason`` for refused and failed files; one line for skipped ones.
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    task_name: str | None = None
+    function: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "status": self.status,
+            "target": self.target,
+            "reasons": list(self.reasons),
+            "notes": list(self.notes),
+            "task_name": self.task_name,
+            "function": self.function,
+        }
+
+
+@dataclass(frozen=True)
+class Change:
+    """One file operation of the write phase. ``new is None`` deletes; ``old is None`` creates."""
+
+    path: str
+    old: bytes | None
+    new: bytes | None
+    #: The file this one was converted from (a script), for rename/copy headers in the diff.
+    origin: str | None = None
+    #: The origin's content (what a rename/copy diff compares against).
+    origin_data: bytes | None = None
+    encoding: str = "utf-8"
+    #: File mode to give a created file (the origin's), ``None`` for the default.
+    mode: int | None = None
+
+
+@dataclass
+class ConvertReport:
+    """Everything a conversion did or would do."""
+
+    root: str
+    mode: str
+    files: list[FileReport]
+    changes: list[Change]
+    #: Directories the write phase removes because they became empty.
+    removed_dirs: list[str] = field(default_factory=list)
+    #: Set when the write phase failed and rolled back: what failed and why.
+    write_error: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        counter = Counter(f.status for f in self.files)
+        return {status: counter.get(status, 0) for status in STATUSES}
+
+    @property
+    def has_errors(self) -> bool:
+        return self.write_error is not None or any(f.status in ("refused", "failed") for f in self.files)
+
+    @property
+    def would_change(self) -> bool:
+        return bool(self.changes) or bool(self.removed_dirs)
+
+    def exit_code(self, check: bool) -> int:
+        """2 when any file was refused or failed; with ``check``, 1 when anything would change."""
+        if self.has_errors:
+            return 2
+        if check and self.would_change:
+            return 1
+        return 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION,
+            "root": self.root,
+            "mode": self.mode,
+            "summary": self.counts(),
+            "write_error": self.write_error,
+            "files": [f.to_json() for f in self.files],
+            "operations": [
+                {
+                    "op": "delete" if c.new is None else "create" if c.old is None else "update",
+                    "path": c.path,
+                    "origin": c.origin,
+                }
+                for c in self.changes
+            ]
+            + [{"op": "rmdir", "path": d, "origin": None} for d in self.removed_dirs],
+        }
+
+    def summary_lines(self, verbose: bool = True) -> list[str]:
+        """Human summary: one line per file that is not plainly unchanged, then the counts."""
+        lines: list[str] = []
+        for f in self.files:
+            if f.status == "unchanged":
+                continue
+            if f.status in ("refused", "failed"):
+                lines.extend(f"{f.status}: {r}" for r in f.reasons)
+                continue
+            if not verbose:
+                continue
+            where = f" -> {f.target}" if f.target and f.target != f.path else ""
+            reason = f" ({'; '.join(f.reasons)})" if f.reasons else ""
+            lines.append(f"{f.status}: {f.path}{where}{reason}")
+            lines.extend(f"  note: {n}" for n in f.notes)
+        if self.write_error:
+            lines.append(f"failed: {self.write_error} (every file written by this run was restored)")
+        counts = self.counts()
+        verb = "would be " if self.mode != "write" else ""
+        lines.append(", ".join(f"{counts[s]} {verb if s == 'changed' else ''}{s}" for s in STATUSES))
+        return lines
+
+    def diff(self) -> str:
+        """A git-style unified diff of every file the write phase creates, changes or deletes."""
+        deleted = {c.path for c in self.changes if c.new is None}
+        shown_as_rename = {
+            c.origin for c in self.changes if c.origin is not None and c.origin in deleted and c.old is None
+        }
+        out: list[str] = []
+        for c in self.changes:
+            if c.new is None and c.path in shown_as_rename:
+                continue
+            moved = c.origin is not None and c.old is None and c.new is not None
+            a_path = c.origin if moved and c.origin is not None else c.path
+            out.append(f"diff --git a/{a_path} b/{c.path}\n")
+            old_bytes = c.origin_data if moved else c.old
+            if moved:
+                verb = "rename" if c.origin in deleted else "copy"
+                out.append(f"{verb} from {c.origin}\n{verb} to {c.path}\n")
+            elif c.old is None:
+                out.append("new file mode 100644\n")
+            if c.new is None:
+                out.append("deleted file mode 100644\n")
+            from_name = "/dev/null" if old_bytes is None else f"a/{a_path}"
+            to_name = "/dev/null" if c.new is None else f"b/{c.path}"
+            out.extend(_unified(old_bytes, c.new, from_name, to_name, c.encoding))
+        return "".join(out)
+
+
+def _lines(data: bytes | None, encoding: str) -> list[str]:
+    if data is None:
+        return []
+    text = data.decode(encoding, errors="replace")
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+def _unified(old: bytes | None, new: bytes | None, a: str, b: str, encoding: str) -> list[str]:
+    return list(difflib.unified_diff(_lines(old, encoding), _lines(new, encoding), a, b, lineterm="\n"))
