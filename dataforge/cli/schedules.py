@@ -84,7 +84,8 @@ def _catalog(cli: CliContext) -> tuple[Any, TaskCatalog]:
 
 
 def _refusals(f: F) -> F:
-    """Turn the service's refusals into click errors: bad input exits 2, the rest 1."""
+    """Turn the service's refusals into click errors: bad input exits 2 naming the option at
+    fault; a missing row or a verb that does not apply to the row's status exits 1."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -94,6 +95,27 @@ def _refusals(f: F) -> F:
             raise click.BadParameter(f"{exc.value!r}: {exc.reason}", param_hint=hint) from exc
         except UnknownTaskError as exc:
             raise click.BadParameter(str(exc), param_hint="--task") from exc
+        except DataForgeError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    wrapper.__name__ = f.__name__
+    wrapper.__doc__ = f.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+def _row_refusals(f: F) -> F:
+    """For verbs that take no schedule options (resume, run-now): a stored row that cannot run
+    is not bad input to this command; exit 1 and say which edit fixes it."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except (ScheduleError, UnknownTaskError) as exc:
+            ref = kwargs.get("ref", "ID")
+            option = _OPTION_FOR_FIELD.get(exc.field, exc.field) if isinstance(exc, ScheduleError) else "--task"
+            raise click.ClickException(
+                f"schedule {ref!r} cannot run: {exc}; fix it with `dataforge schedules edit {ref} {option} ...`"
+            ) from exc
         except DataForgeError as exc:
             raise click.ClickException(str(exc)) from exc
 
@@ -290,7 +312,7 @@ def pause(cli: CliContext, ref: str, as_json: bool) -> None:
 @click.argument("ref", metavar="ID|NAME")
 @_json_option
 @pass_cli
-@_refusals
+@_row_refusals
 def resume(cli: CliContext, ref: str, as_json: bool) -> None:
     """Re-activate a paused or disabled schedule; the next run is the first due time from now
     (runs missed while paused are not replayed)."""
@@ -304,7 +326,7 @@ def resume(cli: CliContext, ref: str, as_json: bool) -> None:
 @click.argument("ref", metavar="ID|NAME")
 @_json_option
 @pass_cli
-@_refusals
+@_row_refusals
 def run_now_cmd(cli: CliContext, ref: str, as_json: bool) -> None:
     """Send one run now, the same message beat sends; the schedule's timing is unchanged."""
     app, catalog = _catalog(cli)

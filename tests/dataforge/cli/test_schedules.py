@@ -395,7 +395,7 @@ def test_pause_and_resume(embedded_settings: Settings) -> None:
     refused(s, ["schedules", "resume", "pr"], "--at", code=1)
     refused(s, ["schedules", "pause", "pr"], "only an active schedule", code=1)
     set_columns(s, row["id"], status="paused", task_name="dataforge.removed")
-    refused(s, ["schedules", "resume", "pr"], "not registered")
+    refused(s, ["schedules", "resume", "pr"], "not registered", "schedules edit pr --task", code=1)
     text = invoke(s, "schedules", "pause", "ghost")
     assert text.exit_code == 1
 
@@ -505,9 +505,11 @@ def test_run_now_refuses_what_a_worker_would_discard(embedded_settings: Settings
     s = embedded_settings
     row = add(s, "gone")
     set_columns(s, row["id"], task_name="dataforge.removed")
-    refused(s, ["schedules", "run-now", "gone"], "not registered")
+    refused(s, ["schedules", "run-now", "gone"], "not registered", "schedules edit gone --task", code=1)
     set_columns(s, row["id"], task_name=TASK, handler_kwargs='{"weeks": 1}')
-    refused(s, ["schedules", "run-now", "gone"], "weeks")
+    refused(s, ["schedules", "run-now", "gone"], "weeks", "--kwargs", code=1)
+    set_columns(s, row["id"], handler_kwargs="{}", task_type="cron", cron_expression="99 * * * *")
+    refused(s, ["schedules", "run-now", "gone"], "cron_expression", "schedules edit gone --cron", code=1)
     refused(s, ["schedules", "run-now", "nothing"], "no schedule", code=1)
 
 
