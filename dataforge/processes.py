@@ -154,6 +154,8 @@ class CeleryProcess:
             pass
         if self._reader is not None:
             self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return self.proc.returncode
 
     def kill(self) -> None:
