@@ -5,6 +5,7 @@ checked against it (autogenerate must find nothing).
 """
 
 from dataforge.models.base import Base, utcnow
+from dataforge.models.flag import Flag
 from dataforge.models.lock_lease import LockLease
 from dataforge.models.scheduled_task import SCHEDULE_STATUSES, TASK_TYPES, ScheduledTask
 from dataforge.models.task_execution import EXECUTION_STATES, TaskExecution
@@ -14,6 +15,7 @@ __all__ = [
     "SCHEDULE_STATUSES",
     "TASK_TYPES",
     "Base",
+    "Flag",
     "LockLease",
     "ScheduledTask",
     "TaskExecution",

@@ -29,7 +29,9 @@ class ScheduledTask(Base):
     description: Mapped[str | None] = mapped_column(Text)
     task_type: Mapped[str] = mapped_column(String(16), nullable=False)
     #: The dispatch field: the registered Celery task name beat sends.
-    task_name: Mapped[str | None] = mapped_column(String(255))
+    #: NOT NULL from migration 0004_contract on (migrations helper). Still typed optional: a
+    #: database rolled back to 0002_expand for the legacy switch has NULLs again.
+    task_name: Mapped[str | None] = mapped_column(String(255), nullable=False)
     #: DEPRECATED. The legacy script reference (``scripts:sync_accounts`` and three other
     #: spellings). Kept for rollback and for the compat shim; the runtime never imports it.
     handler_path: Mapped[str | None] = mapped_column(String(255))
@@ -66,6 +68,11 @@ class ScheduledTask(Base):
     #: NULL = healthy. Set once by beat, logged once, cleared when the row is fixed.
     invalid_reason: Mapped[str | None] = mapped_column(Text)
     invalid_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Added by the migrations helper: JSON of the legacy values the data migration
+    #: (0003_data) replaced on this row, with what it wrote (``{"task_name": {"legacy": null,
+    #: "migrated": "dataforge.x"}}``); NULL on rows created after it. The downgrade restores a
+    #: value only if the row still holds what the migration wrote, so later edits are kept.
+    legacy_values: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         # Beat's only hot query: "active rows due by now" and "the earliest next due time".

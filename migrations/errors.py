@@ -1,0 +1,39 @@
+"""Errors the migrations raise on purpose, rooted at the project's :class:`DataForgeError`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dataforge.errors import DataForgeError
+
+if TYPE_CHECKING:
+    from migrations.report import MigrationReport
+
+__all__ = ["MigrationOptionError", "MigrationRefusedError"]
+
+
+class MigrationRefusedError(DataForgeError):
+    """A revision found rows it must not migrate under the chosen policy; nothing was changed.
+
+    ``report`` is the same report ``dataforge db check`` prints (rows grouped by reason, with
+    ids); ``revision`` names the revision that refused.
+    """
+
+    def __init__(self, revision: str, reason: str, report: MigrationReport | None = None) -> None:
+        self.revision = revision
+        self.reason = reason
+        self.report = report
+        text = f"migration {revision} refused: {reason}; the whole upgrade was rolled back, nothing changed"
+        if report is not None:
+            text += "\n" + report.render()
+        super().__init__(text)
+
+
+class MigrationOptionError(DataForgeError):
+    """An ``-x key=value`` option (or the map file it names) cannot be used."""
+
+    def __init__(self, option: str, value: object, reason: str) -> None:
+        self.option = option
+        self.value = value
+        self.reason = reason
+        super().__init__(f"-x {option}={value!r}: {reason}")

@@ -1,0 +1,120 @@
+"""Optional: drop the deprecated scheduled_tasks.handler_path.
+
+Not part of ``head``: it lives in migrations/optional and runs only when asked for
+(``dataforge db upgrade --optional 0006_drop_handler_path``, or
+``alembic -n optional upgrade 0006_drop_handler_path``). Run it after the compat shim is gone.
+
+Refuses, changing nothing, while the legacy switch is on (dataforge_flags row ``legacy_tasks``,
+or DATAFORGE_LEGACY_TASKS=1 in the migrating process): the shim needs handler_path. Offline, a
+CHECK constraint named ``legacy_switch_is_on`` stops the script (the environment variable of
+the processes that will run it cannot be seen from here: check it yourself).
+
+The change triggers (0005) read handler_path: they are replaced by the same triggers without
+it, and put back by the downgrade.
+
+Lossless: each row's handler_path is saved in legacy_values (``"handler_path"``) and the
+downgrade writes it back. The column comes back after task_name on SQLite, at the end of the
+table on PostgreSQL (``ALTER TABLE ADD COLUMN`` cannot place it).
+
+Revision ID: 0006_drop_handler_path
+Revises: 0005_change_triggers
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import context, op
+
+from migrations.errors import MigrationRefusedError
+from migrations.legacy_schema import sqlite_tables
+from migrations.options import current_options
+from migrations.schedule_triggers import (
+    POSTGRESQL_DROP,
+    POSTGRESQL_TRIGGERS,
+    SQLITE_DROP,
+    SQLITE_TRIGGERS,
+    without_handler_path,
+)
+from migrations.sql import dialect_name, execute, guard, sql, sqlite_keep_sequences
+
+revision: str = "0006_drop_handler_path"
+down_revision: str | Sequence[str] | None = "0005_change_triggers"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+#: Set on rows whose legacy_values was NULL (created after 0003), so the downgrade can put NULL back.
+_CREATED_AFTER = "created_after_data_migration"
+_TRIGGERS = {"postgresql": (POSTGRESQL_TRIGGERS, POSTGRESQL_DROP), "sqlite": (SQLITE_TRIGGERS, SQLITE_DROP)}
+
+
+def _triggers(dialect: str, *, install: tuple[str, ...] | None = None) -> None:
+    """Drop the change triggers, then install ``install`` (if given)."""
+    for statement in _TRIGGERS[dialect][1]:
+        execute(statement)
+    for statement in install or ():
+        execute(statement)
+
+
+def _switch_on_in_db() -> bool:
+    value = op.get_bind().execute(sql("SELECT enabled FROM dataforge_flags WHERE name = 'legacy_tasks'")).scalar()
+    return bool(value)
+
+
+def upgrade() -> None:
+    dialect = dialect_name()
+    if not context.is_offline_mode():
+        if current_options().legacy_switch_env or _switch_on_in_db():
+            raise MigrationRefusedError(
+                revision,
+                "the legacy switch is on (dataforge_flags or DATAFORGE_LEGACY_TASKS=1); the compat shim needs "
+                "handler_path. Run `dataforge legacy disable` and unset DATAFORGE_LEGACY_TASKS first",
+            )
+    guard("legacy_switch_is_on", "SELECT count(*) FROM dataforge_flags WHERE name = 'legacy_tasks' AND enabled")
+    _triggers(dialect)
+    if dialect == "postgresql":
+        execute(
+            "UPDATE scheduled_tasks SET legacy_values = (COALESCE(CAST(legacy_values AS jsonb), "
+            f"jsonb_build_object('{_CREATED_AFTER}', true)) || jsonb_build_object('handler_path', handler_path))::text "
+            "WHERE handler_path IS NOT NULL"
+        )
+        op.drop_column("scheduled_tasks", "handler_path")
+        _triggers(dialect, install=without_handler_path(POSTGRESQL_TRIGGERS))
+        return
+    execute(
+        "UPDATE scheduled_tasks SET legacy_values = json_set(COALESCE(legacy_values, "
+        f"json_object('{_CREATED_AFTER}', json('true'))), '$.handler_path', handler_path) "
+        "WHERE handler_path IS NOT NULL"
+    )
+    schedules, _ = sqlite_tables("contract")
+    with sqlite_keep_sequences("scheduled_tasks"):
+        with op.batch_alter_table("scheduled_tasks", copy_from=schedules, recreate="always") as batch:
+            batch.drop_column("handler_path")
+    _triggers(dialect, install=without_handler_path(SQLITE_TRIGGERS))
+
+
+def downgrade() -> None:
+    dialect = dialect_name()
+    _triggers(dialect)
+    if dialect == "postgresql":
+        op.add_column("scheduled_tasks", sa.Column("handler_path", sa.String(255)))
+        execute(
+            "UPDATE scheduled_tasks SET handler_path = CAST(legacy_values AS jsonb) ->> 'handler_path', "
+            f"legacy_values = CASE WHEN jsonb_exists(CAST(legacy_values AS jsonb), '{_CREATED_AFTER}') THEN NULL "
+            "ELSE (CAST(legacy_values AS jsonb) - 'handler_path')::text END "
+            "WHERE jsonb_exists(CAST(legacy_values AS jsonb), 'handler_path')"
+        )
+        _triggers(dialect, install=POSTGRESQL_TRIGGERS)
+        return
+    schedules, _ = sqlite_tables("dropped")
+    with sqlite_keep_sequences("scheduled_tasks"):
+        with op.batch_alter_table("scheduled_tasks", copy_from=schedules, recreate="always") as batch:
+            batch.add_column(sa.Column("handler_path", sa.String(255)), insert_after="task_name")
+    execute(
+        "UPDATE scheduled_tasks SET handler_path = json_extract(legacy_values, '$.handler_path'), "
+        f"legacy_values = CASE WHEN json_type(legacy_values, '$.{_CREATED_AFTER}') IS NOT NULL THEN NULL "
+        "ELSE json_remove(legacy_values, '$.handler_path') END "
+        "WHERE json_type(legacy_values, '$.handler_path') IS NOT NULL"
+    )
+    _triggers(dialect, install=SQLITE_TRIGGERS)

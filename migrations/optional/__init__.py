@@ -1,0 +1,1 @@
+"""Optional revisions, outside ``head`` (a package only so that it is installed)."""

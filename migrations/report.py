@@ -1,0 +1,172 @@
+"""The migration report: rows grouped by reason, with ids. One format for every producer.
+
+``dataforge db check`` (preflight), the data revision (online upgrade, and the refusal) and
+the downgrades all build a :class:`MigrationReport` from the same reason catalogue, so an
+operator reads the same words before, during and after a migration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["REASONS", "Item", "MigrationReport", "Reason", "Severity"]
+
+#: ``block``: the upgrade refuses (under the default policy); ``flag``: migrated, but a person
+#: should look; ``change``: the upgrade rewrites it (losslessly, the downgrade restores it);
+#: ``info``: the downgrade could not express something in the legacy schema.
+Severity = Literal["block", "flag", "change", "info"]
+_ORDER: dict[str, int] = {"block": 0, "flag": 1, "change": 2, "info": 3}
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    severity: Severity
+    #: What the rows have in common, what the migration does with them, what to do.
+    summary: str
+
+
+def _r(code: str, severity: Severity, summary: str) -> tuple[str, Reason]:
+    return code, Reason(code, severity, summary)
+
+
+REASONS: dict[str, Reason] = dict(
+    [
+        _r("blocked_unrecognised_handler_path", "block",
+           "active, no task_name, and handler_path is none of the four known spellings: set task_name (or fix "
+           "handler_path, or add it to the map file), or run with -x on_unmappable=pause"),
+        _r("blocked_no_task_name_or_handler_path", "block",
+           "active with neither task_name nor handler_path: set task_name, or run with -x on_unmappable=pause"),
+        _r("paused_unrecognised_handler_path", "change",
+           "active, handler_path names no task: paused (on_unmappable=pause), task_name set to the placeholder, "
+           "invalid_reason says why; the downgrade makes them active again"),
+        _r("paused_no_task_name_or_handler_path", "change",
+           "active with neither task_name nor handler_path: paused (on_unmappable=pause), task_name set to the "
+           "placeholder; the downgrade makes them active again"),
+        _r("inactive_unrecognised_handler_path", "flag",
+           "paused/disabled, handler_path names no task: task_name set to the placeholder, invalid_reason set; "
+           "set a real task_name before activating"),
+        _r("inactive_no_task_name_or_handler_path", "flag",
+           "paused/disabled with neither task_name nor handler_path: task_name set to the placeholder"),
+        _r("task_name_from_handler_path", "change",
+           "task_name derived from handler_path (map file, else scripts:<m> -> dataforge.<m>)"),
+        _r("task_name_disagrees_with_handler_path", "flag",
+           "task_name kept, but handler_path maps to a different task: check which one is meant"),
+        _r("handler_path_unrecognised", "flag",
+           "task_name kept; handler_path is not a known spelling (the legacy shim could not run this row)"),
+        _r("kwargs_empty", "change", "handler_kwargs '' / 'null' / 'None' becomes {} (original kept for downgrade)"),
+        _r("kwargs_python_repr", "change",
+           "handler_kwargs was a Python repr; converted to the equal JSON object (original kept for downgrade)"),
+        _r("kwargs_reserved_keys", "change",
+           "handler_kwargs held _lock_key / scheduled_task_id copied from old messages; removed (original kept)"),
+        _r("kwargs_unconvertible", "flag",
+           "handler_kwargs is not a JSON object and not a simple Python repr: kept as is, invalid_reason set, "
+           "beat will not run the row until it is fixed"),
+        _r("invalid_cron", "flag", "cron_expression cannot be evaluated: migrated unchanged, beat flags the row"),
+        _r("unknown_timezone", "flag", "timezone is unknown: migrated unchanged, beat flags the row"),
+        _r("invalid_schedule", "flag", "the schedule definition is incomplete: migrated unchanged, beat flags it"),
+        _r("executions_attempts_numbered", "change",
+           "executions sharing a celery_task_id (legacy retries): numbered attempt 0, 1, ... by id so the new "
+           "unique (celery_task_id, attempt) holds; the downgrade drops the column, the rows stay"),
+        _r("restore_skipped_edited", "info",
+           "edited after the upgrade: the downgrade keeps the current value instead of the legacy one"),
+        _r("handler_path_written", "info",
+           "created after the upgrade: handler_path written from task_name so the legacy path can run it"),
+        _r("no_legacy_handler_path", "info",
+           "created after the upgrade with a task_name that maps to no script: legacy code can only run it by "
+           "task_name"),
+        _r("status_unknown_to_legacy", "info", "status (e.g. 'done') that legacy code does not know: kept as is"),
+        _r("execution_status_unknown_to_legacy", "info",
+           "execution status (retry/skipped/lost) that legacy code does not know: kept as is"),
+        _r("execution_details_dropped", "info",
+           "execution worker / traceback / attempt columns are dropped with the downgrade"),
+        _r("handler_path_restored", "info",
+           "handler_path restored from the saved legacy value, or written from task_name when none was saved"),
+    ]
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row in a group: its id, a label (schedule name...) and what is special about it."""
+
+    id: int | str
+    label: str = ""
+    detail: str = ""
+
+
+@dataclass
+class MigrationReport:
+    """Rows grouped by reason code (see :data:`REASONS`), plus free notes."""
+
+    title: str
+    groups: dict[str, list[Item]] = field(default_factory=dict)
+    #: Groups too big to list (executions): the real count; ``groups`` keeps a sample.
+    totals: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, code: str, item: Item) -> None:
+        if code not in REASONS:
+            raise KeyError(f"unknown report reason {code!r}")
+        self.groups.setdefault(code, []).append(item)
+
+    def add_total(self, code: str, total: int, sample: list[Item]) -> None:
+        if total:
+            for item in sample:
+                self.add(code, item)
+            self.totals[code] = total
+
+    def count(self, code: str) -> int:
+        return self.totals.get(code, len(self.groups.get(code, [])))
+
+    @property
+    def blocking(self) -> bool:
+        return any(REASONS[code].severity == "block" for code in self.groups)
+
+    def ids(self, code: str) -> list[int | str]:
+        return [item.id for item in self.groups.get(code, [])]
+
+    def _codes(self) -> list[str]:
+        return sorted(self.groups, key=lambda c: (_ORDER[REASONS[c].severity], c))
+
+    def render(self, max_items: int = 25) -> str:
+        lines = [self.title]
+        if not self.groups:
+            lines.append("  nothing to report")
+        for code in self._codes():
+            reason = REASONS[code]
+            items = self.groups[code]
+            lines.append(f"  [{reason.severity.upper()}] {code} ({self.count(code)}): {reason.summary}")
+            for item in items[:max_items]:
+                label = f" {item.label}" if item.label else ""
+                detail = f": {item.detail}" if item.detail else ""
+                lines.append(f"      id={item.id}{label}{detail}")
+            hidden = self.count(code) - min(len(items), max_items)
+            if hidden > 0:
+                lines.append(f"      ... and {hidden} more (--json lists every id that was collected)")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "blocking": self.blocking,
+            "groups": {
+                code: {
+                    "severity": REASONS[code].severity,
+                    "summary": REASONS[code].summary,
+                    "count": self.count(code),
+                    "rows": [{"id": i.id, "label": i.label, "detail": i.detail} for i in self.groups[code]],
+                }
+                for code in self._codes()
+            },
+            "notes": list(self.notes),
+        }
+
+    def merge(self, other: MigrationReport) -> None:
+        for code, items in other.groups.items():
+            for item in items:
+                self.add(code, item)
+        self.totals.update(other.totals)
+        self.notes.extend(other.notes)

@@ -1,0 +1,1 @@
+"""The main line of revisions (a package only so that it is installed with ``migrations``)."""
