@@ -43,6 +43,9 @@ _LOCATION_DUNDERS = ("__file__", "__path__", "__spec__", "__loader__", "__cached
 #: Calls that import a module named by a string (``importlib.import_module("scripts.x")``).
 _DYNAMIC_IMPORTERS = ("import_module", "__import__", "find_spec", "run_module", "reload")
 
+#: The key the legacy executor injected into every job's kwargs; the runtime never passes it.
+LEGACY_LOCK_KEY = "_lock_key"
+
 #: Decorators that make ``run`` itself a Celery task (it would be registered twice).
 _TASK_DECORATORS = ("task", "shared_task", "periodic_task")
 
@@ -599,6 +602,84 @@ def _find_run(tree: ast.Module, facts: ModuleFacts) -> None:
         )
 
 
+def _is_discarding_pop(node: ast.Call, parents: dict[int, ast.AST]) -> bool:
+    """``kwargs.pop("_x", default)`` as a statement of its own: it throws the key away."""
+    return (
+        isinstance(node.func, ast.Attribute)
+        and node.func.attr == "pop"
+        and len(node.args) == 2
+        and isinstance(parents.get(id(node)), ast.Expr)
+    )
+
+
+def _lock_key_uses(tree: ast.Module, facts: ModuleFacts) -> None:
+    """Refuse code that reads what only the legacy executor passed.
+
+    The legacy executor injected ``_lock_key`` into every call; the runtime takes the run
+    lock itself and passes no ``_lock_key``, and gives a ``**kwargs`` job only public keys
+    (``dataforge.jobs``). Code reading those keys would see ``None`` or a ``KeyError`` after
+    conversion. Throwing the key away (``kwargs.pop("_lock_key", None)``, the usual legacy
+    workaround) behaves the same before and after, and is allowed.
+    """
+    parents: dict[int, ast.AST] = {}
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            parents[id(child)] = node
+    var_kw: set[str] = set()
+    run_def = next(
+        (s for s in tree.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef) and s.name == "run"), None
+    )
+    if run_def is not None and run_def.args.kwarg is not None:
+        var_kw.add(run_def.args.kwarg.arg)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.arg == LEGACY_LOCK_KEY:
+            facts.problems.append(
+                Refusal(
+                    node.lineno,
+                    "declares a _lock_key parameter: the legacy executor passed its lock's key there; the runtime "
+                    "locks the run itself and passes no _lock_key. Remove the parameter and its use (the run is "
+                    "locked for its whole duration) and re-run",
+                )
+            )
+        if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
+            continue
+        key = node.value
+        parent = parents.get(id(node))
+        if key == LEGACY_LOCK_KEY or (key.startswith("_") and _reads_var_kw(parent, node, var_kw)):
+            if (
+                isinstance(parent, ast.Call)
+                and parent.args
+                and parent.args[0] is node
+                and _is_discarding_pop(parent, parents)
+            ):
+                continue
+            if key != LEGACY_LOCK_KEY and not _reads_var_kw(parent, node, var_kw):
+                continue
+            what = "the legacy executor's lock key" if key == LEGACY_LOCK_KEY else "an internal (underscore) key"
+            # Anywhere in a moved module for the lock key (a helper may read it from the kwargs a
+            # job hands over); only on run's own **kwargs for other underscore keys.
+            (facts.problems if key == LEGACY_LOCK_KEY else facts.run_problems).append(
+                Refusal(
+                    node.lineno,
+                    f"reads {key!r}, {what}: the runtime does not pass it to a job (it locks the run itself and "
+                    "gives **kwargs only public keys), so this code would see None or KeyError; remove the use "
+                    f"(`kwargs.pop({key!r}, None)` to discard it is fine) and re-run",
+                )
+            )
+
+
+def _reads_var_kw(parent: ast.AST | None, node: ast.AST, var_kw: set[str]) -> bool:
+    """``kw["_x"]``, ``kw.get("_x")``, ``"_x" in kw`` on run's ``**kw``."""
+    if isinstance(parent, ast.Subscript):
+        return isinstance(parent.value, ast.Name) and parent.value.id in var_kw
+    if isinstance(parent, ast.Call) and isinstance(parent.func, ast.Attribute):
+        owner = parent.func.value
+        return isinstance(owner, ast.Name) and owner.id in var_kw
+    if isinstance(parent, ast.Compare):
+        return any(isinstance(c, ast.Name) and c.id in var_kw for c in [parent.left, *parent.comparators])
+    return False
+
+
 def _run_from_def(
     fn: ast.FunctionDef | ast.AsyncFunctionDef,
     form: str,
@@ -746,6 +827,7 @@ def analyze_tree(tree: ast.Module, scripts_package: str = "scripts") -> ModuleFa
         collector.visit(stmt)
     _classify_side_effects(tree.body, facts)
     _find_run(tree, facts)
+    _lock_key_uses(tree, facts)
     _task_defs(tree, facts)
     _metadata(tree, facts)
     trailing = len(tree.body)

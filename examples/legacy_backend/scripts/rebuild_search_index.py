@@ -12,11 +12,16 @@ CATEGORY = "search"
 @timed
 async def run(full: bool = False, **kwargs):
     """Rebuild the index (incrementally unless full=True)."""
-    # The executor hands us the lock key; we only log it, the lock itself is the executor's.
-    lock_key = kwargs.get("_lock_key")
+    # execute_scheduled_task adds its lock key to our kwargs: drop it, the options we report
+    # back are the schedule's own.
+    kwargs.pop("_lock_key", None)
+    options = sorted(k for k in kwargs if k != "scheduled_task_id")
+    feed = DATA_DIR / "partner_feed.csv"
+    if not feed.exists():
+        return {"words": 0, "full": full, "options": options, "scheduled_task_id": kwargs.get("scheduled_task_id")}
     index_path = DATA_DIR / "index" / "search.json"
     index = {} if full or not index_path.exists() else json.loads(index_path.read_text(encoding="utf-8"))
-    with (DATA_DIR / "partner_feed.csv").open(newline="", encoding="utf-8") as fh:
+    with feed.open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             for word in row["name"].lower().split():
                 index.setdefault(word, [])
@@ -27,6 +32,6 @@ async def run(full: bool = False, **kwargs):
     return {
         "words": len(index),
         "full": full,
-        "locked": lock_key is not None,
+        "options": options,
         "scheduled_task_id": kwargs.get("scheduled_task_id"),
     }

@@ -20,7 +20,7 @@ def refresh_exchange_rates(data, base):
 
 
 def run(base="EUR", **kwargs):
-    data = load_json("rates.json")
+    data = load_json("rates.json", default={"base": "EUR", "rates": {}})
     rebased = refresh_exchange_rates(data, base)
     save_json("state/rates.json", rebased)
     return {"base": base, "currencies": sorted(rebased["rates"]), "usd": rebased["rates"].get("USD")}
