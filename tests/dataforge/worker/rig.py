@@ -146,7 +146,8 @@ def running_rig(
     if queues:
         app.conf.task_default_queue = queues[0]
     cmd = worker_command(concurrency=concurrency, queues=queues, hostname=f"{name}@%h")
-    worker = CeleryProcess(name, cmd, env=worker_env(settings), cwd=tmp, log_file=tmp / f"{name}.log")
+    # stop_timeout: a warm shutdown on the sqla broker takes 6-15 s; teardown need not wait for it.
+    worker = CeleryProcess(name, cmd, env=worker_env(settings), cwd=tmp, log_file=tmp / f"{name}.log", stop_timeout=5)
     try:
         worker.start()
         worker.wait_ready(120)
