@@ -26,7 +26,7 @@ def _normalise(result: Any) -> dict[str, Any]:
     from kombu.utils.json import dumps, loads
 
     try:
-        return {"ok": True, "result": loads(dumps(result))}
+        return {"ok": True, "result": loads(dumps(result))}  # type: ignore[no-untyped-call]
     except (TypeError, ValueError) as exc:
         return {
             "ok": False,
