@@ -83,3 +83,11 @@ class ScheduledTask(Base):
 
     def __repr__(self) -> str:
         return f"<ScheduledTask id={self.id} name={self.name!r} task_name={self.task_name!r}>"
+
+
+# Added by the scheduler helper: beat's change triggers (revive edited rows, realign their due
+# time, NOTIFY beat) are created with the table, so metadata.create_all gives the complete
+# schema; the Alembic revision runs the same SQL (dataforge/scheduler/ddl.py).
+from dataforge.scheduler.ddl import attach_change_triggers  # noqa: E402
+
+attach_change_triggers(ScheduledTask.__table__)  # type: ignore[arg-type]

@@ -12,6 +12,9 @@
   statement matches nothing (on PostgreSQL it first waits for the winner's row lock, then
   re-reads the row), so it never publishes that run.
 
+Beat's writes leave ``updated_at`` alone (the model's ``onupdate`` would bump it on every run):
+it keeps meaning "last edited by someone".
+
 Timestamps read by beat are compared back *raw* (``type_coerce(..., NullType)``): on SQLite a
 raw-SQL edit may have written ``2024-01-01 10:00:00`` where the ORM writes ``...00.000000``; a
 compare-and-set against the re-formatted value would never match.
@@ -113,8 +116,14 @@ def fetch_unscheduled(conn: Connection, *, after_id: int, limit: int, include_fl
     return _snapshots(conn, stmt)
 
 
+def _raw_value(value: Any) -> ColumnElement[Any]:
+    """A value written back exactly as it was read (a bare NullType bind would take the
+    column's type, and SQLite's DateTime refuses the text SQLite gave us)."""
+    return type_coerce(bindparam(None, value, type_=_RAW), _RAW)
+
+
 def _seen(column: Column[Any], value: Any) -> ColumnElement[bool]:
-    """``column`` still holds exactly ``value`` (NULL-safe, raw for timestamps)."""
+    """``column`` still holds exactly ``value``, as read by beat (NULL-safe, raw for timestamps)."""
     if value is None:
         return column.is_(None)
     if column.key in _RAW_TIMESTAMPS:
@@ -132,6 +141,7 @@ def advance(conn: Connection, row: RowSnapshot, *, next_run_at: datetime | None,
         "run_count": c.run_count + 1,
         "invalid_reason": None,
         "invalid_at": None,
+        "updated_at": c.updated_at,
     }
     if next_run_at is None:
         values["status"] = "done"
@@ -146,15 +156,17 @@ def advance(conn: Connection, row: RowSnapshot, *, next_run_at: datetime | None,
 def revert(conn: Connection, row: RowSnapshot, *, next_run_at: datetime | None) -> None:
     """Undo :func:`advance` for a run whose publish failed, in the same transaction (the row
     is still locked by it), so the run is due again on the next tick: never lost."""
+    written = c.next_run_at.is_(None) if next_run_at is None else c.next_run_at == next_run_at
     stmt = (
         TABLE.update()
-        .where(c.id == row.id, _seen(c.next_run_at, next_run_at))
+        .where(c.id == row.id, written)
         .values(
-            next_run_at=bindparam(None, row.next_run_at, type_=_RAW),
-            last_run_at=bindparam(None, row.last_run_at, type_=_RAW),
+            next_run_at=_raw_value(row.next_run_at),
+            last_run_at=_raw_value(row.last_run_at),
             run_count=row.run_count,
             status=row.status,
             invalid_reason=row.invalid_reason,
+            updated_at=c.updated_at,
         )
     )
     conn.execute(stmt)
@@ -173,7 +185,9 @@ def reschedule(conn: Connection, row: RowSnapshot, *, next_run_at: datetime | No
     """Set a due time without a run (first due time, realign, skipped missed run) and clear
     any flag; a row with no further run is marked ``done``. Only if the row is as beat read
     it: a due time computed from a definition edited meanwhile is never written."""
-    values: dict[str, Any] = {"next_run_at": next_run_at, "invalid_reason": None, "invalid_at": None}
+    values: dict[str, Any] = {
+        "next_run_at": next_run_at, "invalid_reason": None, "invalid_at": None, "updated_at": c.updated_at,
+    }
     if next_run_at is None:
         values["status"] = "done"
     stmt = TABLE.update().where(and_(*_unchanged(row))).values(**values)
@@ -186,6 +200,6 @@ def flag(conn: Connection, row: RowSnapshot, *, reason: str, now: datetime) -> b
     stmt = (
         TABLE.update()
         .where(and_(*_unchanged(row)))
-        .values(invalid_reason=reason, invalid_at=now, next_run_at=None)
+        .values(invalid_reason=reason, invalid_at=now, next_run_at=None, updated_at=c.updated_at)
     )
     return conn.execute(stmt).rowcount == 1
