@@ -101,13 +101,13 @@ def _repr_to_json_text(expr: str) -> str:
     return out
 
 
-def _kwargs_sqlite() -> tuple[str, str]:
-    """(columns of stage k1, columns of stage k2) for SQLite."""
+def _kwargs_sqlite() -> tuple[str, str, str]:
+    """Columns of the three kwargs stages (parse, repr check, outcome) for SQLite."""
     repr_pre = (
         "substr(kw_trim, 1, 1) = '{' AND substr(kw_trim, length(kw_trim), 1) = '}' "
         "AND instr(kw_trim, '\"') = 0 AND instr(kw_trim, char(92)) = 0"
     )
-    k1 = (
+    parse = (
         "CASE WHEN json_valid(handler_kwargs) THEN handler_kwargs END AS kw_json, "
         f"CASE WHEN NOT json_valid(handler_kwargs) AND {repr_pre} THEN {_repr_to_json_text('kw_trim')} END AS kw_repr"
     )
@@ -115,27 +115,31 @@ def _kwargs_sqlite() -> tuple[str, str]:
         f"{_count_word('kw_trim', word)} = (SELECT count(*) FROM json_tree(kw_repr) WHERE type = {lit(jtype)})"
         for word, jtype in (("True", "true"), ("False", "false"), ("None", "null"))
     )
-    repr_ok = f"(kw_repr IS NOT NULL AND json_valid(kw_repr) AND json_type(kw_repr) = 'object' AND {counts})"
+    check = (
+        "CASE WHEN kw_repr IS NOT NULL AND json_valid(kw_repr) AND json_type(kw_repr) = 'object' "
+        f"AND {counts} THEN 1 ELSE 0 END AS kw_repr_ok"
+    )
     reserved = " OR ".join(f"json_type(%s, {lit('$.' + key)}) IS NOT NULL" for key in RESERVED_KWARGS)
     strip = "json_remove(%s, " + ", ".join(lit("$." + key) for key in RESERVED_KWARGS) + ")"
-    k2 = (
+    outcome = (
         "CASE WHEN kw_trim IN ('', 'null', 'None') THEN 'empty' "
         "WHEN kw_json IS NOT NULL THEN CASE WHEN json_type(kw_json) = 'object' THEN 'json' ELSE 'unconvertible' END "
-        f"WHEN {repr_ok} THEN 'repr' ELSE 'unconvertible' END AS kw_kind, "
+        "WHEN kw_repr_ok = 1 THEN 'repr' ELSE 'unconvertible' END AS kw_kind, "
         f"CASE WHEN kw_json IS NOT NULL AND json_type(kw_json) = 'object' THEN ({reserved % ('kw_json', 'kw_json')}) "
-        f"WHEN {repr_ok} THEN ({reserved % ('kw_repr', 'kw_repr')}) ELSE 0 END AS kw_reserved, "
-        f"CASE WHEN kw_json IS NOT NULL THEN {strip % 'kw_json'} WHEN {repr_ok} THEN {strip % 'kw_repr'} END "
+        f"WHEN kw_repr_ok = 1 THEN ({reserved % ('kw_repr', 'kw_repr')}) ELSE 0 END AS kw_reserved, "
+        f"CASE WHEN kw_json IS NOT NULL THEN {strip % 'kw_json'} WHEN kw_repr_ok = 1 THEN {strip % 'kw_repr'} END "
         "AS kw_stripped"
     )
-    return k1, k2
+    return parse, check, outcome
 
 
-def _kwargs_postgresql() -> tuple[str, str]:
+def _kwargs_postgresql() -> tuple[str, str, str]:
+    """Columns of the three kwargs stages (parse, repr check, outcome) for PostgreSQL."""
     repr_pre = (
         "left(kw_trim, 1) = '{' AND right(kw_trim, 1) = '}' "
         "AND strpos(kw_trim, '\"') = 0 AND strpos(kw_trim, chr(92)) = 0"
     )
-    k1 = (
+    parse = (
         f"{_PG_JSONB}(handler_kwargs) AS kw_json, "
         f"CASE WHEN {repr_pre} THEN {_PG_JSONB}({_repr_to_json_text('kw_trim')}) END AS kw_repr"
     )
@@ -144,21 +148,24 @@ def _kwargs_postgresql() -> tuple[str, str]:
         f"(SELECT count(*) FROM jsonb_path_query(kw_repr, 'strict $.**') AS v WHERE v = {lit(jword)}::jsonb)"
         for word, jword in (("True", "true"), ("False", "false"), ("None", "null"))
     )
-    repr_ok = f"(kw_json IS NULL AND kw_repr IS NOT NULL AND jsonb_typeof(kw_repr) = 'object' AND {counts})"
+    check = (
+        "CASE WHEN kw_json IS NULL AND kw_repr IS NOT NULL AND jsonb_typeof(kw_repr) = 'object' "
+        f"AND {counts} THEN 1 ELSE 0 END AS kw_repr_ok"
+    )
     reserved = " OR ".join(f"jsonb_exists(%s, {lit(key)})" for key in RESERVED_KWARGS)
     strip = "(%s" + "".join(f" - {lit(key)}" for key in RESERVED_KWARGS) + ")::text"
-    k2 = (
+    is_object = "kw_json IS NOT NULL AND jsonb_typeof(kw_json) = 'object'"
+    outcome = (
         "CASE WHEN kw_trim IN ('', 'null', 'None') THEN 'empty' "
-        "WHEN kw_json IS NOT NULL THEN CASE WHEN jsonb_typeof(kw_json) = 'object' THEN 'json' ELSE 'unconvertible' "
-        f"END WHEN {repr_ok} THEN 'repr' ELSE 'unconvertible' END AS kw_kind, "
-        "CASE WHEN kw_json IS NOT NULL AND jsonb_typeof(kw_json) = 'object' "
-        f"THEN CASE WHEN {reserved % ('kw_json', 'kw_json')} THEN 1 ELSE 0 END "
-        f"WHEN {repr_ok} THEN CASE WHEN {reserved % ('kw_repr', 'kw_repr')} THEN 1 ELSE 0 END ELSE 0 END "
+        f"WHEN kw_json IS NOT NULL THEN CASE WHEN {is_object} THEN 'json' ELSE 'unconvertible' END "
+        "WHEN kw_repr_ok = 1 THEN 'repr' ELSE 'unconvertible' END AS kw_kind, "
+        f"CASE WHEN {is_object} THEN CASE WHEN {reserved % ('kw_json', 'kw_json')} THEN 1 ELSE 0 END "
+        f"WHEN kw_repr_ok = 1 THEN CASE WHEN {reserved % ('kw_repr', 'kw_repr')} THEN 1 ELSE 0 END ELSE 0 END "
         "AS kw_reserved, "
-        f"CASE WHEN kw_json IS NOT NULL AND jsonb_typeof(kw_json) = 'object' THEN {strip % 'kw_json'} "
-        f"WHEN {repr_ok} THEN {strip % 'kw_repr'} END AS kw_stripped"
+        f"CASE WHEN {is_object} THEN {strip % 'kw_json'} WHEN kw_repr_ok = 1 THEN {strip % 'kw_repr'} END "
+        "AS kw_stripped"
     )
-    return k1, k2
+    return parse, check, outcome
 
 
 def _module_expr(dialect: str, package: str) -> tuple[str, str]:
@@ -191,7 +198,7 @@ def classification_sql(dialect: str, options: MigrationOptions) -> str:
     """
     pause = options.on_unmappable == "pause"
     module_expr, raw_module = _module_expr(dialect, options.scripts_package)
-    k1, k2 = _kwargs_postgresql() if dialect == "postgresql" else _kwargs_sqlite()
+    k_parse, k_check, k_outcome = _kwargs_postgresql() if dialect == "postgresql" else _kwargs_sqlite()
     handlers = values_cte("df_handlers", ("spelling", "task_name"), sorted(options.handlers.items()))
     modules = values_cte("df_modules", ("module", "task_name"), sorted(options.modules.items()))
     placeholder = lit(UNMAPPED_TASK_NAME)
@@ -232,7 +239,7 @@ def classification_sql(dialect: str, options: MigrationOptions) -> str:
     new_status = f"CASE WHEN {paused} THEN 'paused' ELSE c3.status END"
     paused_text = "no task for handler_path; paused by on_unmappable=pause: set task_name, then activate"
     invalid = (
-        f"CASE WHEN {no_task} AND {active} THEN {lit(INVALID_PREFIX + paused_text)}"
+        f"CASE WHEN {paused} THEN {lit(INVALID_PREFIX + paused_text)}"
         f" WHEN {no_task} THEN {lit(INVALID_PREFIX + 'no task for handler_path: set task_name before activating')}"
         f" WHEN c3.kw_kind = 'unconvertible' THEN "
         f"{lit(INVALID_PREFIX + 'handler_kwargs is not a JSON object (kept as is): rewrite it as JSON')} END"
@@ -262,10 +269,13 @@ c0 AS (
   FROM scheduled_tasks s
 ),
 c1 AS (
-  SELECT c0.*, {raw_module} AS raw_module, {k1} FROM c0
+  SELECT c0.*, {raw_module} AS raw_module, {k_parse} FROM c0
+),
+c2a AS (
+  SELECT c1.*, {module_expr} AS module, {k_check} FROM c1
 ),
 c2 AS (
-  SELECT c1.*, {module_expr} AS module, {k2} FROM c1
+  SELECT c2a.*, {k_outcome} FROM c2a
 ),
 c3 AS (
   SELECT c2.*,

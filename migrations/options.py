@@ -13,6 +13,9 @@ Options (``alembic -x key=value`` or ``dataforge db ... -x key=value``):
 ``on_unmappable``     ``refuse`` (default) or ``pause``: what 0003_data does with active rows
                       that name no task (see docs/migrations.md)
 ``allow_drop_data``   ``1`` lets a downgrade below the baseline drop tables that hold rows
+``legacy_tables``     ``adopt``: for ``--sql`` only, the target database already has the legacy
+                      tables (an online run finds that out by itself), so the script from
+                      ``base`` creates alembic_version but not the tables
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ REPORTS_KEY = "dataforge_reports"
 
 UnmappablePolicy = Literal["refuse", "pause"]
 _TRUE = {"1", "true", "yes", "on"}
-_KNOWN = {"url", "map", "scripts_package", "on_unmappable", "allow_drop_data"}
+_KNOWN = {"url", "map", "scripts_package", "on_unmappable", "allow_drop_data", "legacy_tables"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class MigrationOptions:
     #: DATAFORGE_LEGACY_TASKS of the migrating process (the switch's environment override).
     legacy_switch_env: bool = False
     allow_drop_data: bool = False
+    #: Offline only: the legacy tables exist, the baseline adopts them instead of creating them.
+    adopt_legacy_tables: bool = False
     #: Where the map came from, for reports (``None``: the rule ``dataforge.<module>`` only).
     map_source: str | None = None
 
@@ -72,6 +77,9 @@ class MigrationOptions:
         policy = x_args.get("on_unmappable", "refuse").strip().lower()
         if policy not in ("refuse", "pause"):
             raise MigrationOptionError("on_unmappable", policy, "expected refuse or pause")
+        adopt = x_args.get("legacy_tables", "").strip().lower()
+        if adopt not in ("", "adopt", "create"):
+            raise MigrationOptionError("legacy_tables", adopt, "expected adopt or create")
         scripts_package = (
             x_args.get("scripts_package")
             or (handler_map.scripts_package if handler_map is not None else None)
@@ -86,6 +94,7 @@ class MigrationOptions:
             on_unmappable=policy,  # type: ignore[arg-type]
             legacy_switch_env=settings.legacy_tasks,
             allow_drop_data=x_args.get("allow_drop_data", "").strip().lower() in _TRUE,
+            adopt_legacy_tables=adopt == "adopt",
             map_source=str(map_path) if map_path is not None else None,
         )
 

@@ -34,9 +34,8 @@ _LEGACY = {"scheduled_tasks": SCHEDULE_COLUMNS, "task_executions": EXECUTION_COL
 def _existing_legacy_tables() -> bool:
     """True when the legacy tables exist (and are the legacy shape); False when neither does."""
     if context.is_offline_mode():
-        # A script for an existing legacy database starts after this revision
-        # (`upgrade 0001_legacy_baseline:head --sql`), see docs/migrations.md.
-        return False
+        # No database to look at: the caller says (-x legacy_tables=adopt), see docs/migrations.md.
+        return current_options().adopt_legacy_tables
     inspector = inspect(op.get_bind())
     present = {t for t in _LEGACY if inspector.has_table(t)}
     if not present:

@@ -1,0 +1,135 @@
+"""``--sql`` scripts, applied by the tools a DBA uses (psql, sqlite3), equal the online run."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dataforge.db import is_sqlite
+from tests.migrations.support import (
+    BLOCKING_ROWS,
+    QUIRK_SCHEDULES,
+    build_legacy_db,
+    downgrade,
+    offline_sql,
+    rows,
+    schema_snapshot,
+    upgrade,
+)
+from tests.support.services import fresh_postgres_database
+
+
+class ScriptFailed(Exception):
+    pass
+
+
+def apply_script(url: str, script: str, tmp_path: Path) -> None:
+    """Run ``script`` as a reviewer would: ``psql -v ON_ERROR_STOP=1 -f`` or sqlite3's executescript."""
+    if is_sqlite(url):
+        conn = sqlite3.connect(url.split("sqlite:///", 1)[1], isolation_level=None)
+        try:
+            conn.executescript(script)
+        except sqlite3.Error as exc:
+            raise ScriptFailed(str(exc)) from exc
+        finally:
+            conn.close()  # an open transaction is rolled back here
+        return
+    path = tmp_path / "migration.sql"
+    path.write_text(script, encoding="utf-8")
+    done = subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path), url], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise ScriptFailed(done.stderr)
+
+
+def _twin(db_url: str, tmp_path: Path) -> Any:
+    """A second empty database of the same dialect."""
+    if is_sqlite(db_url):
+        from contextlib import nullcontext
+
+        return nullcontext(f"sqlite:///{tmp_path / 'twin.db'}")
+    return fresh_postgres_database()
+
+
+def _same_ddl(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """Alembic prints generated DDL with 4 spaces where SQLAlchemy uses a tab; SQLite keeps the
+    text as sent. Whitespace is the only difference allowed between offline and online."""
+    if "master" not in snapshot:
+        return snapshot
+    master = [(*row[:3], " ".join(row[3].split()) if row[3] else row[3]) for row in snapshot["master"]]
+    return {**snapshot, "master": master}
+
+
+def _normalised(data: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """``invalid_at`` is "now" in each run: compare where it is set, not its value."""
+    out = {}
+    for table, table_rows in data.items():
+        out[table] = [{k: (v is not None if k == "invalid_at" else v) for k, v in row.items()} for row in table_rows]
+    return out
+
+
+def test_script_from_empty_equals_online(db_url: str, tmp_path: Path) -> None:
+    script = offline_sql(db_url, "base:head")
+    assert "CREATE TABLE scheduled_tasks" in script and "alembic_version" in script
+    with _twin(db_url, tmp_path) as twin:
+        upgrade(twin)
+        apply_script(db_url, script, tmp_path)
+        assert _same_ddl(schema_snapshot(db_url)) == _same_ddl(schema_snapshot(twin))
+
+
+def test_script_for_a_legacy_database_equals_online(db_url: str, tmp_path: Path) -> None:
+    build_legacy_db(db_url)
+    script = offline_sql(db_url, "base:head", {"legacy_tables": "adopt"})
+    assert "CREATE TABLE scheduled_tasks (" not in script  # adopted, not created
+    assert "VALUES ('scripts:" not in script  # no map given: the rule only
+    with _twin(db_url, tmp_path) as twin:
+        build_legacy_db(twin)
+        upgrade(twin)
+        apply_script(db_url, script, tmp_path)
+        assert _same_ddl(schema_snapshot(db_url)) == _same_ddl(schema_snapshot(twin))
+        assert _normalised(rows(db_url)) == _normalised(rows(twin))
+
+
+def test_downgrade_script_restores_the_legacy_database(db_url: str, tmp_path: Path) -> None:
+    build_legacy_db(db_url)
+    schema, data = schema_snapshot(db_url), rows(db_url)
+    upgrade(db_url)
+    apply_script(db_url, offline_sql(db_url, "head:0001_legacy_baseline", down=True), tmp_path)
+    assert rows(db_url) == data
+    assert schema_snapshot(db_url) == schema
+
+
+def test_script_stops_on_blocking_rows_and_changes_nothing(db_url: str, tmp_path: Path) -> None:
+    build_legacy_db(db_url, [*QUIRK_SCHEDULES, *BLOCKING_ROWS])
+    schema, data = schema_snapshot(db_url), rows(db_url)
+    script = offline_sql(db_url, "base:head", {"legacy_tables": "adopt"})
+    with pytest.raises(ScriptFailed, match="run_dataforge_db_check_first"):
+        apply_script(db_url, script, tmp_path)
+    assert schema_snapshot(db_url) == schema
+    assert rows(db_url) == data
+
+
+def test_the_map_file_is_rendered_into_the_script(db_url: str, tmp_path: Path) -> None:
+    map_file = tmp_path / "map.json"
+    map_file.write_text(
+        '{"version": 1, "handlers": {"scripts:old_name": "dataforge.new_name"}, "modules": {}}', encoding="utf-8"
+    )
+    script = offline_sql(db_url, "base:head", {"map": str(map_file)})
+    assert "('scripts:old_name', 'dataforge.new_name')" in script
+
+
+def test_downgrade_to_expand_offline_equals_online(db_url: str, tmp_path: Path) -> None:
+    build_legacy_db(db_url)
+    upgrade(db_url)
+    with _twin(db_url, tmp_path) as twin:
+        build_legacy_db(twin)
+        upgrade(twin)
+        downgrade(twin, "0002_expand")
+        apply_script(db_url, offline_sql(db_url, "head:0002_expand", down=True), tmp_path)
+        assert _same_ddl(schema_snapshot(db_url)) == _same_ddl(schema_snapshot(twin))
+        assert _normalised(rows(db_url)) == _normalised(rows(twin))
