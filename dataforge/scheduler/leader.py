@@ -11,10 +11,7 @@ bound (docs/scheduler.md, "Several beats"):
 * the leader renews every ``ttl / 3`` and believes it leads only until ``0.9 * ttl`` after the
   start of its last successful acquire/renew (measured on its own monotonic clock, so the
   store's clock and other hosts' clocks do not matter);
-* a graceful stop releases the lease: a standby takes over at its next poll;
-* a leader that could not renew (store unreachable) and stepped down first tries to renew its
-  old token when the store is back: if nobody took the lease meanwhile it leads again at
-  once instead of waiting for its own lease to expire.
+* a graceful stop releases the lease: a standby takes over at its next poll.
 
 A lease can still be believed by two beats at once (a leader paused longer than its lease, a
 network partition): the lease only keeps the common case to one dispatcher. The fence is the
@@ -85,8 +82,6 @@ class LeaderLease:
         self.key = key
         self._clock = clock
         self._token: str | None = None
-        #: The token of a lease we stepped down from without releasing it (see _acquire).
-        self._lost_token: str | None = None
         self._valid_until = 0.0
         self._next_attempt = 0.0
         self._store_down = False
@@ -112,12 +107,8 @@ class LeaderLease:
 
     def _acquire(self, started: float) -> None:
         self._next_attempt = started + self.timing.poll
-        token: str | None = None
-        if self._lost_token is not None and self.backend.renew(self.key, self._lost_token, self.timing.ttl):
-            token = self._lost_token
         try:
-            if token is None:
-                token = self.backend.acquire(self.key, self.timing.ttl, owner=self.identity)
+            token = self.backend.acquire(self.key, self.timing.ttl, owner=self.identity)
         except LockUnavailableError as exc:
             if not self._store_down:
                 log.warning(
@@ -125,7 +116,6 @@ class LeaderLease:
                 )
                 self._store_down = True
             return
-        self._lost_token = None
         if self._store_down:
             log.info("beat leader lease: lock store reachable again")
             self._store_down = False
@@ -154,7 +144,7 @@ class LeaderLease:
 
     def _lose(self, why: str) -> None:
         log.warning("beat: %s is no longer the leader: %s", self.identity, why)
-        self._lost_token, self._token = self._token, None
+        self._token = None
         self._next_attempt = self._clock()
 
     def seconds_until_attention(self) -> float:
