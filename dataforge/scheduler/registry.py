@@ -88,17 +88,27 @@ def registered_metadata(app: Celery) -> dict[str, dict[str, Any]]:
     return merged
 
 
-def celery_task_names(app: Celery) -> dict[str, Any]:
-    """Celery's registry of ``app`` after importing its task modules, as a worker would.
+def _defined_in(task: Any, packages: tuple[str, ...]) -> bool:
+    module = getattr(type(task), "__module__", None) or getattr(task, "__module__", "") or ""
+    return any(module == p or module.startswith(f"{p}.") for p in packages)
 
-    Celery's built-ins are left out, and so are tasks that set ``registry_exempt = True``
-    (compat shims such as the legacy executor, which are not jobs anyone schedules).
+
+def celery_task_names(app: Celery) -> dict[str, Any]:
+    """The tasks of ``app``'s task packages in Celery's registry, imported as a worker would.
+
+    Only tasks defined in a module of the task packages count: Celery's built-ins, compat
+    shims included separately (the legacy executor) and tasks that some other imported module
+    shares with every app are not part of the catalogue. A task may also opt out with
+    ``registry_exempt = True``.
     """
     app.loader.import_default_modules()
+    packages = get_runtime(app).settings.task_packages
     return {
         name: task
         for name, task in app.tasks.items()
-        if not name.startswith(_BUILTIN_PREFIX) and not getattr(task, "registry_exempt", False)
+        if not name.startswith(_BUILTIN_PREFIX)
+        and not getattr(task, "registry_exempt", False)
+        and _defined_in(task, packages)
     }
 
 
