@@ -395,13 +395,6 @@ class _Collector(ast.NodeVisitor):
             self.facts.identifiers.add(node.name)
             self.facts.non_import_bindings.add(node.name)
 
-    def visit_keyword(self, node: ast.keyword) -> None:
-        if node.arg == self.pkg:
-            # `f(scripts=...)`: a keyword the usage rewriter must not touch; it only matters when
-            # `import scripts.x` usages need rewriting, and then it is refused (see rewrite_imports).
-            self.facts.non_import_bindings.add(node.arg)
-        self.generic_visit(node)
-
     # -- imports ------------------------------------------------------------------------------
     def _note_scripts(
         self, node: ast.Import | ast.ImportFrom, form: str, module: str, level: int, names: tuple[str, ...]
@@ -757,7 +750,7 @@ def _task_defs(tree: ast.Module, facts: ModuleFacts) -> None:
             facts.tasks.append(
                 TaskDef(
                     function=stmt.name,
-                    line=stmt.lineno,
+                    line=dec.lineno,
                     app_expr=app_expr,
                     task_name=task_name,
                     base_expr=None if base is None else (_dotted(base) or ast.unparse(base)),

@@ -19,6 +19,7 @@ from collections import defaultdict
 
 import libcst as cst
 from libcst.codemod import CodemodContext, SkipFile
+from libcst.helpers import get_full_name_for_node
 
 from refactor_tool.analysis import ImportBinding, ModuleFacts, TaskDef, analyze
 from refactor_tool.commands._base import Command, statement_map
@@ -149,6 +150,12 @@ class RetargetTaskCommand(Command):
                 if stay:
                     stay[-1] = stay[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
                     kept_small.append(small.with_changes(names=stay))
+                    if len(stay) < len(small.names):
+                        module = "." * len(small.relative) + (get_full_name_for_node(small.module) or "")
+                        names = ", ".join(a.evaluated_alias or a.evaluated_name for a in stay)
+                        self.warn(
+                            f"{module} is still imported for {names}: the worker imports it with this module"
+                        )
             if kept_small:
                 kept_small[-1] = kept_small[-1].with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
                 body.append(stmt.with_changes(body=kept_small))

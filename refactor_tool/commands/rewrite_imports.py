@@ -154,6 +154,12 @@ class _Rewriter(cst.CSTTransformer):
             return updated_node.with_changes(attr=original_node.attr)
         return updated_node
 
+    def leave_Arg(self, original_node: cst.Arg, updated_node: cst.Arg) -> cst.Arg:
+        # `f(scripts=...)`: a keyword is not the module either.
+        if original_node.keyword is not None and original_node.keyword.value == self.old:
+            return updated_node.with_changes(keyword=original_node.keyword)
+        return updated_node
+
 
 class RewriteImportsCommand(Command):
     """Point a moved module's imports of the scripts package at the tasks package."""
