@@ -21,9 +21,13 @@ limit (``TimeLimitExceeded``) or a terminating ``revoke`` mark it ``failure``. E
 run lock with ``release_owned_by(key, task_id)``: only if the lock is still held by a token
 of that task id, so a lock that another, live run took meanwhile is never freed.
 
-``next_run_at``: never written here. Beat owns due times (it advances ``next_run_at`` when it
-sends a run), so a worker can never move a due time backwards or race the scheduler.
-``last_run_at`` only moves forward (``max(old, this attempt's start)``).
+Who writes which column of ``scheduled_tasks`` (so the worker never races the scheduler):
+beat owns ``next_run_at``, ``last_run_at`` and ``run_count`` (advanced together by its
+compare-and-set at dispatch; the run's task id is derived from ``run_count``). The worker owns
+the outcome columns: ``success_count``, ``failure_count``, ``last_status``, ``last_error``,
+bumped once per finished run (not per attempt; a skipped run bumps nothing). So
+``run_count - success_count - failure_count`` is the runs dispatched but not finished
+(queued, running, skipped or lost with no parent left to report them).
 
 A database outage never fails a task: every handler catches, logs and counts
 (:func:`recorder_stats`). Handlers connect once however often this module is imported
@@ -44,7 +48,7 @@ from typing import Any
 
 from celery import signals, states
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
-from sqlalchemy import Connection, Table, case, select, update
+from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dataforge.locks import lock_backend_for
@@ -216,10 +220,10 @@ def record_execution_started(
         conn.execute(stmt)
 
 
-def _bump_counters(conn: Connection, schedule_id: int, outcome: str, error: str | None, started: Any) -> None:
+def _bump_counters(conn: Connection, schedule_id: int, outcome: str, error: str | None) -> None:
+    """The outcome counters, as atomic ``col = col + 1`` SQL (concurrent runs never lose one)."""
     st = _SCHEDULES
     values: dict[str, Any] = {
-        "run_count": st.c.run_count + 1,
         "last_status": outcome,
         "last_error": error,
         # Statistics are not edits: keep updated_at (the model's onupdate would bump it).
@@ -229,10 +233,6 @@ def _bump_counters(conn: Connection, schedule_id: int, outcome: str, error: str 
         values["success_count"] = st.c.success_count + 1
     else:
         values["failure_count"] = st.c.failure_count + 1
-    if started is not None:
-        values["last_run_at"] = case(
-            (st.c.last_run_at.is_(None), started), (st.c.last_run_at < started, started), else_=st.c.last_run_at
-        )
     conn.execute(update(st).where(st.c.id == schedule_id).values(**values))
 
 
@@ -264,16 +264,16 @@ def _close(
         "error": error,
         "traceback": _truncate(traceback, _TRACEBACK_MAX),
     }
-    closed: list[tuple[int | None, Any]] = []
+    closed: list[int | None] = []
     with runtime.db.engine.begin() as conn:
         if attempt is not None:
             stmt = (
                 update(te)
                 .where(te.c.celery_task_id == task_id, te.c.attempt == attempt, te.c.status == "running")
                 .values(**values, duration_ms=duration_ms)
-                .returning(te.c.scheduled_task_id, te.c.started_at)
+                .returning(te.c.scheduled_task_id)
             )
-            closed = [(row.scheduled_task_id, row.started_at) for row in conn.execute(stmt)]
+            closed = [row.scheduled_task_id for row in conn.execute(stmt)]
         else:
             running = conn.execute(
                 select(te.c.id, te.c.scheduled_task_id, te.c.started_at).where(
@@ -286,11 +286,11 @@ def _close(
                     update(te).where(te.c.id == row.id, te.c.status == "running").values(**values, duration_ms=took)
                 )
                 if res.rowcount:
-                    closed.append((row.scheduled_task_id, row.started_at))
+                    closed.append(row.scheduled_task_id)
         if count_as is not None:
-            for schedule_id, started in closed:
+            for schedule_id in closed:
                 if schedule_id is not None:
-                    _bump_counters(conn, schedule_id, count_as, error, started)
+                    _bump_counters(conn, schedule_id, count_as, error)
     return bool(closed)
 
 

@@ -80,7 +80,8 @@ def test_success_sequence_records_the_run_and_frees_the_lock_before_the_result(
     assert (row.status, row.attempt, row.scheduled_task_id, row.task_name) == ("success", 0, sid, "t.job")
     assert row.result == '{"n": 3}' and row.finished_at is not None and row.duration_ms is not None
     sched = schedule(app, sid)
-    assert (sched.run_count, sched.success_count, sched.failure_count, sched.last_status) == (1, 1, 0, "success")
+    assert (sched.success_count, sched.failure_count, sched.last_status) == (1, 0, "success")
+    assert sched.run_count == 0  # beat counts dispatches; nothing was dispatched by beat here
     assert not lock_held(app, f"dataforge:lock:t.job:{sid}")
 
 
@@ -105,8 +106,8 @@ def test_failure_sequence(app: Celery, events: list[str]) -> None:
     [row] = executions(app)
     assert row.status == "failure" and row.error == "ValueError: boom" and "ValueError" in (row.traceback or "")
     sched = schedule(app, sid)
-    assert (sched.run_count, sched.failure_count, sched.last_status, sched.last_error) == (
-        1, 1, "failure", "ValueError: boom",
+    assert (sched.success_count, sched.failure_count, sched.last_status, sched.last_error) == (
+        0, 1, "failure", "ValueError: boom",
     )  # fmt: skip
 
 
@@ -143,7 +144,7 @@ def test_retry_sequence_with_the_schedules_max_retries(app: Celery, events: list
     assert rows[0].error == "ConnectionError: flaky upstream"
     sched = schedule(app, sid)
     # One run (two attempts): counters count runs, not attempts.
-    assert (sched.run_count, sched.success_count, sched.failure_count) == (1, 1, 0)
+    assert (sched.success_count, sched.failure_count) == (1, 0)
 
 
 def test_skip_sequence_when_the_lock_is_held(app: Celery, events: list[str]) -> None:
@@ -160,7 +161,7 @@ def test_skip_sequence_when_the_lock_is_held(app: Celery, events: list[str]) -> 
     [row] = executions(app)  # one row: a held lock is never retried
     assert row.status == "skipped" and key in (row.error or "")
     sched = schedule(app, sid)
-    assert (sched.run_count, sched.success_count, sched.failure_count, sched.last_status) == (0, 0, 0, None)
+    assert (sched.success_count, sched.failure_count, sched.last_status) == (0, 0, None)
     # The other run's lock is untouched.
     assert lock_held(app, key)
     assert lock_backend_for(app.dataforge).release(key, holder)
@@ -179,7 +180,7 @@ def test_max_retries_comes_from_the_header_and_does_not_leak_to_the_next_run(app
     assert task.apply(kwargs={"scheduled_task_id": sid}).state == states.FAILURE
     assert [r.status for r in executions(app)] == ["retry", "retry", "failure", "failure"]
     sched = schedule(app, sid)
-    assert (sched.run_count, sched.failure_count) == (2, 2)
+    assert (sched.success_count, sched.failure_count) == (0, 2)
 
 
 def test_schedule_max_retries_parsing() -> None:
