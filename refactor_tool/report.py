@@ -57,7 +57,6 @@ class Change:
     origin: str | None = None
     #: The origin's content (what a rename/copy diff compares against).
     origin_data: bytes | None = None
-    encoding: str = "utf-8"
     #: File mode to give a created file (the origin's), ``None`` for the default.
     mode: int | None = None
 
@@ -136,42 +135,51 @@ class ConvertReport:
         lines.append(", ".join(f"{counts[s]} {verb if s == 'changed' else ''}{s}" for s in STATUSES))
         return lines
 
-    def diff(self) -> str:
-        """A git-style unified diff of every file the write phase creates, changes or deletes."""
+    def diff(self) -> bytes:
+        """A git-style unified diff of every file the write phase creates, changes or deletes.
+
+        Bytes, like ``git diff``: every file keeps its own encoding, BOM and line endings, so the
+        output applies with ``git apply`` / ``patch`` and reproduces the write exactly.
+        """
         deleted = {c.path for c in self.changes if c.new is None}
         shown_as_rename = {
             c.origin for c in self.changes if c.origin is not None and c.origin in deleted and c.old is None
         }
-        out: list[str] = []
+        out: list[bytes] = []
         for c in self.changes:
             if c.new is None and c.path in shown_as_rename:
                 continue
             moved = c.origin is not None and c.old is None and c.new is not None
             a_path = c.origin if moved and c.origin is not None else c.path
-            out.append(f"diff --git a/{a_path} b/{c.path}\n")
+            header = [f"diff --git a/{a_path} b/{c.path}"]
             old_bytes = c.origin_data if moved else c.old
             if moved:
                 verb = "rename" if c.origin in deleted else "copy"
-                out.append(f"{verb} from {c.origin}\n{verb} to {c.path}\n")
+                header += [f"{verb} from {c.origin}", f"{verb} to {c.path}"]
             elif c.old is None:
-                out.append("new file mode 100644\n")
+                header.append("new file mode 100644")
             if c.new is None:
-                out.append("deleted file mode 100644\n")
+                header.append("deleted file mode 100644")
+            out.append(("\n".join(header) + "\n").encode())
             from_name = "/dev/null" if old_bytes is None else f"a/{a_path}"
             to_name = "/dev/null" if c.new is None else f"b/{c.path}"
-            out.extend(_unified(old_bytes, c.new, from_name, to_name, c.encoding))
-        return "".join(out)
+            out.extend(
+                difflib.diff_bytes(
+                    difflib.unified_diff,
+                    _lines(old_bytes),
+                    _lines(c.new),
+                    from_name.encode(),
+                    to_name.encode(),
+                    lineterm=b"\n",
+                )
+            )
+        return b"".join(out)
 
 
-def _lines(data: bytes | None, encoding: str) -> list[str]:
+def _lines(data: bytes | None) -> list[bytes]:
     if data is None:
         return []
-    text = data.decode(encoding, errors="replace")
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith(("\n", "\r")):
-        lines[-1] += "\n\\ No newline at end of file\n"
+    lines = data.splitlines(keepends=True)
+    if lines and not lines[-1].endswith((b"\n", b"\r")):
+        lines[-1] += b"\n\\ No newline at end of file\n"
     return lines
-
-
-def _unified(old: bytes | None, new: bytes | None, a: str, b: str, encoding: str) -> list[str]:
-    return list(difflib.unified_diff(_lines(old, encoding), _lines(new, encoding), a, b, lineterm="\n"))

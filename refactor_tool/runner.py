@@ -28,7 +28,7 @@ from libcst.codemod import CodemodContext
 from dataforge.legacy_paths import HandlerMap, handler_path_spellings
 from refactor_tool.commands.registry_entries import RegistryEntriesCommand
 from refactor_tool.commands.rewrite_imports import ModuleIndex
-from refactor_tool.errors import ConversionRefused
+from refactor_tool.errors import ConversionRefused, Refusal
 from refactor_tool.options import MAP_FILE_NAME, ConvertOptions
 from refactor_tool.report import Change, ConvertReport, FileReport
 from refactor_tool.transform import SCRIPT, TASK_MODULE, TransformContext, Unit, UnitOutcome, transform_unit
@@ -162,14 +162,14 @@ class _Plan:
     removed_dirs: list[str] = field(default_factory=list)
 
 
-def _status_phrase(outcome: UnitOutcome, blocked: dict[str, str]) -> str:
+def _status_phrase(outcome: UnitOutcome, blocked: dict[str, Refusal]) -> str:
     module = outcome.unit.module
     if module in blocked:
         return "was refused too"
     if outcome.failure is not None:
         return "failed to convert"
-    if outcome.refusals:
-        return f"was refused ({outcome.refusals[0].reason})"
+    if outcome.refusals or outcome.move_refusals:
+        return f"was refused ({(outcome.refusals or outcome.move_refusals)[0].reason})"
     if outcome.kind == "private":
         return "is a dunder module that stays in place"
     return "cannot move"
@@ -194,7 +194,7 @@ def plan(root: Path, options: ConvertOptions, outcomes: list[UnitOutcome]) -> _P
     result = _Plan()
     scripts = {o.unit.module: o for o in outcomes if o.unit.role == SCRIPT}
     task_modules = [o for o in outcomes if o.unit.role == TASK_MODULE]
-    blocked: dict[str, str] = {}
+    blocked: dict[str, Refusal] = {}
 
     # Task names already registered by modules of the tasks package.
     registered: dict[str, tuple[str, int]] = {}
@@ -212,16 +212,18 @@ def plan(root: Path, options: ConvertOptions, outcomes: list[UnitOutcome]) -> _P
         targets[module] = existing
         if o.task_name is not None and o.task_name in registered and registered[o.task_name][0] != o.unit.target:
             where, line = registered[o.task_name]
-            blocked[module] = f"line 1: task name {o.task_name} is already registered by {where}:{line}; rename one"
+            blocked[module] = Refusal(1, f"task name {o.task_name} is already registered by {where}:{line}; rename one")
         elif existing is not None and existing != o.output:
-            blocked[module] = (
-                f"line 1: {o.unit.target} already exists and differs from this conversion; "
-                "delete or rename one of the two and re-run"
+            blocked[module] = Refusal(
+                1,
+                f"{o.unit.target} already exists and differs from this conversion; "
+                "delete or rename one of the two and re-run",
             )
     moving -= set(blocked)
 
     # Dependencies, to a fixed point: helpers (and imported non-job modules) move along; an
     # importer of anything that cannot move stays where it is.
+    required: set[str] = set()
     changed = True
     while changed:
         changed = False
@@ -232,6 +234,8 @@ def plan(root: Path, options: ConvertOptions, outcomes: list[UnitOutcome]) -> _P
                     continue
                 if d.kind == "package" and d.movable:
                     continue
+                if d.kind == "module":
+                    required.add(dep)
                 if d.kind == "module" and d.movable and dep not in blocked:
                     existing = _read(root / d.unit.target) if d.unit.target else None
                     targets[dep] = existing
@@ -239,8 +243,8 @@ def plan(root: Path, options: ConvertOptions, outcomes: list[UnitOutcome]) -> _P
                         moving.add(dep)
                         changed = True
                         continue
-                    blocked[dep] = f"line 1: {d.unit.target} already exists and differs from this module"
-                blocked[module] = f"line {line}: imports {dep}, which {_status_phrase(d, blocked)}"
+                    blocked[dep] = Refusal(1, f"{d.unit.target} already exists and differs from this module")
+                blocked[module] = Refusal(line, f"imports {dep}, which {_status_phrase(d, blocked)}")
                 moving.discard(module)
                 changed = True
                 break
@@ -265,13 +269,17 @@ def plan(root: Path, options: ConvertOptions, outcomes: list[UnitOutcome]) -> _P
         report.task_name, report.function = o.task_name, o.function
         result.files.append(report)
         if o.failure is not None:
-            report.status, report.reasons = "failed", [f"{o.unit.path}:{o.failure}"]
+            report.status, report.reasons = "failed", [o.failure.format(o.unit.path)]
             continue
         if o.refusals:
             report.status, report.reasons = "refused", [r.format(o.unit.path) for r in o.refusals]
             continue
         if module in blocked:
-            report.status, report.reasons = "refused", [f"{o.unit.path}:{blocked[module]}"]
+            report.status, report.reasons = "refused", [blocked[module].format(o.unit.path)]
+            continue
+        if module in required and o.move_refusals:
+            report.status, report.target = "refused", None
+            report.reasons = [r.format(o.unit.path) for r in o.move_refusals]
             continue
         if o.kind == "private":
             report.status, report.reasons, report.target = "skipped", [o.skip or "not a job"], None
@@ -294,12 +302,11 @@ def plan(root: Path, options: ConvertOptions, outcomes: list[UnitOutcome]) -> _P
                     o.output,
                     origin=o.unit.path,
                     origin_data=o.source,
-                    encoding=o.encoding,
                     mode=_mode(root / o.unit.path),
                 )
             )
         if delete_source:
-            deletions.append(Change(o.unit.path, o.source, None, encoding=o.encoding))
+            deletions.append(Change(o.unit.path, o.source, None))
         elif not options.keep_scripts:
             report.notes.append(f"{o.unit.path} is kept: modules left in {options.scripts_package}/ import it")
         report.status = "changed" if (write_needed or delete_source) else "unchanged"
@@ -326,7 +333,7 @@ def plan(root: Path, options: ConvertOptions, outcomes: list[UnitOutcome]) -> _P
             ]
         else:
             assert o.source is not None
-            deletions.append(Change(o.unit.path, o.source, None, encoding=o.encoding))
+            deletions.append(Change(o.unit.path, o.source, None))
             report.status = "changed"
             report.notes.append("dropped: the tasks package has its own __init__.py")
 
@@ -335,14 +342,14 @@ def plan(root: Path, options: ConvertOptions, outcomes: list[UnitOutcome]) -> _P
         report = FileReport(o.unit.path, o.kind, "unchanged", notes=list(o.notes))
         result.files.append(report)
         if o.failure is not None:
-            report.status, report.reasons = "failed", [f"{o.unit.path}:{o.failure}"]
+            report.status, report.reasons = "failed", [o.failure.format(o.unit.path)]
         elif o.refusals:
             report.status, report.reasons = "refused", [r.format(o.unit.path) for r in o.refusals]
         elif o.skip is not None:
             report.status, report.reasons = "skipped", [o.skip]
         elif o.output is not None and o.output != o.source:
             report.status = "changed"
-            result.changes.append(Change(o.unit.path, o.source, o.output, encoding=o.encoding))
+            result.changes.append(Change(o.unit.path, o.source, o.output))
         if o.tasks:
             report.task_name = ", ".join(t[0] for t in o.tasks)
 
@@ -412,7 +419,7 @@ def _registry(
         report.notes.append(f"REGISTERED_TASKS: added {', '.join(command.added)}")
     if new != old:
         report.status = "changed"
-        result.changes.append(Change(rel, old, new, encoding=tree.encoding))
+        result.changes.append(Change(rel, old, new))
 
 
 def _map_file(root: Path, options: ConvertOptions, result: _Plan, moved_jobs: list[UnitOutcome]) -> None:

@@ -68,7 +68,9 @@ class UnitOutcome:
     output: bytes | None = None
     encoding: str = "utf-8"
     refusals: list[Refusal] = field(default_factory=list)
-    failure: str | None = None
+    #: Why a non-job module could not move, should a converted module need it.
+    move_refusals: list[Refusal] = field(default_factory=list)
+    failure: Refusal | None = None
     skip: str | None = None
     notes: list[str] = field(default_factory=list)
     deps: list[tuple[str, int]] = field(default_factory=list)
@@ -82,14 +84,13 @@ class UnitOutcome:
     @property
     def movable(self) -> bool:
         """Transformed cleanly, so it can move (it may still be refused later for a dependency)."""
-        return self.failure is None and not self.refusals and self.output is not None
+        return self.failure is None and not self.refusals and not self.move_refusals and self.output is not None
 
 
-def _syntax_failure(exc: SyntaxError | ValueError) -> str:
+def _syntax_failure(exc: SyntaxError | ValueError) -> Refusal:
     if isinstance(exc, SyntaxError):
-        where = f"line {exc.lineno}" if exc.lineno else "unknown line"
-        return f"{where}: does not parse: {exc.msg}"
-    return f"line 1: does not parse: {exc}"
+        return Refusal(exc.lineno or 1, f"does not parse: {exc.msg}")
+    return Refusal(1, f"does not parse: {exc}")
 
 
 def _trivial_package(tree: ast.Module, outcome: UnitOutcome, pkg: str) -> None:
@@ -118,7 +119,7 @@ def transform_unit(unit: Unit, ctx: TransformContext) -> UnitOutcome:
     try:
         _transform(unit, ctx, outcome)
     except Exception as exc:  # noqa: BLE001 - a batch runner reports, never raises
-        outcome.failure = f"line 1: internal error while converting: {type(exc).__name__}: {exc}"
+        outcome.failure = Refusal(1, f"internal error while converting: {type(exc).__name__}: {exc}; please report it")
         outcome.output = None
     return outcome
 
@@ -128,7 +129,7 @@ def _transform(unit: Unit, ctx: TransformContext, outcome: UnitOutcome) -> None:
     try:
         source = (Path(ctx.root) / unit.path).read_bytes()
     except OSError as exc:
-        outcome.failure = f"line 1: cannot be read: {exc.strerror or exc}"
+        outcome.failure = Refusal(1, f"cannot be read: {exc.strerror or exc}")
         return
     outcome.source = source
     try:
@@ -148,7 +149,7 @@ def _transform(unit: Unit, ctx: TransformContext, outcome: UnitOutcome) -> None:
     try:
         tree = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
-        outcome.failure = f"line {exc.raw_line}: libcst cannot parse it: {exc.message}"
+        outcome.failure = Refusal(exc.raw_line, f"libcst cannot parse it: {exc.message}")
         return
     outcome.encoding = tree.encoding
     if unit.role == TASK_MODULE:
@@ -159,7 +160,8 @@ def _transform(unit: Unit, ctx: TransformContext, outcome: UnitOutcome) -> None:
         try:
             compile(outcome.output, unit.target or unit.path, "exec", dont_inherit=True)
         except (SyntaxError, ValueError) as exc:  # pragma: no cover - a bug in a command, reported per file
-            outcome.failure = f"generated code does not compile ({_syntax_failure(exc)}); please report this"
+            failure = _syntax_failure(exc)
+            outcome.failure = Refusal(failure.line, f"generated code {failure.reason}; please report it")
             outcome.output = None
 
 
@@ -178,9 +180,12 @@ def _script(unit: Unit, ctx: TransformContext, outcome: UnitOutcome, tree: cst.M
         try:
             tree = convert.transform_module(tree)
         except NotAJob as exc:
+            # Not a job: it stays unless a converted module imports it, so what would stop it
+            # from moving only matters then (see runner.plan).
             outcome.kind = "module"
             outcome.skip = str(exc)
-            outcome.refusals.extend(facts.problems)
+            outcome.move_refusals = sorted(set(facts.problems + outcome.refusals))
+            outcome.refusals = []
         except ConversionRefused as exc:
             outcome.refusals.extend(exc.refusals)
         else:

@@ -138,8 +138,10 @@ def convert(
     with _progress(err, not quiet) as progress:
         report = run_convert(legacy_backend_dir, options, mode=mode, jobs=jobs, progress=progress)
     if diff:
-        sys.stdout.write(report.diff())
+        # Bytes: each file keeps its encoding in the patch, as with `git diff`.
         sys.stdout.flush()
+        sys.stdout.buffer.write(report.diff())
+        sys.stdout.buffer.flush()
     for line in report.summary_lines(verbose=not quiet):
         if quiet and not line.startswith(("refused:", "failed:")):
             continue

@@ -151,11 +151,10 @@ class RetargetTaskCommand(Command):
                     stay[-1] = stay[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
                     kept_small.append(small.with_changes(names=stay))
                     if len(stay) < len(small.names):
-                        module = "." * len(small.relative) + (get_full_name_for_node(small.module) or "")
+                        dotted_name = get_full_name_for_node(small.module) if small.module is not None else None
+                        module = "." * len(small.relative) + (dotted_name or "")
                         names = ", ".join(a.evaluated_alias or a.evaluated_name for a in stay)
-                        self.warn(
-                            f"{module} is still imported for {names}: the worker imports it with this module"
-                        )
+                        self.warn(f"{module} is still imported for {names}: the worker imports it with this module")
             if kept_small:
                 kept_small[-1] = kept_small[-1].with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
                 body.append(stmt.with_changes(body=kept_small))
