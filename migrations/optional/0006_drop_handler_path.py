@@ -12,8 +12,8 @@ the processes that will run it cannot be seen from here: check it yourself).
 The change triggers (0005) read handler_path: they are replaced by the same triggers without
 it, and put back by the downgrade.
 
-Lossless: each row's handler_path is saved in legacy_values (``"handler_path"``) and the
-downgrade writes it back. The column comes back after task_name on SQLite, at the end of the
+Lossless: each row's handler_path is saved in legacy_values (with the previous legacy_values
+text) and the downgrade writes both back. The column comes back after task_name on SQLite, at the end of the
 table on PostgreSQL (``ALTER TABLE ADD COLUMN`` cannot place it).
 
 Revision ID: 0006_drop_handler_path
@@ -44,8 +44,9 @@ down_revision: str | Sequence[str] | None = "0005_change_triggers"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-#: Set on rows whose legacy_values was NULL (created after 0003), so the downgrade can put NULL back.
-_CREATED_AFTER = "created_after_data_migration"
+#: A row's handler_path is kept as {"dropped_handler_path": <handler_path>, "legacy_values": <the
+#: previous legacy_values text>}: the downgrade gives both back byte for byte.
+_KEY = "dropped_handler_path"
 _TRIGGERS = {"postgresql": (POSTGRESQL_TRIGGERS, POSTGRESQL_DROP), "sqlite": (SQLITE_TRIGGERS, SQLITE_DROP)}
 
 
@@ -75,17 +76,15 @@ def upgrade() -> None:
     _triggers(dialect)
     if dialect == "postgresql":
         execute(
-            "UPDATE scheduled_tasks SET legacy_values = (COALESCE(CAST(legacy_values AS jsonb), "
-            f"jsonb_build_object('{_CREATED_AFTER}', true)) || jsonb_build_object('handler_path', handler_path))::text "
-            "WHERE handler_path IS NOT NULL"
+            f"UPDATE scheduled_tasks SET legacy_values = json_build_object('{_KEY}', handler_path, "
+            "'legacy_values', legacy_values)::text WHERE handler_path IS NOT NULL"
         )
         op.drop_column("scheduled_tasks", "handler_path")
         _triggers(dialect, install=without_handler_path(POSTGRESQL_TRIGGERS))
         return
     execute(
-        "UPDATE scheduled_tasks SET legacy_values = json_set(COALESCE(legacy_values, "
-        f"json_object('{_CREATED_AFTER}', json('true'))), '$.handler_path', handler_path) "
-        "WHERE handler_path IS NOT NULL"
+        f"UPDATE scheduled_tasks SET legacy_values = json_object('{_KEY}', handler_path, "
+        "'legacy_values', legacy_values) WHERE handler_path IS NOT NULL"
     )
     schedules, _ = sqlite_tables("contract")
     with sqlite_keep_sequences("scheduled_tasks"):
@@ -100,10 +99,9 @@ def downgrade() -> None:
     if dialect == "postgresql":
         op.add_column("scheduled_tasks", sa.Column("handler_path", sa.String(255)))
         execute(
-            "UPDATE scheduled_tasks SET handler_path = CAST(legacy_values AS jsonb) ->> 'handler_path', "
-            f"legacy_values = CASE WHEN jsonb_exists(CAST(legacy_values AS jsonb), '{_CREATED_AFTER}') THEN NULL "
-            "ELSE (CAST(legacy_values AS jsonb) - 'handler_path')::text END "
-            "WHERE jsonb_exists(CAST(legacy_values AS jsonb), 'handler_path')"
+            f"UPDATE scheduled_tasks SET handler_path = CAST(legacy_values AS jsonb) ->> '{_KEY}', "
+            "legacy_values = CAST(legacy_values AS jsonb) ->> 'legacy_values' "
+            f"WHERE legacy_values IS NOT NULL AND jsonb_exists(CAST(legacy_values AS jsonb), '{_KEY}')"
         )
         _triggers(dialect, install=POSTGRESQL_TRIGGERS)
         return
@@ -112,9 +110,8 @@ def downgrade() -> None:
         with op.batch_alter_table("scheduled_tasks", copy_from=schedules, recreate="always") as batch:
             batch.add_column(sa.Column("handler_path", sa.String(255)), insert_after="task_name")
     execute(
-        "UPDATE scheduled_tasks SET handler_path = json_extract(legacy_values, '$.handler_path'), "
-        f"legacy_values = CASE WHEN json_type(legacy_values, '$.{_CREATED_AFTER}') IS NOT NULL THEN NULL "
-        "ELSE json_remove(legacy_values, '$.handler_path') END "
-        "WHERE json_type(legacy_values, '$.handler_path') IS NOT NULL"
+        f"UPDATE scheduled_tasks SET handler_path = json_extract(legacy_values, '$.{_KEY}'), "
+        "legacy_values = json_extract(legacy_values, '$.legacy_values') "
+        f"WHERE json_type(legacy_values, '$.{_KEY}') IS NOT NULL"
     )
     _triggers(dialect, install=SQLITE_TRIGGERS)

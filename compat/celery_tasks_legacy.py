@@ -1,0 +1,59 @@
+"""The seed's ``celery_tasks_legacy.py``: the legacy executor, for rollback only.
+
+Registered under the legacy name ``app.celery_tasks.execute_scheduled_task`` while the legacy
+switch is on (``dataforge legacy enable`` / ``DATAFORGE_LEGACY_TASKS=1``; see
+docs/rollback-notes.md). Unlike the original it:
+
+* resolves ``handler_path`` only through the four spellings inside the scripts package and
+  the map file (:func:`dataforge.legacy.resolve_legacy_script`): ``os:system`` and anything
+  outside is refused and never imported;
+* runs the job through DataForgeTask: the run lock of the new task for the same schedule,
+  one execution record per attempt, and kwargs bound to the job's signature, so the legacy
+  ``TypeError: run() got an unexpected keyword argument '_lock_key'`` cannot happen;
+* has no signal handlers of its own (dataforge.celery_signals records every run) and counts
+  every run (``dataforge legacy status``).
+
+Removing the shim is deleting this package and the include string in dataforge/celery_app.py
+(tests/compat fails if anything else imports it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from dataforge.celery_app import celery_app
+from dataforge.legacy import (
+    LEGACY_TASK_NAME,
+    LegacyHandlerError,
+    forward_task_name,
+    handler_map_for,
+    record_legacy_run,
+    resolve_legacy_script,
+)
+from dataforge.legacy_executor import LegacyExecutorTask, job_kwargs
+from dataforge.runtime import get_runtime
+
+__all__ = ["execute_scheduled_task"]
+
+
+@celery_app.task(base=LegacyExecutorTask, bind=True, name=LEGACY_TASK_NAME)  # type: ignore[untyped-decorator]
+def execute_scheduled_task(
+    self: LegacyExecutorTask, scheduled_task_id: Any = None, handler_path: Any = None, **kwargs: Any
+) -> Any:
+    """Run ``run`` of the legacy script ``handler_path`` names, the new runtime's way."""
+    runtime = get_runtime(self.app)
+    handler_map = handler_map_for(runtime)
+    module_name = resolve_legacy_script(handler_path, runtime.settings, handler_map)
+    run = getattr(importlib.import_module(module_name), "run", None)
+    if not callable(run):
+        raise LegacyHandlerError(handler_path, f"{module_name} has no callable run()")
+    try:
+        target = forward_task_name(handler_path, handler_map)
+    except LegacyHandlerError:
+        target = module_name
+    record_legacy_run(
+        runtime, "shim", task_id=self.request.id, handler_path=handler_path,
+        scheduled_task_id=scheduled_task_id, target=f"{module_name}.run ({target})",
+    )  # fmt: skip
+    return self.run_job(run, job_kwargs(scheduled_task_id, kwargs))
