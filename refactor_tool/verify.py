@@ -391,17 +391,22 @@ def verify(
             )
         modes = [EAGER] + ([WORKER] if worker else [])
         legacy = _run_child("legacy", legacy_tree, tmp / "legacy" / "state", payload, options, timeout)
-        converted: dict[str, list[Outcome]] = {}
-        for mode in modes:
-            tree = tmp / mode / "backend"
-            _copy_tree(converted_tree, tree)
-            converted[mode] = _run_child(mode, tree, tmp / mode / "state", payload, options, timeout)
+        # Only jobs that converted run the new way (a tree where none did has no tasks package).
+        runnable = [i for i, case in enumerate(cases) if case.job not in refused]
+        converted: dict[str, dict[int, Outcome]] = {mode: {} for mode in modes}
+        if runnable:
+            for mode in modes:
+                tree = tmp / mode / "backend"
+                _copy_tree(converted_tree, tree)
+                outcomes = _run_child(
+                    mode, tree, tmp / mode / "state", [payload[i] for i in runnable], options, timeout
+                )
+                converted[mode] = dict(zip(runnable, outcomes, strict=True))
     reports = []
     for i, case in enumerate(cases):
-        by_mode = {mode: converted[mode][i] for mode in modes}
         if case.job in refused:
-            diffs = [f"not converted: {refused[case.job]}"]
-        else:
-            diffs = compare(case, legacy[i], by_mode)
-        reports.append(CaseReport(case, legacy[i], by_mode, diffs))
+            reports.append(CaseReport(case, legacy[i], {}, [f"not converted: {refused[case.job]}"]))
+            continue
+        by_mode = {mode: converted[mode][i] for mode in modes}
+        reports.append(CaseReport(case, legacy[i], by_mode, compare(case, legacy[i], by_mode)))
     return VerifyReport(reports, modes, notes)
