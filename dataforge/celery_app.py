@@ -14,6 +14,7 @@ from celery import Celery
 # Imported for its side effect: the project's only signal handlers connect (once, by
 # dispatch_uid) in every process that loads the app: worker, its children, beat, the CLI.
 from dataforge import celery_signals as _celery_signals  # noqa: F401
+from dataforge.legacy import connect_legacy_include
 from dataforge.runtime import Runtime
 from dataforge.settings import Settings
 
@@ -93,6 +94,9 @@ def configure(app: Celery, settings: Settings) -> Celery:
         beat_max_loop_interval=settings.beat_max_interval,
     )
     app.dataforge = Runtime(settings)  # type: ignore[attr-defined]
+    # (migrations helper) The persisted legacy switch (dataforge_flags) picks, at worker/beat
+    # start, the shim above or dataforge.legacy_forwarder to register the legacy task name.
+    connect_legacy_include(app, shim_module=LEGACY_SHIM_MODULE)
     return app
 
 

@@ -284,11 +284,15 @@ def connect_legacy_include(app: Celery, *, shim_module: str) -> None:
             return
         runtime = get_runtime(app)
         on = legacy_enabled(runtime)
-        app.conf.include = (*include, shim_module if on else FORWARDER_MODULE)
-        log.info(
-            "legacy switch %s: %s registers %s", "on" if on else "off",
-            shim_module if on else FORWARDER_MODULE, LEGACY_TASK_NAME,
-        )  # fmt: skip
+        module = shim_module if on else FORWARDER_MODULE
+        app.conf.include = (*include, module)
+        message = f"legacy switch {'on' if on else 'off'}: {module} registers {LEGACY_TASK_NAME}"
+        log.info("%s", message)  # beat has its logging set up by now; a worker does not yet:
+
+        def _ready(**_kw: Any) -> None:
+            log.info("%s", message)
+
+        signals.worker_ready.connect(_ready, weak=False, dispatch_uid=f"dataforge-legacy-ready-{id(app)}")
 
     signals.import_modules.connect(_choose, weak=False, dispatch_uid=f"dataforge-legacy-include-{id(app)}")
 
