@@ -48,7 +48,7 @@ from typing import Any
 
 from celery import signals, states
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Integer, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dataforge.locks import lock_backend_for
@@ -165,12 +165,91 @@ def _duration_ms(request: Any) -> int | None:
     return int((time.monotonic() - started) * 1000)
 
 
-def _upsert(dialect: str) -> Callable[..., Any]:
-    if dialect == "postgresql":
-        return postgresql.insert  # type: ignore[no-any-return]
-    if dialect == "sqlite":
-        return sqlite.insert  # type: ignore[no-any-return]
-    raise NotImplementedError(f"execution recording supports PostgreSQL and SQLite, not {dialect}")
+# Statements are built once per dialect with bind parameters: building SQLAlchemy constructs
+# per event costs more Python time than the round trip itself (worker-overhead benchmark).
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _bp(name: str, column: str) -> Any:
+    return bindparam(name, type_=_EXECUTIONS.c[column].type)
+
+
+def _statement(dialect: str, which: str) -> Any:
+    key = (dialect, which)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _STATEMENTS[key] = _build(dialect, which)
+    return stmt
+
+
+def _build(dialect: str, which: str) -> Any:
+    te, st = _EXECUTIONS, _SCHEDULES
+    if which == "start":
+        if dialect == "postgresql":
+            ins: Any = postgresql.insert(te)
+        elif dialect == "sqlite":
+            ins = sqlite.insert(te)
+        else:
+            raise NotImplementedError(f"execution recording supports PostgreSQL and SQLite, not {dialect}")
+        return ins.values(
+            celery_task_id=_bp("b_tid", "celery_task_id"),
+            attempt=_bp("b_attempt", "attempt"),
+            task_name=_bp("b_task", "task_name"),
+            handler_path=_bp("b_handler", "handler_path"),
+            status="running",
+            started_at=_bp("b_started", "started_at"),
+            worker=_bp("b_worker", "worker"),
+            # A schedule deleted meanwhile (or a bogus id in a manual call) records NULL
+            # instead of failing the foreign key.
+            scheduled_task_id=select(st.c.id).where(st.c.id == bindparam("b_sid", type_=Integer())).scalar_subquery(),
+        ).on_conflict_do_update(
+            index_elements=[te.c.celery_task_id, te.c.attempt],
+            set_={
+                "status": "running",
+                "started_at": ins.excluded.started_at,
+                "worker": ins.excluded.worker,
+                "finished_at": None,
+                "duration_ms": None,
+                "error": None,
+                "traceback": None,
+                "result": None,
+            },
+        )
+    close = (
+        update(te)
+        .where(
+            te.c.celery_task_id == _bp("b_tid", "celery_task_id"),
+            te.c.attempt == _bp("b_attempt", "attempt"),
+            te.c.status == "running",
+        )
+        .values(
+            status=_bp("b_status", "status"),
+            finished_at=_bp("b_finished", "finished_at"),
+            duration_ms=_bp("b_duration", "duration_ms"),
+            result=_bp("b_result", "result"),
+            error=_bp("b_error", "error"),
+            traceback=_bp("b_traceback", "traceback"),
+        )
+        .returning(te.c.scheduled_task_id)
+    )
+    if which == "close":
+        return close
+    # "count-<outcome>": close + counters; "bump-<outcome>": counters of one schedule id.
+    outcome = which.split("-", 1)[1]
+    counter = st.c[f"{outcome}_count"]
+    values = {
+        counter.key: counter + 1,
+        "last_status": outcome,
+        "last_error": bindparam("b_last_error", type_=st.c.last_error.type),
+        # Statistics are not edits: keep updated_at (the model's onupdate would bump it).
+        "updated_at": st.c.updated_at,
+    }
+    if dialect == "postgresql" and which.startswith("count-"):
+        # ONE statement closes the execution and bumps the counters (a data-modifying CTE),
+        # and only if the execution was still running: a duplicate event never counts twice.
+        closed = close.cte("closed")
+        return update(st).where(st.c.id == closed.c.scheduled_task_id).values(**values)
+    return update(st).where(st.c.id == bindparam("b_sid", type_=Integer())).values(**values)
 
 
 def record_execution_started(
@@ -184,56 +263,21 @@ def record_execution_started(
     started_at: datetime,
 ) -> None:
     """Upsert the ``running`` row of one attempt (one statement, one round trip)."""
-    te = _EXECUTIONS
-    sid = _schedule_id(kwargs)
-    engine = runtime.db.engine
-    ins = _upsert(engine.dialect.name)(te)
     handler_path = (kwargs or {}).get("handler_path")
-    values: dict[str, Any] = {
-        "celery_task_id": task_id,
-        "attempt": attempt,
-        "task_name": task_name,
-        "handler_path": handler_path if isinstance(handler_path, str) else None,
-        "status": "running",
-        "started_at": started_at,
-        "worker": worker,
-        # A schedule deleted meanwhile (or a bogus id in a manual call) records NULL instead
-        # of failing the foreign key.
-        "scheduled_task_id": (
-            select(_SCHEDULES.c.id).where(_SCHEDULES.c.id == sid).scalar_subquery() if sid is not None else None
-        ),
-    }
-    stmt = ins.values(**values).on_conflict_do_update(
-        index_elements=[te.c.celery_task_id, te.c.attempt],
-        set_={
-            "status": "running",
-            "started_at": started_at,
-            "finished_at": None,
-            "duration_ms": None,
-            "worker": worker,
-            "error": None,
-            "traceback": None,
-            "result": None,
-        },
-    )
+    engine = runtime.db.engine
     with engine.begin() as conn:
-        conn.execute(stmt)
-
-
-def _bump_counters(conn: Connection, schedule_id: int, outcome: str, error: str | None) -> None:
-    """The outcome counters, as atomic ``col = col + 1`` SQL (concurrent runs never lose one)."""
-    st = _SCHEDULES
-    values: dict[str, Any] = {
-        "last_status": outcome,
-        "last_error": error,
-        # Statistics are not edits: keep updated_at (the model's onupdate would bump it).
-        "updated_at": st.c.updated_at,
-    }
-    if outcome == "success":
-        values["success_count"] = st.c.success_count + 1
-    else:
-        values["failure_count"] = st.c.failure_count + 1
-    conn.execute(update(st).where(st.c.id == schedule_id).values(**values))
+        conn.execute(
+            _statement(engine.dialect.name, "start"),
+            {
+                "b_tid": task_id,
+                "b_attempt": attempt,
+                "b_task": task_name,
+                "b_handler": handler_path if isinstance(handler_path, str) else None,
+                "b_started": started_at,
+                "b_worker": worker,
+                "b_sid": _schedule_id(kwargs),
+            },
+        )
 
 
 def _close(
@@ -250,48 +294,64 @@ def _close(
 ) -> bool:
     """Move the attempt's row from ``running`` to ``status``; bump counters if ``count_as``.
 
-    In the worker child (``attempt`` known) this is one UPDATE ... RETURNING plus the counters
-    UPDATE, in one transaction. Parent-side events (``attempt=None``: they may not know it, nor
-    the start time) close whatever row of the task id is still running, computing its duration
-    from the stored start. Returns whether a running row was closed.
+    In the worker child (``attempt`` known) this is one transaction: on PostgreSQL one
+    statement, on SQLite an UPDATE ... RETURNING plus the counters UPDATE. Parent-side events
+    (``attempt=None``: they may not know it, nor the start time) close whatever row of the
+    task id is still running, computing its duration from the stored start. Returns whether
+    a running row was closed (``True`` without checking on the PostgreSQL one-statement path,
+    whose callers do not use it).
     """
-    te = _EXECUTIONS
     now = utcnow()
-    values: dict[str, Any] = {
-        "status": status,
-        "finished_at": now,
-        "result": result,
-        "error": error,
-        "traceback": _truncate(traceback, _TRACEBACK_MAX),
+    engine = runtime.db.engine
+    dialect = engine.dialect.name
+    params: dict[str, Any] = {
+        "b_tid": task_id,
+        "b_attempt": attempt,
+        "b_status": status,
+        "b_finished": now,
+        "b_duration": duration_ms,
+        "b_result": result,
+        "b_error": error,
+        "b_traceback": _truncate(traceback, _TRACEBACK_MAX),
+        "b_last_error": error,
     }
-    closed: list[int | None] = []
-    with runtime.db.engine.begin() as conn:
+    with engine.begin() as conn:
+        if attempt is not None and count_as is not None and dialect == "postgresql":
+            conn.execute(_statement(dialect, f"count-{count_as}"), params)
+            return True
         if attempt is not None:
-            stmt = (
-                update(te)
-                .where(te.c.celery_task_id == task_id, te.c.attempt == attempt, te.c.status == "running")
-                .values(**values, duration_ms=duration_ms)
-                .returning(te.c.scheduled_task_id)
-            )
-            closed = [row.scheduled_task_id for row in conn.execute(stmt)]
+            closed = [row.scheduled_task_id for row in conn.execute(_statement(dialect, "close"), params)]
         else:
-            running = conn.execute(
-                select(te.c.id, te.c.scheduled_task_id, te.c.started_at).where(
-                    te.c.celery_task_id == task_id, te.c.status == "running"
-                )
-            ).all()
-            for row in running:
-                took = None if row.started_at is None else max(0, int((now - row.started_at).total_seconds() * 1000))
-                res = conn.execute(
-                    update(te).where(te.c.id == row.id, te.c.status == "running").values(**values, duration_ms=took)
-                )
-                if res.rowcount:
-                    closed.append(row.scheduled_task_id)
+            closed = _close_any_attempt(conn, task_id, now, params)
         if count_as is not None:
             for schedule_id in closed:
                 if schedule_id is not None:
-                    _bump_counters(conn, schedule_id, count_as, error)
+                    conn.execute(_statement(dialect, f"bump-{count_as}"), {**params, "b_sid": schedule_id})
     return bool(closed)
+
+
+def _close_any_attempt(conn: Connection, task_id: str, now: datetime, params: dict[str, Any]) -> list[int | None]:
+    """Parent side: close every still-running attempt of ``task_id`` (normally one)."""
+    te = _EXECUTIONS
+    running = conn.execute(
+        select(te.c.id, te.c.scheduled_task_id, te.c.started_at).where(
+            te.c.celery_task_id == task_id, te.c.status == "running"
+        )
+    ).all()
+    closed: list[int | None] = []
+    for row in running:
+        took = None if row.started_at is None else max(0, int((now - row.started_at).total_seconds() * 1000))
+        res = conn.execute(
+            update(te)
+            .where(te.c.id == row.id, te.c.status == "running")
+            .values(
+                status=params["b_status"], finished_at=now, duration_ms=took, result=params["b_result"],
+                error=params["b_error"], traceback=params["b_traceback"],
+            )  # fmt: skip
+        )
+        if res.rowcount:
+            closed.append(row.scheduled_task_id)
+    return closed
 
 
 def _log_run(task: Any, task_id: str, kwargs: Mapping[str, Any] | None, attempt: int | None,

@@ -1,0 +1,172 @@
+"""Worker overhead: plain Celery tasks vs DataForgeTask (lock + recording), same worker, same run.
+
+A real ``celery worker`` (prefork, concurrency 2) on Redis (broker, results, locks) +
+PostgreSQL (executions, counters). For each round and kind, the worker's consumer is paused,
+N messages are queued (one per schedule row, so every DataForgeTask run takes its own lock
+and bumps its own row's counters), the consumer is resumed and the clock runs until every
+result is stored. Rounds alternate plain / DataForgeTask so machine noise hits both.
+
+    python benchmarks/worker_overhead.py            # 2,000 tasks x 2 rounds per kind
+    python benchmarks/worker_overhead.py --tasks 500 --rounds 1
+
+Prints tasks/s and the ratio; writes benchmarks/results/worker_overhead.json. Uses a fresh
+PostgreSQL database (dropped afterwards) and FLUSHES the given Redis db.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from celery import Celery  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
+
+from dataforge.celery_app import create_app  # noqa: E402
+from dataforge.models import Base, ScheduledTask  # noqa: E402
+from dataforge.processes import CeleryProcess, worker_command  # noqa: E402
+from dataforge.settings import Settings  # noqa: E402
+
+KINDS = {"plain": "bench.plain", "dataforge": "bench.dataforge"}
+#: --breakdown adds these: where the DataForgeTask cost goes.
+BREAKDOWN = {"lock_only": "bench.lock_only", "record_only": "bench.record_only"}
+QUEUE = "celery"
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    import psycopg
+
+    name = f"dfbench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_batch(app: Celery, hostname: str, task_name: str, n: int, timeout: float) -> float:
+    """Queue ``n`` messages with the consumer paused, resume it, time until all are stored."""
+    replies = app.control.cancel_consumer(QUEUE, reply=True, destination=[hostname], timeout=10)
+    if not replies:
+        raise RuntimeError(f"worker {hostname} did not answer cancel_consumer")
+    ids = [app.send_task(task_name, kwargs={"scheduled_task_id": i + 1}).id for i in range(n)]
+    client = app.backend.client
+    keys = {app.backend.get_key_for_task(task_id): task_id for task_id in ids}
+    start = time.perf_counter()
+    app.control.add_consumer(QUEUE, reply=True, destination=[hostname], timeout=10)
+    pending = list(keys)
+    deadline = time.monotonic() + timeout
+    while pending:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(pending)} of {n} {task_name} results missing after {timeout}s")
+        values = client.mget(pending)
+        pending = [k for k, v in zip(pending, values, strict=True) if v is None or b'"SUCCESS"' not in v]
+        if pending:
+            time.sleep(0.05)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--breakdown", action="store_true", help="also run lock-only and recording-only tasks")
+    parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/1", help="a db number it may FLUSH")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "worker_overhead.json")
+    args = parser.parse_args(argv)
+
+    import redis
+
+    redis.Redis.from_url(args.redis_url).flushdb()
+    rounds: list[dict[str, Any]] = []
+    with fresh_database(args.pg_admin_url) as db_url, tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.from_env(
+            {
+                "DATAFORGE_DATABASE_URL": db_url,
+                "DATAFORGE_BROKER_URL": args.redis_url,
+                "DATAFORGE_RESULT_BACKEND": args.redis_url,
+                "DATAFORGE_REDIS_URL": args.redis_url,
+                "DATAFORGE_TASK_PACKAGES": "worker_overhead_tasks",
+            },
+            cwd=Path(tmp),
+        )
+        sys.path.insert(0, str(HERE))
+        app = create_app(settings)
+        Base.metadata.create_all(app.dataforge.db.engine)
+        with app.dataforge.db.engine.begin() as conn:
+            conn.execute(
+                insert(ScheduledTask),
+                [{"name": f"bench-{i + 1}", "task_type": "interval", "interval_seconds": 3600,
+                  "task_name": "bench.dataforge"} for i in range(args.tasks)],
+            )  # fmt: skip
+        hostname = f"bench-{uuid.uuid4().hex[:6]}@localhost"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFORGE_")}
+        env.update(settings.as_env())
+        env["PYTHONPATH"] = f"{HERE}:{REPO}"
+        cmd = worker_command(concurrency=args.concurrency, hostname=hostname, loglevel=args.loglevel)
+        kinds = {**KINDS, **(BREAKDOWN if args.breakdown else {})}
+        with CeleryProcess("bench-worker", cmd, env=env, cwd=tmp, stop_timeout=10) as worker:
+            worker.wait_ready(120)
+            for name in kinds.values():  # warm up children, pools, scripts
+                run_batch(app, hostname, name, 100, timeout=120)
+            for r in range(args.rounds):
+                for kind, name in kinds.items():
+                    seconds = run_batch(app, hostname, name, args.tasks, timeout=600)
+                    rate = args.tasks / seconds
+                    rounds.append(
+                        {"round": r, "kind": kind, "seconds": round(seconds, 3), "tasks_per_s": round(rate, 1)}
+                    )
+                    print(f"round {r} {kind:9s} {args.tasks} tasks: {seconds:6.2f}s = {rate:7.1f}/s", flush=True)
+        app.dataforge.close()
+
+    def rates(kind: str) -> list[float]:
+        return [x["tasks_per_s"] for x in rounds if x["kind"] == kind]
+
+    plain, dataforge = rates("plain"), rates("dataforge")
+    result = {
+        "benchmark": "worker_overhead",
+        "command": "python benchmarks/worker_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "params": {"tasks": args.tasks, "rounds": args.rounds, "concurrency": args.concurrency, "pool": "prefork",
+                   "loglevel": args.loglevel, "broker": "redis", "results": "redis", "locks": "redis",
+                   "database": "postgresql"},
+        "rounds": rounds,
+        "plain_tasks_per_s": {"best": max(plain), "median": statistics.median(plain)},
+        "dataforge_tasks_per_s": {"best": max(dataforge), "median": statistics.median(dataforge)},
+        "ratio_best": round(max(dataforge) / max(plain), 3),
+        "ratio_median": round(statistics.median(dataforge) / statistics.median(plain), 3),
+        "breakdown_tasks_per_s": {k: statistics.median(rates(k)) for k in BREAKDOWN if rates(k)},
+        "target_ratio": 0.6,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"plain     {result['plain_tasks_per_s']}")
+    print(f"dataforge {result['dataforge_tasks_per_s']}")
+    print(f"ratio (best) {result['ratio_best']}  (median) {result['ratio_median']}  target >= 0.6  -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The two tasks benchmarks/worker_overhead.py compares (imported by its worker process).
+
+Both do nothing, so the benchmark measures what the runtime adds per run: the lock (Redis
+SET NX PX + EVALSHA release), the execution row (one upsert at prerun, one transaction at
+the end with the counters), kwargs binding and the run log line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dataforge.celery_app import celery_app
+from dataforge.tasks.base import DataForgeTask
+
+__all__ = ["dataforge_noop", "noop_job", "plain_noop"]
+
+
+def noop_job() -> None:
+    """The job: takes nothing (scheduled_task_id is not passed to it)."""
+
+
+@celery_app.task(name="bench.plain")  # type: ignore[untyped-decorator]
+def plain_noop(**kwargs: Any) -> None:
+    """Plain Celery: no lock, no recording."""
+
+
+@celery_app.task(base=DataForgeTask, bind=True, name="bench.dataforge")  # type: ignore[untyped-decorator]
+def dataforge_noop(self: DataForgeTask, **kwargs: Any) -> Any:
+    """DataForgeTask: lock + recording + run_job."""
+    return self.run_job(noop_job, kwargs)
+
+
+class _LockOnly(DataForgeTask):
+    dataforge_record = False
+
+
+class _RecordOnly(DataForgeTask):
+    lock_enabled = False
+
+
+@celery_app.task(base=_LockOnly, bind=True, name="bench.lock_only")  # type: ignore[untyped-decorator]
+def lock_only_noop(self: DataForgeTask, **kwargs: Any) -> Any:
+    """Breakdown: the lock and run_job, no recording."""
+    return self.run_job(noop_job, kwargs)
+
+
+@celery_app.task(base=_RecordOnly, bind=True, name="bench.record_only")  # type: ignore[untyped-decorator]
+def record_only_noop(self: DataForgeTask, **kwargs: Any) -> Any:
+    """Breakdown: recording and run_job, no lock."""
+    return self.run_job(noop_job, kwargs)
