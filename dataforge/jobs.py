@@ -14,6 +14,7 @@ one rule that replaces it:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -69,34 +70,61 @@ def _describe(func: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
-def split_kwargs(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> BoundKwargs:
-    """:func:`bind_kwargs` plus the list of keys that were left out."""
+@dataclass(frozen=True)
+class _Shape:
+    """What binding needs to know about a signature (computed once per job function)."""
+
+    named: frozenset[str]
+    takes_var_kw: bool
+    required: tuple[str, ...]
+    #: Required positional-only parameters: no keyword can ever satisfy them.
+    unbindable: tuple[str, ...]
+    introspectable: bool = True
+
+
+_UNKNOWN = _Shape(frozenset(), True, (), (), introspectable=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape_cached(func: Callable[..., Any]) -> _Shape:
+    return _shape(func)
+
+
+def _shape(func: Callable[..., Any]) -> _Shape:
     try:
         params = inspect.signature(func).parameters
     except (TypeError, ValueError):
+        return _UNKNOWN
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    empty = inspect.Parameter.empty
+    return _Shape(
+        named=frozenset(n for n, p in params.items() if p.kind in kinds),
+        takes_var_kw=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()),
+        required=tuple(n for n, p in params.items() if p.kind in kinds and p.default is empty),
+        unbindable=tuple(
+            n for n, p in params.items() if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is empty
+        ),
+    )
+
+
+def split_kwargs(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> BoundKwargs:
+    """:func:`bind_kwargs` plus the list of keys that were left out."""
+    try:
+        shape = _shape_cached(func)
+    except TypeError:  # unhashable callable: introspect every time
+        shape = _shape(func)
+    if not shape.introspectable:
         # No introspectable signature (some builtins / C callables): pass the public keys.
         public = {k: v for k, v in kwargs.items() if not k.startswith(INTERNAL_PREFIX)}
         return BoundKwargs(public, tuple(k for k in kwargs if k not in public))
-
-    named = {
-        name
-        for name, p in params.items()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-    takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     bound: dict[str, Any] = {}
     dropped: list[str] = []
     for key, value in kwargs.items():
-        if key in named or (takes_var_kw and not key.startswith(INTERNAL_PREFIX)):
+        if key in shape.named or (shape.takes_var_kw and not key.startswith(INTERNAL_PREFIX)):
             bound[key] = value
         else:
             dropped.append(key)
-    missing = [
-        name
-        for name, p in params.items()
-        if p.default is inspect.Parameter.empty
-        and (p.kind is inspect.Parameter.POSITIONAL_ONLY or (name in named and name not in bound))
-    ]
+    missing = [*shape.unbindable, *(n for n in shape.required if n not in bound)]
     if missing:
         raise JobArgumentError(_describe(func), missing, sorted(kwargs))
     return BoundKwargs(bound, tuple(dropped))

@@ -367,18 +367,23 @@ class LockRenewer:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._wake_at = 0.0
         #: How many locks this process lost while their run was still going.
         self.lost = 0
 
     def hold(self, backend: LockBackend, key: str, token: str, ttl: float) -> None:
         """Keep ``key`` alive until :meth:`drop`."""
+        due = time.monotonic() + ttl / 3
         with self._cond:
-            self._held[(key, token)] = _Held(backend, key, token, ttl, time.monotonic() + ttl / 3)
+            self._held[(key, token)] = _Held(backend, key, token, ttl, due)
             if self._thread is None or not self._thread.is_alive():
                 self._stopped = False
                 self._thread = threading.Thread(target=self._run, name="dataforge-lock-renewer", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif due < self._wake_at:
+                # Wake the thread only if this lock is due before its current sleep ends (with
+                # one TTL for all runs, never): no thread switch per run in the steady state.
+                self._cond.notify()
 
     def drop(self, key: str, token: str) -> None:
         with self._cond:
@@ -396,8 +401,8 @@ class LockRenewer:
                 now = time.monotonic()
                 due = [h for h in self._held.values() if h.due <= now]
                 if not due:
-                    wait = min((h.due for h in self._held.values()), default=now + 60.0) - now
-                    self._cond.wait(max(wait, 0.01))
+                    self._wake_at = min((h.due for h in self._held.values()), default=now + 60.0)
+                    self._cond.wait(max(self._wake_at - now, 0.01))
                     continue
                 for h in due:
                     h.due = now + h.ttl / 3
