@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -50,6 +51,7 @@ from celery import signals, states
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
 from sqlalchemy import Connection, Integer, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from dataforge.locks import lock_backend_for
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
@@ -252,6 +254,63 @@ def _build(dialect: str, which: str) -> Any:
     return update(st).where(st.c.id == bindparam("b_sid", type_=Integer())).values(**values)
 
 
+class _HeldConnections:
+    """One autocommit connection per worker thread for the PostgreSQL hot path.
+
+    Each single-statement event (prerun's upsert, the close-and-count CTE) then costs exactly
+    one round trip: no pool checkout with its pre-ping ``SELECT 1``, no ``BEGIN``/``COMMIT``.
+    A connection that fails is dropped (invalidated on a disconnect) and the next event
+    opens a new one through the pool, pre-ping included. SQLite and the parent-side events
+    use ordinary short transactions instead.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._local = threading.local()
+        self._pid = os.getpid()
+
+    def execute(self, stmt: Any, params: Mapping[str, Any]) -> Any:
+        if self._pid != os.getpid():
+            self.after_fork()
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self.runtime.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._local.conn = conn
+        try:
+            return conn.execute(stmt, params)
+        except DBAPIError:
+            self._local.conn = None
+            try:
+                conn.close()
+            except Exception:  # the connection is already broken; the pool discards it
+                log.debug("closing a failed recorder connection", exc_info=True)
+            raise
+
+    def after_fork(self) -> None:
+        # A connection inherited across a fork shares its socket with the parent: never close
+        # it (or let it be garbage-collected, which would roll back on that socket); forget it.
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            _INHERITED.append(conn)
+        self._local = threading.local()
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local = threading.local()
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
+
+
+#: Connections inherited from a parent process, kept referenced on purpose (see after_fork).
+_INHERITED: list[Any] = []
+
+
+def _held(runtime: Runtime) -> _HeldConnections:
+    held: _HeldConnections = runtime.component("recorder_connections", _HeldConnections)
+    return held
+
+
 def record_execution_started(
     runtime: Runtime,
     *,
@@ -265,19 +324,21 @@ def record_execution_started(
     """Upsert the ``running`` row of one attempt (one statement, one round trip)."""
     handler_path = (kwargs or {}).get("handler_path")
     engine = runtime.db.engine
+    dialect = engine.dialect.name
+    params = {
+        "b_tid": task_id,
+        "b_attempt": attempt,
+        "b_task": task_name,
+        "b_handler": handler_path if isinstance(handler_path, str) else None,
+        "b_started": started_at,
+        "b_worker": worker,
+        "b_sid": _schedule_id(kwargs),
+    }
+    if dialect == "postgresql":
+        _held(runtime).execute(_statement(dialect, "start"), params)
+        return
     with engine.begin() as conn:
-        conn.execute(
-            _statement(engine.dialect.name, "start"),
-            {
-                "b_tid": task_id,
-                "b_attempt": attempt,
-                "b_task": task_name,
-                "b_handler": handler_path if isinstance(handler_path, str) else None,
-                "b_started": started_at,
-                "b_worker": worker,
-                "b_sid": _schedule_id(kwargs),
-            },
-        )
+        conn.execute(_statement(dialect, "start"), params)
 
 
 def _close(
@@ -315,10 +376,10 @@ def _close(
         "b_traceback": _truncate(traceback, _TRACEBACK_MAX),
         "b_last_error": error,
     }
+    if attempt is not None and count_as is not None and dialect == "postgresql":
+        _held(runtime).execute(_statement(dialect, f"count-{count_as}"), params)
+        return True
     with engine.begin() as conn:
-        if attempt is not None and count_as is not None and dialect == "postgresql":
-            conn.execute(_statement(dialect, f"count-{count_as}"), params)
-            return True
         if attempt is not None:
             closed = [row.scheduled_task_id for row in conn.execute(_statement(dialect, "close"), params)]
         else:

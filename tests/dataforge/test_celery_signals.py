@@ -192,3 +192,28 @@ def test_terminating_revoke_marks_failure_and_frees_the_lock(app: Celery) -> Non
     assert row.status == "failure" and "revoked" in (row.error or "")
     assert not lock_held(app, key)
     assert schedule(app, sid).failure_count == 1
+
+
+def test_a_dropped_database_connection_costs_one_event_then_recording_resumes(
+    server_settings: Settings, make_app: Any
+) -> None:
+    """PostgreSQL's hot path keeps one connection per worker thread; when the server drops it
+    (restart, failover, idle kill) the next event fails (logged, counted, task unaffected) and
+    the one after reconnects."""
+    import psycopg
+
+    app = make_app(server_settings)
+    sid = add_schedule(app)
+    task = define(app, "t.job", lambda **kw: "ok")
+    assert task.apply(kwargs={"scheduled_task_id": sid}).get() == "ok"
+    dbname = server_settings.database_url.rsplit("/", 1)[1]
+    with psycopg.connect(server_settings.database_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        )
+    assert task.apply(kwargs={"scheduled_task_id": sid}).get() == "ok"  # the task never notices
+    assert recorder_stats(app.dataforge).db_errors >= 1
+    third = task.apply(kwargs={"scheduled_task_id": sid})
+    assert third.get() == "ok"
+    assert [r.status for r in executions(app) if r.celery_task_id == third.id] == ["success"]
