@@ -315,17 +315,23 @@ def _binds(stmt: ast.stmt, name: str) -> str | None:
 class _Collector(ast.NodeVisitor):
     """One pass over the whole tree for identifiers, dunders, dynamic imports and imports."""
 
-    def __init__(self, facts: ModuleFacts, scripts_package: str) -> None:
+    def __init__(self, facts: ModuleFacts, scripts_package: str, var_kw: set[str]) -> None:
         self.facts = facts
         self.pkg = scripts_package
+        #: The name of run's ``**kwargs`` (reads of internal keys from it are refused).
+        self.var_kw = var_kw
         self.index = 0
         self.depth = 0  # > 0 inside a def/class/lambda
-        self.in_import = False
         self.in_main_guard = False
+        self.uses_name = False
+        #: String constants that are thrown away (``kwargs.pop("_lock_key", None)``).
+        self.discarded: set[int] = set()
 
     # -- bindings and identifiers -------------------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
         self.facts.identifiers.add(node.id)
+        if node.id == "__name__" and not self.in_main_guard:
+            self.uses_name = True
         if not isinstance(node.ctx, ast.Load):
             self.facts.non_import_bindings.add(node.id)
         if node.id in _LOCATION_DUNDERS:
@@ -342,6 +348,85 @@ class _Collector(ast.NodeVisitor):
     def visit_arg(self, node: ast.arg) -> None:
         self.facts.identifiers.add(node.arg)
         self.facts.non_import_bindings.add(node.arg)
+        if node.arg == LEGACY_LOCK_KEY:
+            self.facts.problems.append(
+                Refusal(
+                    node.lineno,
+                    "declares a _lock_key parameter: the legacy executor passed its lock's key there; the runtime "
+                    "locks the run itself and passes no _lock_key. Remove the parameter and its use (the run is "
+                    "locked for its whole duration) and re-run",
+                )
+            )
+        self.generic_visit(node)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        if isinstance(node.target, ast.Name) and node.target.id == "run" and self.depth == 0:
+            self.facts.run_problems.append(Refusal(node.lineno, "run is bound by an assignment expression (:=)"))
+        self.generic_visit(node)
+
+    # -- keys only the legacy executor passed ----------------------------------------------------
+    # The legacy executor injected ``_lock_key`` into every call; the runtime locks the run itself
+    # and passes no ``_lock_key``, and gives a ``**kwargs`` job only public keys (dataforge.jobs).
+    # Code reading those keys would see None or KeyError after conversion. Throwing the key away
+    # (``kwargs.pop("_lock_key", None)``, the usual legacy workaround) behaves the same before and
+    # after, and is allowed.
+    def _refuse_key(self, node: ast.AST, key: str) -> None:
+        internal = key != LEGACY_LOCK_KEY
+        what = "an internal (underscore) key" if internal else "the legacy executor's lock key"
+        # Anywhere in a moved module for the lock key (a helper may read it from the kwargs a job
+        # hands over); only on run's own **kwargs for other underscore keys.
+        (self.facts.run_problems if internal else self.facts.problems).append(
+            Refusal(
+                getattr(node, "lineno", 1),
+                f"reads {key!r}, {what}: the runtime does not pass it to a job (it locks the run itself and "
+                "gives **kwargs only public keys), so this code would see None or KeyError; remove the use "
+                f"(`kwargs.pop({key!r}, None)` to discard it is fine) and re-run",
+            )
+        )
+
+    def visit_Expr(self, node: ast.Expr) -> None:
+        call = node.value
+        if (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "pop"
+            and len(call.args) == 2
+            and isinstance(call.args[0], ast.Constant)
+        ):
+            self.discarded.add(id(call.args[0]))
+        self.generic_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if node.value == LEGACY_LOCK_KEY and id(node) not in self.discarded:
+            self._refuse_key(node, LEGACY_LOCK_KEY)
+
+    def _internal_key(self, node: ast.expr) -> str | None:
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith("_")
+            and node.value != LEGACY_LOCK_KEY  # reported wherever it appears
+            and id(node) not in self.discarded
+        ):
+            return node.value
+        return None
+
+    def _is_var_kw(self, node: ast.expr) -> bool:
+        return isinstance(node, ast.Name) and node.id in self.var_kw
+
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        key = self._internal_key(node.slice)
+        if key is not None and self._is_var_kw(node.value):
+            self._refuse_key(node, key)
+        self.generic_visit(node)
+
+    def visit_Compare(self, node: ast.Compare) -> None:
+        sides = [node.left, *node.comparators]
+        if any(self._is_var_kw(x) for x in sides):
+            for side in sides:
+                key = self._internal_key(side)
+                if key is not None:
+                    self._refuse_key(node, key)
         self.generic_visit(node)
 
     def _scope(self, node: ast.AST) -> None:
@@ -435,6 +520,10 @@ class _Collector(ast.NodeVisitor):
     # -- dynamic imports ----------------------------------------------------------------------
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
+        if isinstance(func, ast.Attribute) and self._is_var_kw(func.value) and node.args:
+            key = self._internal_key(node.args[0])
+            if key is not None:
+                self._refuse_key(node, key)
         fname = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
         if fname in _DYNAMIC_IMPORTERS and node.args:
             first = node.args[0]
@@ -504,9 +593,6 @@ def _find_run(tree: ast.Module, facts: ModuleFacts) -> None:
         how = _binds(stmt, "run")
         if how is not None:
             bindings.append((stmt, how, conditional))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name) and node.target.id == "run":
-            facts.run_problems.append(Refusal(node.lineno, "run is bound by an assignment expression (:=)"))
     if not bindings:
         for stmt in tree.body:
             if isinstance(stmt, ast.ClassDef):
@@ -593,84 +679,6 @@ def _find_run(tree: ast.Module, facts: ModuleFacts) -> None:
         facts.run_problems.append(
             Refusal(stmt.lineno, f"run is bound by `{_snippet(stmt)}`; which object runs cannot be known")
         )
-
-
-def _is_discarding_pop(node: ast.Call, parents: dict[int, ast.AST]) -> bool:
-    """``kwargs.pop("_x", default)`` as a statement of its own: it throws the key away."""
-    return (
-        isinstance(node.func, ast.Attribute)
-        and node.func.attr == "pop"
-        and len(node.args) == 2
-        and isinstance(parents.get(id(node)), ast.Expr)
-    )
-
-
-def _lock_key_uses(tree: ast.Module, facts: ModuleFacts) -> None:
-    """Refuse code that reads what only the legacy executor passed.
-
-    The legacy executor injected ``_lock_key`` into every call; the runtime takes the run
-    lock itself and passes no ``_lock_key``, and gives a ``**kwargs`` job only public keys
-    (``dataforge.jobs``). Code reading those keys would see ``None`` or a ``KeyError`` after
-    conversion. Throwing the key away (``kwargs.pop("_lock_key", None)``, the usual legacy
-    workaround) behaves the same before and after, and is allowed.
-    """
-    parents: dict[int, ast.AST] = {}
-    for node in ast.walk(tree):
-        for child in ast.iter_child_nodes(node):
-            parents[id(child)] = node
-    var_kw: set[str] = set()
-    run_def = next(
-        (s for s in tree.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef) and s.name == "run"), None
-    )
-    if run_def is not None and run_def.args.kwarg is not None:
-        var_kw.add(run_def.args.kwarg.arg)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.arg) and node.arg == LEGACY_LOCK_KEY:
-            facts.problems.append(
-                Refusal(
-                    node.lineno,
-                    "declares a _lock_key parameter: the legacy executor passed its lock's key there; the runtime "
-                    "locks the run itself and passes no _lock_key. Remove the parameter and its use (the run is "
-                    "locked for its whole duration) and re-run",
-                )
-            )
-        if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
-            continue
-        key = node.value
-        parent = parents.get(id(node))
-        if key == LEGACY_LOCK_KEY or (key.startswith("_") and _reads_var_kw(parent, node, var_kw)):
-            if (
-                isinstance(parent, ast.Call)
-                and parent.args
-                and parent.args[0] is node
-                and _is_discarding_pop(parent, parents)
-            ):
-                continue
-            if key != LEGACY_LOCK_KEY and not _reads_var_kw(parent, node, var_kw):
-                continue
-            what = "the legacy executor's lock key" if key == LEGACY_LOCK_KEY else "an internal (underscore) key"
-            # Anywhere in a moved module for the lock key (a helper may read it from the kwargs a
-            # job hands over); only on run's own **kwargs for other underscore keys.
-            (facts.problems if key == LEGACY_LOCK_KEY else facts.run_problems).append(
-                Refusal(
-                    node.lineno,
-                    f"reads {key!r}, {what}: the runtime does not pass it to a job (it locks the run itself and "
-                    "gives **kwargs only public keys), so this code would see None or KeyError; remove the use "
-                    f"(`kwargs.pop({key!r}, None)` to discard it is fine) and re-run",
-                )
-            )
-
-
-def _reads_var_kw(parent: ast.AST | None, node: ast.AST, var_kw: set[str]) -> bool:
-    """``kw["_x"]``, ``kw.get("_x")``, ``"_x" in kw`` on run's ``**kw``."""
-    if isinstance(parent, ast.Subscript):
-        return isinstance(parent.value, ast.Name) and parent.value.id in var_kw
-    if isinstance(parent, ast.Call) and isinstance(parent.func, ast.Attribute):
-        owner = parent.func.value
-        return isinstance(owner, ast.Name) and owner.id in var_kw
-    if isinstance(parent, ast.Compare):
-        return any(isinstance(c, ast.Name) and c.id in var_kw for c in [parent.left, *parent.comparators])
-    return False
 
 
 def _run_from_def(
@@ -813,14 +821,17 @@ def analyze(source: bytes, scripts_package: str = "scripts", filename: str = "<m
 def analyze_tree(tree: ast.Module, scripts_package: str = "scripts") -> ModuleFacts:
     """:func:`analyze` for an already parsed module."""
     facts = ModuleFacts(docstring=ast.get_docstring(tree), top_level_count=len(tree.body))
-    collector = _Collector(facts, scripts_package)
+    run_def = next(
+        (s for s in tree.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef) and s.name == "run"), None
+    )
+    var_kw = {run_def.args.kwarg.arg} if run_def is not None and run_def.args.kwarg is not None else set()
+    collector = _Collector(facts, scripts_package, var_kw)
     for index, stmt in enumerate(tree.body):
         collector.index = index
         collector.in_main_guard = is_main_guard(stmt)
         collector.visit(stmt)
     _classify_side_effects(tree.body, facts)
     _find_run(tree, facts)
-    _lock_key_uses(tree, facts)
     _task_defs(tree, facts)
     _metadata(tree, facts)
     trailing = len(tree.body)
@@ -828,13 +839,7 @@ def analyze_tree(tree: ast.Module, scripts_package: str = "scripts") -> ModuleFa
         trailing -= 1
     facts.has_main_guard = any(is_main_guard(s) for s in tree.body)
     facts.main_guard_index = trailing if trailing < len(tree.body) else None
-    uses_name = any(
-        isinstance(node, ast.Name) and node.id == "__name__"
-        for stmt in tree.body
-        if not is_main_guard(stmt)
-        for node in ast.walk(stmt)
-    )
-    if uses_name:
+    if collector.uses_name:
         facts.notes.append(
             "uses __name__ outside the __main__ guard: its value changes with the module's new name "
             "(logger names, for instance)"

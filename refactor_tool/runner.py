@@ -11,7 +11,6 @@ or deleted in this run is restored, so the tree is left as it was.
 
 from __future__ import annotations
 
-import ast
 import json
 import multiprocessing
 import os
@@ -22,11 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import libcst as cst
-from libcst.codemod import CodemodContext
-
 from dataforge.legacy_paths import HandlerMap, handler_path_spellings
-from refactor_tool.commands.registry_entries import RegistryEntriesCommand
+from refactor_tool.commands.registry_entries import add_registry_entries
 from refactor_tool.commands.rewrite_imports import ModuleIndex
 from refactor_tool.errors import ConversionRefused, Refusal
 from refactor_tool.options import MAP_FILE_NAME, ConvertOptions
@@ -403,20 +399,16 @@ def _registry(
     result.files.append(report)
     source = old if old is not None else b'"""The tasks package: converted jobs and REGISTERED_TASKS."""\n'
     try:
-        tree = cst.parse_module(source)
-        ast.parse(source)
-    except (cst.ParserSyntaxError, SyntaxError, ValueError) as exc:
-        report.status, report.reasons = "failed", [f"{rel}:1: does not parse: {exc}"]
-        return
-    command = RegistryEntriesCommand(CodemodContext(filename=rel), sorted(entries.items()))
-    try:
-        new = command.transform_module(tree).bytes
+        new, added = add_registry_entries(source, sorted(entries.items()), rel)
+        compile(new, rel, "exec", dont_inherit=True)
     except ConversionRefused as exc:
         report.status, report.reasons = "refused", [r.format(rel) for r in exc.refusals]
         return
-    compile(new, rel, "exec", dont_inherit=True)
-    if command.added:
-        report.notes.append(f"REGISTERED_TASKS: added {', '.join(command.added)}")
+    except (SyntaxError, ValueError, UnicodeError) as exc:
+        report.status, report.reasons = "failed", [f"{rel}:1: does not parse: {exc}"]
+        return
+    if added:
+        report.notes.append(f"REGISTERED_TASKS: added {', '.join(added)}")
     if new != old:
         report.status = "changed"
         result.changes.append(Change(rel, old, new))

@@ -7,7 +7,7 @@ import ast
 import pytest
 from libcst.codemod import CodemodTest
 
-from refactor_tool.commands.registry_entries import RegistryEntriesCommand
+from refactor_tool.commands.registry_entries import RegistryEntriesCommand, add_registry_entries
 from refactor_tool.errors import ConversionRefused
 from tests.refactor_tool.support import run_command
 
@@ -105,3 +105,32 @@ def test_refusals(source: bytes, reason: str) -> None:
     with pytest.raises(ConversionRefused) as info:
         run_command(RegistryEntriesCommand, source, entries=ENTRIES)
     assert reason in info.value.refusals[0].reason
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        b'REGISTERED_TASKS = {"dataforge.old": {}}\n',  # one line, no trailing comma
+        b'REGISTERED_TASKS = {\n    "dataforge.old": {}  # no comma, a comment\n}\n',
+        b'REGISTERED_TASKS = {\n    "dataforge.old": {},\n    # closing comment\n    }\n',
+        b'\x0c\n"""Form feed above: lines are counted as the compiler does."""\n'
+        b'REGISTERED_TASKS = {\n  "dataforge.old": {}}\n',
+        b'# -*- coding: latin-1 -*-\n"""T\xe2ches."""\n'
+        b'REGISTERED_TASKS = {\n    "dataforge.old": {"name": "\xe9"},\n}\n',
+        b'\xef\xbb\xbfREGISTERED_TASKS = {\n    "dataforge.old": {},\n}',
+        b"from typing import Any\n\nREGISTERED_TASKS: dict[str, Any] = {\n    'dataforge.old': {},\n}\n"
+        b"__all__ = ['REGISTERED_TASKS']\n",
+    ],
+)
+def test_text_insertion_keeps_every_byte_and_is_idempotent(source: bytes) -> None:
+    entries = [("dataforge.new", {"name": "néw", "params": []})]
+    out, added = add_registry_entries(source, entries)
+    assert added == ["dataforge.new"]
+    compile(out, "__init__.py", "exec", dont_inherit=True)
+    registry = {}
+    exec(compile(out, "__init__.py", "exec", dont_inherit=True), registry)  # noqa: S102 - our own test data
+    assert registry["REGISTERED_TASKS"]["dataforge.old"] is not None
+    assert registry["REGISTERED_TASKS"]["dataforge.new"] == {"name": "néw", "params": []}
+    assert out.startswith(source[: source.index(b"REGISTERED_TASKS")])  # header bytes untouched
+    again, added_again = add_registry_entries(out, entries)
+    assert (again, added_again) == (out, [])
