@@ -50,6 +50,11 @@ __all__ = [
     "collect_report",
     "duplicate_executions_sql",
     "handler_path_for_task_sql",
+    "lv_carry_kwargs",
+    "lv_get",
+    "lv_has",
+    "lv_kwargs_only",
+    "restorable",
     "now_utc",
     "prepare_statements",
 ]
@@ -335,6 +340,55 @@ def handler_path_for_task_sql(task_expr: str, options: MigrationOptions, dialect
         return rule
     cases = " ".join(f"WHEN {task_expr} = {lit(task)} THEN {lit(package + ':' + module)}" for task, module in by_module)
     return f"CASE {cases} ELSE {rule} END"
+
+
+# -- legacy_values: the per-row record of what the data step replaced ----------------------------
+# {"task_name": {"legacy": <old>, "migrated": <new>}, "status": {...}, "handler_kwargs": {"migrated": <new>}}
+# (the old handler_kwargs text is in handler_kwargs_legacy). A value is put back only while the
+# row still holds what the migration wrote ("migrated"), so edits made since then are kept.
+
+
+def lv_has(key: str, dialect: str, column: str = "legacy_values") -> str:
+    if dialect == "postgresql":
+        return f"jsonb_exists(CAST({column} AS jsonb), {lit(key)})"
+    return f"json_type({column}, {lit('$.' + key)}) IS NOT NULL"
+
+
+def lv_get(path: tuple[str, ...], dialect: str, column: str = "legacy_values") -> str:
+    """A text value inside legacy_values (SQL NULL for JSON null or absent)."""
+    if dialect == "postgresql":
+        return f"(CAST({column} AS jsonb) #>> {lit('{' + ','.join(path) + '}')})"
+    return f"json_extract({column}, {lit('$.' + '.'.join(path))})"
+
+
+def restorable(column: str, dialect: str) -> str:
+    """The row still holds what the data migration wrote into ``column``."""
+    return f"({lv_has(column, dialect)} AND {column} = {lv_get((column, 'migrated'), dialect)})"
+
+
+def lv_kwargs_only(dialect: str) -> str:
+    """legacy_values reduced to its handler_kwargs entry (``{}`` without one): what 0003's
+    downgrade leaves, because the kwargs are put back by 0002's downgrade (see there)."""
+    if dialect == "postgresql":
+        return (
+            f"CASE WHEN {lv_has('handler_kwargs', dialect)} THEN jsonb_build_object('handler_kwargs', "
+            "CAST(legacy_values AS jsonb) -> 'handler_kwargs')::text ELSE '{}' END"
+        )
+    return (
+        f"CASE WHEN {lv_has('handler_kwargs', dialect)} THEN json_object('handler_kwargs', "
+        "json(json_extract(legacy_values, '$.handler_kwargs'))) ELSE '{}' END"
+    )
+
+
+def lv_carry_kwargs(new: str, old: str, dialect: str) -> str:
+    """``new`` legacy_values plus the handler_kwargs entry of ``old`` (a previous up/down
+    cycle), for rows whose kwargs this run leaves alone."""
+    if dialect == "postgresql":
+        return (
+            f"(CAST({new} AS jsonb) || jsonb_build_object('handler_kwargs', CAST({old} AS jsonb) -> 'handler_kwargs'))"
+            "::text"
+        )
+    return f"json_set({new}, '$.handler_kwargs', json(json_extract({old}, '$.handler_kwargs')))"
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ started_at). New tables: dataforge_locks (lock leases), dataforge_flags (the leg
 Old code keeps working on this schema (new columns are nullable or defaulted): this is the
 revision the rollback drill returns to (docs/rollback-notes.md).
 
-Downgrade: on PostgreSQL the added objects are dropped and the legacy index is recreated with
-its original definition. On SQLite both tables are rebuilt from the legacy DDL text itself
-(0001's), so sqlite_master is byte-identical to a legacy database; AUTOINCREMENT sequences are
-kept.
+Downgrade: first the original handler_kwargs texts that 0003 converted are put back (they
+are kept in handler_kwargs_legacy, which goes away here). Then, on PostgreSQL, the added
+objects are dropped and the legacy index is recreated with its original definition. On SQLite
+both tables are rebuilt from the legacy DDL text itself (0001's), so sqlite_master is
+byte-identical to a legacy database; AUTOINCREMENT sequences are kept.
 
 Revision ID: 0002_expand
 Revises: 0001_legacy_baseline
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import context, op
 
-from migrations.legacy_data import attempt_numbering_sql, now_utc
+from migrations.legacy_data import attempt_numbering_sql, lv_has, now_utc, restorable
 from migrations.legacy_schema import (
     EXECUTION_COLUMNS,
     LEGACY_INDEX,
@@ -142,6 +143,13 @@ def _report_losses() -> None:
         return
     bind = op.get_bind()
     report = MigrationReport(title="0002_expand downgrade: what the legacy schema cannot express")
+    dialect = dialect_name()
+    edited = (
+        "SELECT id, name FROM scheduled_tasks WHERE handler_kwargs_legacy IS NOT NULL AND legacy_values IS NOT NULL "
+        f"AND {lv_has('handler_kwargs', dialect)} AND NOT {restorable('handler_kwargs', dialect)} ORDER BY id"
+    )
+    for row in bind.execute(sql(edited)):
+        report.add("restore_skipped_edited", Item(row.id, row.name, "handler_kwargs changed after the upgrade: kept"))
     statuses = ", ".join(f"'{s}'" for s in LEGACY_STATUSES)
     for row in bind.execute(sql(f"SELECT id, name, status FROM scheduled_tasks WHERE status NOT IN ({statuses})")):
         report.add("status_unknown_to_legacy", Item(row.id, row.name, f"status={row.status!r}"))
@@ -181,6 +189,13 @@ def _sqlite_rebuild_legacy(table: str, columns: Sequence[str]) -> None:
 def downgrade() -> None:
     dialect = dialect_name()
     _report_losses()
+    # The original handler_kwargs texts (Python repr, '', 'null'...) go back with the column
+    # that kept them, where the row still holds what 0003 wrote (see 0003's downgrade).
+    execute(
+        "UPDATE scheduled_tasks SET handler_kwargs = handler_kwargs_legacy "
+        "WHERE handler_kwargs_legacy IS NOT NULL AND legacy_values IS NOT NULL "
+        f"AND {restorable('handler_kwargs', dialect)}"
+    )
     op.drop_table("dataforge_flags")
     op.drop_table("dataforge_locks")
     if dialect == "sqlite":

@@ -11,9 +11,14 @@ All SQL (see migrations/legacy_data.py for the rules and why they are safe):
 3. one UPDATE writes task_name, status, handler_kwargs, handler_kwargs_legacy (original text),
    invalid_reason and legacy_values (what was replaced and what was written).
 
-Downgrade puts the legacy values back where the row still holds what this migration wrote
+Downgrade puts task_name and status back where the row still holds what this migration wrote
 (later edits win and are reported); rows created after the upgrade get a handler_path
 written from their task_name, so the legacy path (compat shim) can run them.
+
+handler_kwargs stay JSON objects at 0002_expand: that is the revision the rollback drill runs
+on, and beat (new runtime) and the legacy code both read JSON, while beat refuses a Python
+repr. The original texts stay in handler_kwargs_legacy (with their record in legacy_values)
+and 0002's downgrade, to the legacy schema, puts them back byte for byte.
 
 Revision ID: 0003_data
 Revises: 0002_expand
@@ -34,8 +39,13 @@ from migrations.legacy_data import (
     cleanup_statements,
     collect_report,
     handler_path_for_task_sql,
+    lv_carry_kwargs,
+    lv_get,
+    lv_has,
+    lv_kwargs_only,
     now_utc,
     prepare_statements,
+    restorable,
 )
 from migrations.options import REPORTS_KEY, current_options
 from migrations.report import Item, MigrationReport
@@ -68,11 +78,16 @@ def upgrade() -> None:
         "task_name = m.new_task_name, "
         "status = m.new_status, "
         "handler_kwargs = m.new_kwargs, "
-        "handler_kwargs_legacy = CASE WHEN m.kwargs_changed = 1 THEN m.handler_kwargs END, "
+        # A previous up/down cycle may have kept an original already (0003's downgrade leaves
+        # kwargs converted, see below): keep it unless this run converts again.
+        "handler_kwargs_legacy = CASE WHEN m.kwargs_changed = 1 THEN m.handler_kwargs "
+        "ELSE scheduled_tasks.handler_kwargs_legacy END, "
         "invalid_reason = COALESCE(m.invalid_reason, scheduled_tasks.invalid_reason), "
         f"invalid_at = CASE WHEN m.invalid_reason IS NOT NULL THEN {now_utc(dialect)} "
         "ELSE scheduled_tasks.invalid_at END, "
-        "legacy_values = m.legacy_values "
+        "legacy_values = CASE WHEN m.kwargs_changed = 0 AND "
+        f"{lv_has('handler_kwargs', dialect, 'scheduled_tasks.legacy_values')} THEN "
+        f"{lv_carry_kwargs('m.legacy_values', 'scheduled_tasks.legacy_values', dialect)} ELSE m.legacy_values END "
         f"FROM {MIGRATION_ROWS} AS m WHERE scheduled_tasks.id = m.id"
     )
     execute(f"DROP TABLE {MIGRATION_ROWS}")
@@ -80,32 +95,15 @@ def upgrade() -> None:
         execute(statement)
 
 
-def _lv_has(key: str, dialect: str) -> str:
-    if dialect == "postgresql":
-        return f"jsonb_exists(CAST(legacy_values AS jsonb), {lit(key)})"
-    return f"json_type(legacy_values, {lit('$.' + key)}) IS NOT NULL"
-
-
-def _lv_get(path: tuple[str, str], dialect: str) -> str:
-    if dialect == "postgresql":
-        return f"(CAST(legacy_values AS jsonb) #>> {lit('{' + ','.join(path) + '}')})"
-    return f"json_extract(legacy_values, {lit('$.' + '.'.join(path))})"
-
-
-def _restorable(column: str, dialect: str) -> str:
-    """The row still holds what the migration wrote into ``column``."""
-    return f"({_lv_has(column, dialect)} AND {column} = {_lv_get((column, 'migrated'), dialect)})"
-
-
 def _report_downgrade(dialect: str, options_sql: str) -> None:
     if context.is_offline_mode():
         return
     bind = op.get_bind()
     report = MigrationReport(title="0003_data downgrade report")
-    for column in ("task_name", "status", "handler_kwargs"):
+    for column in ("task_name", "status"):
         edited = (
-            f"SELECT id, name FROM scheduled_tasks WHERE legacy_values IS NOT NULL AND {_lv_has(column, dialect)} "
-            f"AND NOT {_restorable(column, dialect)} ORDER BY id"
+            f"SELECT id, name FROM scheduled_tasks WHERE legacy_values IS NOT NULL AND {lv_has(column, dialect)} "
+            f"AND NOT {restorable(column, dialect)} ORDER BY id"
         )
         for row in bind.execute(sql(edited)):
             report.add("restore_skipped_edited", Item(row.id, row.name, f"{column} changed after the upgrade: kept"))
@@ -135,13 +133,9 @@ def downgrade() -> None:
     restore = []
     for column in ("task_name", "status"):
         restore.append(
-            f"{column} = CASE WHEN {_restorable(column, dialect)} THEN {_lv_get((column, 'legacy'), dialect)} "
+            f"{column} = CASE WHEN {restorable(column, dialect)} THEN {lv_get((column, 'legacy'), dialect)} "
             f"ELSE {column} END"
         )
-    restore.append(
-        "handler_kwargs = CASE WHEN handler_kwargs_legacy IS NOT NULL AND "
-        f"{_restorable('handler_kwargs', dialect)} THEN handler_kwargs_legacy ELSE handler_kwargs END"
-    )
     prefix = lit(INVALID_PREFIX)
     execute(
         f"UPDATE scheduled_tasks SET {', '.join(restore)}, "
@@ -149,6 +143,6 @@ def downgrade() -> None:
         "ELSE invalid_at END, "
         f"invalid_reason = CASE WHEN substr(invalid_reason, 1, {len(INVALID_PREFIX)}) = {prefix} THEN NULL "
         "ELSE invalid_reason END, "
-        "handler_kwargs_legacy = NULL, legacy_values = NULL "
+        f"legacy_values = {lv_kwargs_only(dialect)} "
         "WHERE legacy_values IS NOT NULL"
     )

@@ -142,18 +142,28 @@ def test_downgrade_keeps_later_edits_and_gives_new_rows_a_handler_path(db_url: s
     cfg = downgrade(db_url, "0002_expand")
     s = _by_id(db_url)
     assert s[1]["task_name"] == "dataforge.renamed"  # the edit wins over the legacy NULL
-    assert s[2]["handler_kwargs"] == '{"days": 1}'
-    assert s[3]["task_name"] is None and s[3]["handler_kwargs"] == "null"  # untouched rows go back
+    assert s[3]["task_name"] is None  # untouched rows go back...
+    # ...but handler_kwargs stay JSON at 0002 (beat reads them there), originals kept aside.
+    assert (s[3]["handler_kwargs"], s[3]["handler_kwargs_legacy"]) == ("{}", "null")
     assert (s[100]["handler_path"], s[100]["task_name"]) == ("scripts:fresh", "dataforge.fresh")
     assert s[101]["handler_path"] is None
     (report,) = [r for r in _reports(cfg) if "0003_data downgrade" in r.title]
-    assert report.ids("restore_skipped_edited") == [1, 2]
+    assert report.ids("restore_skipped_edited") == [1]
     assert report.ids("handler_path_written") == [100]
     assert report.ids("no_legacy_handler_path") == [101]
-    # Up again: the written handler_path agrees with task_name, nothing is flagged for it.
+    # Up again: the written handler_path agrees with task_name, nothing is flagged for it; the
+    # kwargs originals survive the cycle.
     cfg = upgrade(db_url)
     (report,) = [r for r in _reports(cfg) if "data migration" in r.title]
     assert 100 not in report.ids("task_name_disagrees_with_handler_path")
+    assert _by_id(db_url)[3]["handler_kwargs_legacy"] == "null"
+    # Down to the legacy schema: the original texts come back, except where edited since.
+    cfg = downgrade(db_url, "0001_legacy_baseline")
+    s = _by_id(db_url)
+    assert s[3]["handler_kwargs"] == "null" and s[4]["handler_kwargs"] == QUIRK_SCHEDULES[3][9]
+    assert s[2]["handler_kwargs"] == '{"days": 1}'
+    (report,) = [r for r in _reports(cfg) if "0002_expand downgrade" in r.title]
+    assert report.ids("restore_skipped_edited") == [2]
 
 
 def test_map_file_wins_over_the_rule(db_url: str, tmp_path: Any) -> None:
