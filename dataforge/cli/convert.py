@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,14 +78,22 @@ def _progress(console: Console, enabled: bool) -> Iterator[Progress | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
     from rich.progress import Progress as RichProgress
 
+    # auto_refresh=False: no refresh thread, so the runner may fork its --jobs workers (a
+    # threaded parent would make it fall back to the slower spawn). Redrawn at most 10x/s.
     with RichProgress(
         TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-        transient=True,
+        transient=True, auto_refresh=False,
     ) as bar:  # fmt: skip
         task = bar.add_task("convert", total=None)
+        last = 0.0
 
         def update(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
             bar.update(task, completed=done, total=total)
+            if now - last >= 0.1 or done == total:
+                last = now
+                bar.refresh()
 
         yield update
 
