@@ -151,6 +151,12 @@ def convert(
         sys.stdout.flush()
         sys.stdout.buffer.write(report.diff())
         sys.stdout.buffer.flush()
+    if not report.files:
+        err.print(
+            f"nothing to convert: {legacy_backend_dir} has no {options.scripts_package}/ and no "
+            f"{'/'.join(options.tasks_dir_parts)}/ (pass the folder that holds them)",
+            markup=False,
+        )
     for line in report.summary_lines(verbose=not quiet):
         if quiet and not line.startswith(("refused:", "failed:")):
             continue
