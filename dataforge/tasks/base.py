@@ -188,7 +188,8 @@ class DataForgeTask(Task):  # type: ignore[misc]
             runtime = get_runtime(self.app)
             lock_renewer_for(runtime).drop(key, token)
             if not lock_backend_for(runtime).release(key, token):
-                log.warning("lock %s was no longer held by %s[%s] at release", key, self.name, request.id)
+                log.warning("lock %s not released by %s[%s]: expired and taken over, or the store is down "
+                            "(it expires within its TTL)", key, self.name, request.id)
         except Exception:  # a release problem must never change the run's outcome
             log.warning("releasing lock %s failed; it expires within its TTL", key, exc_info=True)
 
