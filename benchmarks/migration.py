@@ -36,7 +36,9 @@ from dataforge.cli.db import preflight  # noqa: E402
 from dataforge.settings import Settings  # noqa: E402
 from migrations.config import alembic_config  # noqa: E402
 
-LEGACY_SCHEMA = Path(os.environ.get("DATAFORGE_LEGACY_DIR", REPO.parent / "shared" / "legacy")) / "schema.postgresql.sql"
+LEGACY_SCHEMA = (
+    Path(os.environ.get("DATAFORGE_LEGACY_DIR", REPO.parent / "shared" / "legacy")) / "schema.postgresql.sql"
+)
 MAIN_LINE = ["0001_legacy_baseline", "0002_expand", "0003_data", "0004_contract", "0005_change_triggers"]
 
 
@@ -73,7 +75,8 @@ def fill_legacy(url: str, schedules: int, executions: int) -> None:
                    CASE WHEN g % 3 = 0 THEN '*/5 * * * *' END,
                    CASE WHEN g % 97 = 0 THEN 'Europe/Berlin' ELSE 'UTC' END,
                    (ARRAY['{{}}', '{{"days": 7}}', '', 'null', '{{''days'': 7, ''full'': True}}',
-                          '{{"_lock_key": "k", "scheduled_task_id": 1, "n": 1}}', '{{"a": [1, 2]}}', '{{}}'])[g % 8 + 1],
+                          '{{"_lock_key": "k", "scheduled_task_id": 1, "n": 1}}', '{{"a": [1, 2]}}',
+                          '{{}}'])[g % 8 + 1],
                    CASE WHEN g % 200 = 7 THEN 'paused' WHEN g % 50 = 0 THEN 'disabled' ELSE 'active' END,
                    CASE WHEN g % 5 = 0 THEN NULL ELSE timestamp '2024-01-01' + g * interval '1 minute' END
             FROM generate_series(1, {int(schedules)}) AS g
