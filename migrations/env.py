@@ -38,8 +38,11 @@ def _settings() -> Settings:
 
 
 def _target_metadata() -> Any:
-    # Only `alembic revision --autogenerate` needs the models; the revisions never do.
-    if getattr(config.cmd_opts, "autogenerate", False):
+    # Only `alembic check` and `alembic revision --autogenerate` compare with the models; the
+    # revisions never import them.
+    cmd = getattr(config.cmd_opts, "cmd", None)
+    name = getattr(cmd[0], "__name__", "") if isinstance(cmd, tuple) and cmd else ""
+    if name == "check" or getattr(config.cmd_opts, "autogenerate", False):
         from dataforge.models import Base
 
         return Base.metadata
