@@ -113,17 +113,24 @@ def _print_reports(cli: CliContext, cfg: Any, as_json: bool, extra: Mapping[str,
     click.echo(f"database at {revision or 'base (no revision)'}")
 
 
-def _run_alembic(cli: CliContext, action: str, fn: Any, as_json: bool) -> None:
+def _run_alembic(cli: CliContext, action: str, fn: Any, as_json: bool, x_args: Mapping[str, str] | None = None) -> None:
     from migrations.errors import MigrationOptionError, MigrationRefusedError
 
     try:
         fn()
     except MigrationRefusedError as exc:
+        report = exc.report
+        if exc.revision == "0003_data" and x_args is not None:
+            # Nothing was changed: the preflight's report is the refusal's (same SELECT, same
+            # blocking rows) plus the schedule flags only Python can check (cron, time zone).
+            report = preflight(cli.settings, x_args)[0]
         if as_json:
             emit_json({"action": action, "refused": True, "revision": exc.revision, "reason": exc.reason,
-                       "report": exc.report.to_json() if exc.report else None})  # fmt: skip
+                       "report": report.to_json() if report else None})  # fmt: skip
         else:
-            click.echo(str(exc), err=True)
+            click.echo(f"migration {exc.revision} refused: {exc.reason}; nothing was changed", err=True)
+            if report is not None:
+                click.echo(report.render(), err=True)
         raise SystemExit(EXIT_CHANGED) from exc
     except (MigrationOptionError, DataForgeError) as exc:
         click.echo(f"error: {exc}", err=True)
@@ -168,7 +175,7 @@ def upgrade(
 
     x_args = _x_options(x, map=map_file, on_unmappable=on_unmappable)
     cfg = _config(cli, x_args, optional=_needs_optional(cli, x_args, revision, optional) if not offline else optional)
-    _run_alembic(cli, "upgrade", lambda: command.upgrade(cfg, revision, sql=offline), as_json)
+    _run_alembic(cli, "upgrade", lambda: command.upgrade(cfg, revision, sql=offline), as_json, x_args)
     if not offline:
         _print_reports(cli, cfg, as_json, {"action": "upgrade", "revision": revision, "x_args": x_args})
 

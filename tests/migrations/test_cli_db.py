@@ -48,10 +48,7 @@ def test_check_changes_nothing_and_the_upgrade_refuses_the_same_rows(db_url: str
     assert refused.exit_code == 1
     refusal = _json(refused)
     assert refusal["refused"] is True and refusal["revision"] == "0003_data"
-    blocking = {code: g for code, g in refusal["report"]["groups"].items() if g["severity"] == "block"}
-    assert {code: [r["id"] for r in g["rows"]] for code, g in blocking.items()} == {
-        code: [r["id"] for r in g["rows"]] for code, g in groups.items() if g["severity"] == "block"
-    }
+    assert refusal["report"]["groups"] == groups  # the same report, row for row
     assert schema_snapshot(db_url) == schema and rows(db_url) == data
 
     assert run(db_url, "db", "check", "--on-unmappable", "pause").exit_code == 0
