@@ -182,14 +182,36 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     # -- seams --------------------------------------------------------------------------------------
     def publish(self, message: Message, producer: Any) -> None:
-        """Publish one message (tests override this to capture sends). Raises on failure."""
-        self.app.send_task(
+        """Publish one message (tests override this to capture sends). Raises on failure.
+
+        The message Celery's ``send_task`` would build (same routing, headers, limits, expiry,
+        ``task-sent`` event when ``task_send_sent_event`` is on), published through the app's
+        amqp layer directly: ``send_task`` also subscribes to each task's result channel on a
+        Redis result backend (beat never reads results, and the subscriptions would pile up
+        for the life of the process) and builds an AsyncResult per message, which together
+        cost more than the publish itself.
+        """
+        amqp = self.app.amqp
+        options = message.options()
+        routing = amqp.router.route({}, message.task_name, (), message.kwargs)
+        body = amqp.create_task_message(
+            options["task_id"],
             message.task_name,
-            kwargs=message.kwargs,
-            producer=producer,
+            (),
+            message.kwargs,
+            expires=options.get("expires"),
+            time_limit=options.get("time_limit"),
+            soft_time_limit=options.get("soft_time_limit"),
+            create_sent_event=self.app.conf.task_send_sent_event,
+        )
+        amqp.send_task_message(
+            producer,
+            message.task_name,
+            body,
+            headers=options["headers"],
             retry=True,
             retry_policy=PUBLISH_RETRY_POLICY,
-            **message.options(),
+            **routing,
         )
 
     @contextmanager
@@ -406,7 +428,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             with conn.begin():
                 store.mark_beat_writer(conn)
                 rows = store.fetch_due(conn, now, self.batch_size)
-                sends: list[tuple[RowSnapshot, Send]] = []
+                due: list[tuple[RowSnapshot, Send]] = []
                 for row in rows:
                     decision = plan_due_row(row, now, ctx)
                     if isinstance(decision, Flag):
@@ -415,9 +437,12 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                         if store.reschedule(conn, row, next_run_at=decision.next_run_at):
                             self.stats["skipped_missed"] += 1
                             log.warning("beat: schedule %d (%s): %s", row.id, row.name, decision.why)
-                    elif store.advance(conn, row, next_run_at=decision.next_run_at, now=now):
-                        sends.append((row, decision))
                     else:
+                        due.append((row, decision))
+                won = store.advance_many(conn, [(row, send.next_run_at) for row, send in due], now=now)
+                sends = [(row, send) for row, send in due if row.id in won]
+                for row, _ in due:
+                    if row.id not in won:
                         self.stats["lost_cas"] += 1
                         log.info("beat: schedule %d (%s) was advanced by someone else; not sent", row.id, row.name)
                 published = 0

@@ -25,7 +25,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Column, ColumnElement, Connection, DateTime, Table, and_, bindparam, select, text, type_coerce
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    DateTime,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    case,
+    column,
+    select,
+    text,
+    type_coerce,
+    values,
+)
 from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.types import NullType
 
@@ -36,6 +51,7 @@ from dataforge.scheduler.dispatch import RowSnapshot
 __all__ = [
     "DEFINITION_COLUMNS",
     "advance",
+    "advance_many",
     "fetch_due",
     "fetch_next_due",
     "fetch_row",
@@ -151,6 +167,38 @@ def advance(conn: Connection, row: RowSnapshot, *, next_run_at: datetime | None,
         .values(**values)
     )
     return conn.execute(stmt).rowcount == 1
+
+
+def advance_many(
+    conn: Connection, items: list[tuple[RowSnapshot, datetime | None]], *, now: datetime
+) -> set[int]:
+    """:func:`advance` for a whole batch; the ids whose compare-and-set won.
+
+    PostgreSQL: ONE ``UPDATE ... FROM (VALUES ...) RETURNING id`` (a thousand single-row
+    updates would cost a thousand round trips). Elsewhere (SQLite, in-process): row by row.
+    """
+    if conn.dialect.name != "postgresql":
+        return {row.id for row, nxt in items if advance(conn, row, next_run_at=nxt, now=now)}
+    if not items:
+        return set()
+    batch = values(
+        column("id", Integer), column("seen", DateTime), column("next", DateTime), name="batch"
+    ).data([(row.id, row.next_run_at, nxt) for row, nxt in items])
+    stmt = (
+        TABLE.update()
+        .where(c.id == batch.c.id, c.status == "active", c.next_run_at == batch.c.seen)
+        .values(
+            next_run_at=batch.c.next,
+            last_run_at=now,
+            run_count=c.run_count + 1,
+            status=case((batch.c.next.is_(None), "done"), else_=c.status),
+            invalid_reason=None,
+            invalid_at=None,
+            updated_at=c.updated_at,
+        )
+        .returning(c.id)
+    )
+    return set(conn.execute(stmt).scalars())
 
 
 def revert(conn: Connection, row: RowSnapshot, *, next_run_at: datetime | None) -> None:

@@ -1,0 +1,492 @@
+"""Benchmark: beat's cost per tick versus the number of schedules, against two peers.
+
+    python benchmarks/scheduler_tick.py            # N = 1,000 / 10,000 / 100,000, all systems
+    python benchmarks/scheduler_tick.py --quick    # N = 1,000 only
+
+For each N and each system, in a fresh child process (so RSS belongs to that run alone):
+
+* ``startup_s``: the first tick (load, leader lease, first read).
+* ``idle_tick_ms``: median / p99 of ticks when nothing is due and nothing changed.
+* ``publish_1000_s``: 1,000 rows made due at once -> until all 1,000 messages are in the
+  broker (the tick(s) that send them, as beat's loop runs them).
+* ``change_to_effect_s``: a committed edit that makes one row due -> its message in the broker,
+  with the scheduler running its real loop (tick + the wait/sleep it asks for).
+* ``rss_mb``: peak resident memory of the child.
+
+Systems: ``dataforge`` (this project, PostgreSQL), ``sqlalchemy-celery-beat`` (same PostgreSQL
+server, its own tables) and ``redbeat`` (celery-redbeat, same Redis). The two peers are
+installed by this script into a throwaway directory (``pip install --target``), never into
+the project. Every system publishes to the same Redis broker (db from
+``DATAFORGE_BENCH_REDIS_URL``, flushed), and all schedules are interval schedules of one hour.
+
+Writes benchmarks/results/scheduler_tick.json. Environment: ``DATAFORGE_BENCH_PG_URL`` (admin
+URL; default the test server), ``DATAFORGE_BENCH_REDIS_URL`` (default redis://127.0.0.1:6379/2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "scheduler_tick.json"
+PG_ADMIN = os.environ.get("DATAFORGE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("DATAFORGE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/2")
+PEERS_DIR = Path(tempfile.gettempdir()) / "dataforge-bench-peers"
+PEERS = ["sqlalchemy-celery-beat==0.9.1", "celery-redbeat==2.4.2", "ephem", "tzdata"]
+SYSTEMS = ("dataforge", "sqlalchemy-celery-beat", "redbeat")
+TASK = "bench.noop"
+BURST = 1000
+#: A peer that has not published the burst after this long is reported as ">= CAP".
+CAP_S = 300.0
+
+
+# --------------------------------------------------------------------------------------------
+# parent
+# --------------------------------------------------------------------------------------------
+
+
+def ensure_peers() -> None:
+    marker = PEERS_DIR / ".installed"
+    if marker.exists() and marker.read_text() == " ".join(PEERS):
+        return
+    print(f"installing {', '.join(PEERS)} into {PEERS_DIR} (benchmark only)", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(PEERS_DIR), *PEERS],
+        check=True,
+    )
+    marker.write_text(" ".join(PEERS))
+
+
+def fresh_database() -> tuple[str, Callable[[], None]]:
+    import psycopg
+
+    name = f"dfbench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}", drop
+
+
+def run_child(system: str, n: int) -> dict[str, Any]:
+    db_url, drop = fresh_database()
+    env = dict(os.environ)
+    paths = [str(ROOT), *([str(PEERS_DIR)] if system != "dataforge" else []), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", system, "--n", str(n), "--db", db_url],
+            env=env, capture_output=True, text=True, timeout=CAP_S * 3,
+        )
+    finally:
+        drop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{system} N={n} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="N = 1,000 only")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--child")
+    parser.add_argument("--n", type=int)
+    parser.add_argument("--db")
+    args = parser.parse_args()
+    if args.child:
+        result = CHILDREN[args.child](args.n, args.db)
+        print(json.dumps(result))
+        return
+    sizes = [1_000] if args.quick else [1_000, 10_000, 100_000]
+    systems = [s for s in args.systems.split(",") if s]
+    if any(s != "dataforge" for s in systems):
+        ensure_peers()
+    results: list[dict[str, Any]] = []
+    for n in sizes:
+        for system in systems:
+            print(f"-- {system} N={n:,}", flush=True)
+            r = run_child(system, n)
+            results.append(r)
+            print("   " + ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("system", "n")), flush=True)
+    ratios = {}
+    for n in sizes:
+        ours = next((r for r in results if r["system"] == "dataforge" and r["n"] == n), None)
+        for r in results:
+            if ours is None or r["n"] != n or r["system"] == "dataforge":
+                continue
+            ratios[f"{r['system']} / dataforge, N={n}"] = {
+                k: round(r[k] / ours[k], 1) if ours[k] else None
+                for k in ("idle_tick_ms", "publish_1000_s", "change_to_effect_s", "rss_mb")
+            }
+    out = {
+        "command": "python benchmarks/scheduler_tick.py" + (" --quick" if args.quick else ""),
+        "machine": f"{os.cpu_count()} cpu, python {sys.version.split()[0]}",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "results": results,
+        "ratios_peer_over_dataforge": ratios,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+# --------------------------------------------------------------------------------------------
+# children: common
+# --------------------------------------------------------------------------------------------
+
+
+def noop(**kwargs: Any) -> None:
+    """The benchmark task: never run (nothing consumes the queue), only published."""
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def broker_count() -> int:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return int(client.llen("celery"))
+    finally:
+        client.close()
+
+
+def flush_broker() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
+
+
+def wait_broker(target: int, cap: float = CAP_S) -> float:
+    started = time.perf_counter()
+    while broker_count() < target:
+        if time.perf_counter() - started > cap:
+            return float("inf")
+        time.sleep(0.0005)
+    return time.perf_counter() - started
+
+
+def ms_stats(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "idle_tick_ms": round(statistics.median(ordered) * 1000, 4),
+        "idle_tick_p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 4),
+    }
+
+
+def run_loop(tick: Callable[[], float], stop: threading.Event) -> None:
+    """celery.beat.Service's loop: tick, then sleep what it asked for."""
+    while not stop.is_set():
+        delay = tick()
+        if delay and delay > 0:
+            time.sleep(delay)
+
+
+def change_latency(make_due: Callable[[int], None], tick: Callable[[], float], rounds: int = 5) -> float:
+    stop = threading.Event()
+    loop = threading.Thread(target=run_loop, args=(tick, stop), daemon=True)
+    loop.start()
+    time.sleep(1.0)  # let the loop settle into its idle wait
+    samples = []
+    for k in range(rounds):
+        before = broker_count()
+        started = time.perf_counter()
+        make_due(k)
+        waited = wait_broker(before + 1, cap=60)
+        samples.append(waited if waited == float("inf") else time.perf_counter() - started)
+        time.sleep(0.3)
+    stop.set()
+    return round(statistics.median(samples), 4)
+
+
+def pg_engine(db_url: str) -> Any:
+    from sqlalchemy import create_engine
+
+    return create_engine("postgresql+psycopg://" + db_url.split("://", 1)[1])
+
+
+# --------------------------------------------------------------------------------------------
+# child: dataforge
+# --------------------------------------------------------------------------------------------
+
+
+def child_dataforge(n: int, db_url: str) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    from dataforge.celery_app import create_app
+    from dataforge.celery_scheduler import DatabaseScheduler
+    from dataforge.models import Base
+    from dataforge.settings import Settings
+
+    flush_broker()
+    settings = Settings.from_env(
+        {
+            "DATAFORGE_DATABASE_URL": db_url,
+            "DATAFORGE_BROKER_URL": REDIS_URL,
+            "DATAFORGE_RESULT_BACKEND": REDIS_URL,
+            "DATAFORGE_REDIS_URL": REDIS_URL,
+        },
+        cwd=Path(tempfile.mkdtemp()),
+    )
+    app = create_app(settings)
+    app.task(name=TASK, shared=False)(noop)
+    engine = app.dataforge.db.engine
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO scheduled_tasks (name, task_type, task_name, interval_seconds, timezone, handler_kwargs, "
+                "status, max_retries, run_count, success_count, failure_count, created_at, updated_at, next_run_at) "
+                "SELECT 'bench-' || g, 'interval', :task, 3600, 'UTC', '{}', 'active', 0, 0, 0, 0, now(), now(), "
+                "(now() AT TIME ZONE 'utc') + make_interval(secs => 120 + g % 3000) FROM generate_series(1, :n) g"
+            ),
+            {"task": TASK, "n": n},
+        )
+        conn.execute(text("ANALYZE scheduled_tasks"))
+
+    sch = DatabaseScheduler(app=app)
+    started = time.perf_counter()
+    sch.tick_once()
+    startup = time.perf_counter() - started
+
+    samples = []
+    for _ in range(3000):
+        t0 = time.perf_counter()
+        sch.tick_once()
+        samples.append(time.perf_counter() - t0)
+
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE scheduled_tasks SET next_run_at = (now() AT TIME ZONE 'utc') - interval '1 second' "
+                 "WHERE id <= :k"),
+            {"k": BURST},
+        )
+    feed = sch._feed
+    assert feed is not None and feed.live
+    feed.wait(10)  # the NOTIFY of that commit: what wakes a real beat
+    sch._need_refresh = True
+    t0 = time.perf_counter()
+    sch.tick_once()
+    burst = time.perf_counter() - t0
+    assert broker_count() == BURST, broker_count()
+
+    # The same burst with task-sent events off (the app turns them on for Flower): what they cost.
+    sch.app.conf.task_send_sent_event = False
+    flush_broker()
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE scheduled_tasks SET next_run_at = (now() AT TIME ZONE 'utc') - interval '1 second' "
+                 "WHERE id <= :k"),
+            {"k": BURST},
+        )
+    feed.wait(10)
+    sch._need_refresh = True
+    t0 = time.perf_counter()
+    sch.tick_once()
+    burst_no_events = time.perf_counter() - t0
+    assert broker_count() == BURST, broker_count()
+    sch.app.conf.task_send_sent_event = True
+
+    def make_due(k: int) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE scheduled_tasks SET next_run_at = (now() AT TIME ZONE 'utc') WHERE id = :i"),
+                {"i": n - k},
+            )
+
+    latency = change_latency(make_due, sch.tick)
+    return {
+        "system": "dataforge", "n": n, "startup_s": round(startup, 4), **ms_stats(samples),
+        "publish_1000_s": round(burst, 4), "publish_1000_no_sent_events_s": round(burst_no_events, 4),
+        "change_to_effect_s": latency, "rss_mb": rss_mb(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# child: sqlalchemy-celery-beat
+# --------------------------------------------------------------------------------------------
+
+
+def child_sqlalchemy_celery_beat(n: int, db_url: str) -> dict[str, Any]:
+    from celery import Celery
+    from sqlalchemy import text
+    from sqlalchemy_celery_beat.models import PeriodicTaskChanged  # noqa: F401 (registers the model)
+    from sqlalchemy_celery_beat.schedulers import DatabaseScheduler
+
+    flush_broker()
+    sa_url = "postgresql+psycopg://" + db_url.split("://", 1)[1]
+    app = Celery("bench", broker=REDIS_URL)
+    app.conf.update(beat_dburi=sa_url, beat_max_loop_interval=5, enable_utc=True, timezone="UTC")
+    app.task(name=TASK, shared=False)(noop)
+
+    sch = DatabaseScheduler(app=app, lazy=True)  # creates its tables; schedule not read yet
+    engine = sch.engine
+    schema = sch.schema
+    t = f"{schema}.celery_periodictask" if schema else "celery_periodictask"
+    ti = f"{schema}.celery_intervalschedule" if schema else "celery_intervalschedule"
+    tc = f"{schema}.celery_periodictaskchanged" if schema else "celery_periodictaskchanged"
+    with engine.begin() as conn:
+        interval_id = conn.execute(
+            text(f"INSERT INTO {ti} (every, period) VALUES (3600, 'seconds') RETURNING id")
+        ).scalar_one()
+        conn.execute(
+            text(
+                f"INSERT INTO {t} (name, task, args, kwargs, one_off, enabled, total_run_count, description, "
+                "discriminator, schedule_id, last_run_at, date_changed) "
+                "SELECT 'bench-' || g, :task, '[]', '{}', false, true, 0, '', 'intervalschedule', :sid, "
+                "now() - make_interval(secs => 3000 - g % 3000), now() FROM generate_series(1, :n) g"
+            ),
+            {"task": TASK, "n": n, "sid": interval_id},
+        )
+        conn.execute(text(f"ANALYZE {t}"))
+
+    started = time.perf_counter()
+    sch.setup_schedule()
+    sch.tick()
+    startup = time.perf_counter() - started
+
+    rounds = 30 if n <= 10_000 else 10
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        sch.tick()
+        samples.append(time.perf_counter() - t0)
+
+    def bump(conn: Any) -> None:
+        conn.execute(text(f"UPDATE {tc} SET last_update = now()"))
+
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE {t} SET last_run_at = now() - interval '2 hours' WHERE id <= :k"), {"k": BURST})
+        bump(conn)
+    stop = threading.Event()
+    loop = threading.Thread(target=run_loop, args=(sch.tick, stop), daemon=True)
+    loop.start()
+    burst = wait_broker(BURST)
+    stop.set()
+    loop.join(CAP_S)
+
+    def make_due(k: int) -> None:
+        with engine.begin() as conn:
+            conn.execute(text(f"UPDATE {t} SET last_run_at = now() - interval '2 hours' WHERE id = :i"),
+                         {"i": n - k})
+            bump(conn)
+
+    latency = change_latency(make_due, sch.tick)
+    return {
+        "system": "sqlalchemy-celery-beat", "n": n, "startup_s": round(startup, 4), **ms_stats(samples),
+        "publish_1000_s": round(burst, 4), "change_to_effect_s": latency, "rss_mb": rss_mb(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# child: redbeat
+# --------------------------------------------------------------------------------------------
+
+
+def child_redbeat(n: int, db_url: str) -> dict[str, Any]:
+    from celery import Celery
+    from celery.schedules import schedule
+    from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redis
+
+    flush_broker()
+    app = Celery("bench", broker=REDIS_URL)
+    app.conf.update(
+        redbeat_redis_url=REDIS_URL, redbeat_key_prefix="bench-redbeat:", redbeat_lock_key=None,
+        beat_max_loop_interval=5, enable_utc=True, timezone="UTC",
+    )
+    app.task(name=TASK, shared=False)(noop)
+    every_hour = schedule(run_every=timedelta(seconds=3600))
+    now = datetime.now(UTC)
+    entries = []
+    for g in range(1, n + 1):
+        e = RedBeatSchedulerEntry(f"bench-{g}", TASK, every_hour, app=app)
+        e.last_run_at = now - timedelta(seconds=3000 - g % 3000)
+        entries.append(e)
+    client = get_redis(app)
+    batch = 1000
+    for i in range(0, n, batch):  # what .save() does, pipelined for speed of setup only
+        with client.pipeline(transaction=False) as pipe:
+            for e in entries[i:i + batch]:
+                definition, meta = _redbeat_payload(e)
+                pipe.hset(e.key, "definition", definition)
+                pipe.hset(e.key, "meta", meta)
+                pipe.zadd(app.redbeat_conf.schedule_key, {e.key: e.score})
+            pipe.execute()
+    del entries
+
+    sch = RedBeatScheduler(app=app, lazy=True)
+    started = time.perf_counter()
+    sch.setup_schedule()
+    sch.tick()
+    startup = time.perf_counter() - started
+
+    samples = []
+    for _ in range(3000):
+        t0 = time.perf_counter()
+        sch.tick()
+        samples.append(time.perf_counter() - t0)
+
+    def make_due_entry(g: int) -> None:
+        e = RedBeatSchedulerEntry.from_key(RedBeatSchedulerEntry.generate_key(app, f"bench-{g}"), app=app)
+        e.reschedule(datetime.now(UTC) - timedelta(hours=2))
+
+    for g in range(1, BURST + 1):
+        make_due_entry(g)
+    t0 = time.perf_counter()
+    stop = threading.Event()
+    loop = threading.Thread(target=run_loop, args=(sch.tick, stop), daemon=True)
+    loop.start()
+    burst = wait_broker(BURST)
+    burst = min(burst, time.perf_counter() - t0)
+    stop.set()
+    loop.join(CAP_S)
+
+    latency = change_latency(lambda k: make_due_entry(n - k), sch.tick)
+    return {
+        "system": "redbeat", "n": n, "startup_s": round(startup, 4), **ms_stats(samples),
+        "publish_1000_s": round(burst, 4), "change_to_effect_s": latency, "rss_mb": rss_mb(),
+    }
+
+
+def _redbeat_payload(entry: Any) -> tuple[str, str]:
+    from redbeat.decoder import RedBeatJSONEncoder
+
+    definition = {
+        "name": entry.name, "task": entry.task, "args": entry.args, "kwargs": entry.kwargs,
+        "options": entry.options, "schedule": entry.schedule, "enabled": entry.enabled,
+    }
+    return (json.dumps(definition, cls=RedBeatJSONEncoder),
+            json.dumps({"last_run_at": entry.last_run_at}, cls=RedBeatJSONEncoder))
+
+
+CHILDREN: dict[str, Callable[[int, str], dict[str, Any]]] = {
+    "dataforge": child_dataforge,
+    "sqlalchemy-celery-beat": child_sqlalchemy_celery_beat,
+    "redbeat": child_redbeat,
+}
+
+if __name__ == "__main__":
+    main()
