@@ -30,7 +30,6 @@ Pure SQL, no Python loop over rows, so ``--sql`` renders a script that does the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -468,8 +467,3 @@ def collect_report(
             items = [Item(r.id, str(r.celery_task_id), f"attempt {r.attempt}") for r in found]
             report.add_total("executions_attempts_numbered", int(total), items)
     return report
-
-
-def rows_as_dicts(connection: Connection, query: str) -> list[dict[str, Any]]:
-    """Small helper for reports: a query's rows as dicts."""
-    return [dict(r._mapping) for r in connection.execute(sql(query))]

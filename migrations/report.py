@@ -163,10 +163,3 @@ class MigrationReport:
             },
             "notes": list(self.notes),
         }
-
-    def merge(self, other: MigrationReport) -> None:
-        for code, items in other.groups.items():
-            for item in items:
-                self.add(code, item)
-        self.totals.update(other.totals)
-        self.notes.extend(other.notes)
