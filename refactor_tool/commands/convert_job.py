@@ -15,6 +15,7 @@ behaviour would change is refused with its line (see docs/codemod.md for the lis
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import json
@@ -184,9 +185,7 @@ class ConvertJobCommand(Command):
         if name != target.attr:
             self.warn(f"imported {target.attr} as {name} because {target.attr!r} is already taken in this module")
         alias = f" as {name}" if name != target.attr else ""
-        statements.append(
-            cst.parse_statement(f"from {target.module} import {target.attr}{alias}\n", config=tree.config_for_parsing)
-        )
+        statements.append(_statement(f"from {target.module} import {target.attr}{alias}\n", tree))
         return name
 
     def _insert(
@@ -218,6 +217,17 @@ class ConvertJobCommand(Command):
             end = len(body)
         new_body = [*body[:position], *imports, *body[position:end], task, *body[end:]]
         return tree.with_changes(body=new_body)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(source: str, newline: str, indent: str) -> cst.BaseStatement:
+    return cst.parse_statement(source, config=cst.PartialParserConfig(default_newline=newline, default_indent=indent))
+
+
+def _statement(source: str, tree: cst.Module) -> cst.BaseStatement:
+    """``source`` parsed for ``tree``'s newline and indentation. The two import lines are the same
+    in every module, so they are parsed once per style (nodes are immutable and safe to share)."""
+    return _parse_cached(source, tree.default_newline, tree.default_indent)
 
 
 def _is_import_line(stmt: cst.BaseStatement) -> bool:
