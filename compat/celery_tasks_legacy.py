@@ -6,7 +6,8 @@ docs/rollback-notes.md). Unlike the original it:
 
 * resolves ``handler_path`` only through the four spellings inside the scripts package and
   the map file (:func:`dataforge.legacy.resolve_legacy_script`): ``os:system`` and anything
-  outside is refused and never imported;
+  outside is refused and never imported; when ``dataforge convert`` removed the script, the
+  converted module's byte-identical ``run`` is used (:func:`dataforge.legacy.legacy_job_module`);
 * runs the job through DataForgeTask: the run lock of the new task for the same schedule,
   one execution record per attempt, and kwargs bound to the job's signature, so the legacy
   ``TypeError: run() got an unexpected keyword argument '_lock_key'`` cannot happen;
@@ -28,8 +29,8 @@ from dataforge.legacy import (
     LegacyHandlerError,
     forward_task_name,
     handler_map_for,
+    legacy_job_module,
     record_legacy_run,
-    resolve_legacy_script,
 )
 from dataforge.legacy_executor import LegacyExecutorTask, job_kwargs
 from dataforge.runtime import get_runtime
@@ -44,7 +45,7 @@ def execute_scheduled_task(
     """Run ``run`` of the legacy script ``handler_path`` names, the new runtime's way."""
     runtime = get_runtime(self.app)
     handler_map = handler_map_for(runtime)
-    module_name = resolve_legacy_script(handler_path, runtime.settings, handler_map)
+    module_name = legacy_job_module(handler_path, runtime.settings, handler_map)
     run = getattr(importlib.import_module(module_name), "run", None)
     if not callable(run):
         raise LegacyHandlerError(handler_path, f"{module_name} has no callable run()")

@@ -281,7 +281,7 @@ class Demo:
         return f"{files} files would change (nothing written yet)"
 
     def _convert(self) -> str:
-        out = self._dataforge("convert", str(self.backend), "--quiet")
+        out = self._dataforge("convert", str(self.backend))
         map_file = self.backend / "dataforge-handler-map.json"
         if not map_file.is_file():
             raise StepFailed(f"convert wrote no map file at {map_file}")

@@ -24,7 +24,9 @@ status`` shows with the time of the last one, so operators see when the shim can
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import logging
+import re
 import socket
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +61,7 @@ __all__ = [
     "load_handler_map",
     "read_switch",
     "record_legacy_run",
+    "legacy_job_module",
     "resolve_legacy_script",
     "set_switch",
 ]
@@ -258,6 +261,34 @@ def resolve_legacy_script(handler_path: object, settings: Settings, handler_map:
             "refused, nothing was imported",
         )
     return f"{package}.{module}"
+
+
+def legacy_job_module(handler_path: object, settings: Settings, handler_map: HandlerMap) -> str:
+    """The module whose ``run`` the shim calls for ``handler_path``.
+
+    The script itself (``<scripts package>.<module>``, from :func:`resolve_legacy_script`) when
+    it is still on disk (``dataforge convert --keep-scripts``); otherwise the converted module
+    the map file lists for that script. ``dataforge convert`` removes the scripts by default and
+    the converted module keeps ``run`` byte-identical, which is what makes a rollback run the
+    same code. The map's module must be a plain dotted name inside its tasks package.
+    """
+    script_module = resolve_legacy_script(handler_path, settings, handler_map)
+    try:
+        script_exists = importlib.util.find_spec(script_module) is not None
+    except ModuleNotFoundError:  # the scripts package itself is gone
+        script_exists = False
+    if script_exists:
+        return script_module
+    name = script_module.rsplit(".", 1)[1]
+    converted = handler_map.modules.get(name, {}).get("module")
+    package = handler_map.tasks_package
+    if converted and re.fullmatch(rf"{re.escape(package)}\.[A-Za-z_][A-Za-z0-9_]*", converted):
+        return converted
+    raise LegacyHandlerError(
+        handler_path,
+        f"{script_module} is not on disk and the map file lists no converted module for {name!r} "
+        f"inside {package!r}; deploy the script or the converted task package",
+    )
 
 
 # -- which module registers the legacy name -------------------------------------------------------

@@ -17,6 +17,7 @@ from dataforge.legacy import (
     LegacySwitchError,
     forward_task_name,
     legacy_enabled,
+    legacy_job_module,
     legacy_status,
     read_switch,
     record_legacy_run,
@@ -135,3 +136,26 @@ def test_worker_start_includes_the_forwarder_or_the_shim(embedded_settings: Sett
     assert include[-1] == LEGACY_SHIM_MODULE and FORWARDER_MODULE not in include
     env_on = create_app(embedded_settings.with_(legacy_tasks=True))
     assert _include_after_worker_start(env_on).count(LEGACY_SHIM_MODULE) == 1
+
+
+def test_shim_runs_the_converted_module_when_the_script_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings.from_env({}).with_(scripts_package="gone_scripts_pkg")
+    converted = HandlerMap(
+        "gone_scripts_pkg", "app.tasks", {}, {"sync_accounts": {"task_name": "dataforge.sync_accounts",
+                                                                "module": "app.tasks.sync_accounts"}},
+    )
+    assert legacy_job_module("gone_scripts_pkg:sync_accounts", settings, converted) == "app.tasks.sync_accounts"
+    # A map entry pointing outside its tasks package is refused, never imported.
+    hostile = HandlerMap("gone_scripts_pkg", "app.tasks", {}, {"x": {"task_name": "t", "module": "os"}})
+    with pytest.raises(LegacyHandlerError, match="not on disk"):
+        legacy_job_module("gone_scripts_pkg:x", settings, hostile)
+    # With the script still on disk (--keep-scripts), the script itself runs.
+    pkg = tmp_path / "kept_scripts_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sync_accounts.py").write_text("def run():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kept = settings.with_(scripts_package="kept_scripts_pkg")
+    assert legacy_job_module("kept_scripts_pkg:sync_accounts", kept, converted) == "kept_scripts_pkg.sync_accounts"
