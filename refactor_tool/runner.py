@@ -488,8 +488,10 @@ def _emptied_dirs(root: Path, deleted: Iterable[str]) -> list[str]:
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to a temp file beside ``path`` and rename it over ``path``.
 
-    A reader (or a crash) sees the old file or the new one, never half of one. The temp file
-    is created with ``0o666`` minus the umask (``os.open`` applies it), like a plain open.
+    A reader, or a run interrupted at any point, sees the old file or the new one, never half
+    of one. No fsync: it would make a 2,000-file conversion wait on the disk for every file, and
+    a converted tree is a working copy under version control, not a database. The temp file is
+    created with ``0o666`` minus the umask (``os.open`` applies it), like a plain open.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.dataforge-tmp")
@@ -497,8 +499,6 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
