@@ -325,3 +325,22 @@ def test_needed_non_job_module_that_cannot_move_is_refused_with_its_importer(tmp
         .reasons[0]
         .startswith("scripts/job.py:1: imports scripts.settings, which was refused (module-level statement")
     )
+
+
+def test_jobs_2_with_a_thread_running_spawns_and_gives_the_same_output(example: Path) -> None:
+    """A host process with threads must not fork (a child could deadlock): the pool spawns."""
+    import threading
+
+    from refactor_tool import runner
+
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait, daemon=True)
+    helper.start()
+    try:
+        assert runner._pool_context().get_start_method() == "spawn"
+        two = convert(example, mode="diff", jobs=2)
+    finally:
+        stop.set()
+        helper.join()
+    one = convert(example, mode="diff", jobs=1)
+    assert one.to_json() == two.to_json() and one.diff() == two.diff()
