@@ -262,6 +262,9 @@ def plan(root: Path, options: ConvertOptions, outcomes: list[UnitOutcome]) -> _P
     keep_sources: set[str] = set()
     unknown = any(o.failure is not None for o in remaining)
     stack = [dep for o in remaining for dep, _ in o.deps]
+    for o in remaining:  # importing a module runs its packages' __init__ files too
+        parts = o.unit.module.split(".")
+        stack.extend(".".join(parts[:i]) for i in range(1, len(parts)))
     while stack:
         dep = stack.pop()
         if dep in keep_sources:

@@ -344,3 +344,20 @@ def test_jobs_2_with_a_thread_running_spawns_and_gives_the_same_output(example: 
         helper.join()
     one = convert(example, mode="diff", jobs=1)
     assert one.to_json() == two.to_json() and one.diff() == two.diff()
+
+
+def test_package_init_stays_beside_a_module_left_behind(tmp_path: Path) -> None:
+    root = make_tree(
+        tmp_path,
+        {
+            "scripts/lib/__init__.py": "",
+            "scripts/lib/dates.py": "def today():\n    return 1\n",
+            "scripts/lib/paths.py": "import os\nHERE = os.path.dirname(__file__)\n",
+            "scripts/job.py": "from scripts.lib.dates import today\n\n\ndef run():\n    return today()\n",
+        },
+    )
+    report = convert(root)
+    assert _file(report, "scripts/lib/paths.py").status == "refused"
+    assert (root / "app/tasks/lib/__init__.py").exists() and (root / "app/tasks/lib/dates.py").exists()
+    # scripts/lib/paths.py stays, and so does the __init__ its import runs.
+    assert (root / "scripts/lib/__init__.py").exists() and not (root / "scripts/lib/dates.py").exists()
