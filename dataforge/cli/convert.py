@@ -181,7 +181,12 @@ def convert(
     "--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds allowed per case."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome of every case as one JSON document.")
-@_target_options
+@click.option(
+    "--tasks-package",
+    default="app.tasks",
+    show_default=True,
+    help="Package the jobs become modules of (as given to convert).",
+)
 @pass_cli
 def verify(
     cli: CliContext,
@@ -191,8 +196,6 @@ def verify(
     timeout: float,
     as_json: bool,
     tasks_package: str,
-    celery_app_import: str,
-    base_import: str,
 ) -> None:
     """Run each case's legacy job the legacy way and its converted task through DataForgeTask,
     and report every difference in result or exception.
@@ -204,7 +207,8 @@ def verify(
     from refactor_tool.verify import VerifyError, load_cases
     from refactor_tool.verify import verify as run_verify
 
-    options = _options(cli, tasks_package, celery_app_import, base_import, keep_scripts=False)
+    # The converted side runs on this project's runtime, so the default import targets apply.
+    options = _options(cli, tasks_package, str(DEFAULT_CELERY_APP_IMPORT), str(DEFAULT_BASE_IMPORT), keep_scripts=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         cases = load_cases(cases_file)
