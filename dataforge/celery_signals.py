@@ -58,6 +58,7 @@ from dataforge.models import ScheduledTask, TaskExecution, utcnow
 from dataforge.runtime import Runtime, get_runtime
 
 __all__ = [
+    "RECORDER_SYNCHRONOUS_COMMIT",
     "RUN_LOGGER",
     "RecorderStats",
     "connect_handlers",
@@ -254,14 +255,24 @@ def _build(dialect: str, which: str) -> Any:
     return update(st).where(st.c.id == bindparam("b_sid", type_=Integer())).values(**values)
 
 
+#: The recorder's PostgreSQL connections commit with ``synchronous_commit = off``: a commit
+#: does not wait for its WAL flush (worth ~35% of the recording cost when the disk is busy,
+#: see docs/benchmarks/worker_overhead.md). If the PostgreSQL *server* crashes, the last
+#: ~0.6 s (3 x wal_writer_delay) of execution rows and outcome counters may be lost; nothing
+#: is ever inconsistent, and the setting never applies to other writes (beat's dispatch,
+#: lock leases, the CLI): it is set on these dedicated connections only, which are discarded,
+#: never returned to the pool with it. Set to ``True`` to make every record durable.
+RECORDER_SYNCHRONOUS_COMMIT = False
+
+
 class _HeldConnections:
     """One autocommit connection per worker thread for the PostgreSQL hot path.
 
     Each single-statement event (prerun's upsert, the close-and-count CTE) then costs exactly
     one round trip: no pool checkout with its pre-ping ``SELECT 1``, no ``BEGIN``/``COMMIT``.
-    A connection that fails is dropped (invalidated on a disconnect) and the next event
-    opens a new one through the pool, pre-ping included. SQLite and the parent-side events
-    use ordinary short transactions instead.
+    A connection that fails is discarded and the next event opens a new one through the
+    pool, pre-ping included. SQLite and the parent-side events use ordinary short
+    transactions instead.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -275,16 +286,26 @@ class _HeldConnections:
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.invalidated:
             conn = self.runtime.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            if not RECORDER_SYNCHRONOUS_COMMIT:
+                conn.exec_driver_sql("SET synchronous_commit TO off")
             self._local.conn = conn
         try:
             return conn.execute(stmt, params)
         except DBAPIError:
             self._local.conn = None
-            try:
-                conn.close()
-            except Exception:  # the connection is already broken; the pool discards it
-                log.debug("closing a failed recorder connection", exc_info=True)
+            self._discard(conn)
             raise
+
+    @staticmethod
+    def _discard(conn: Connection) -> None:
+        """Close the DBAPI connection for good: it must not go back to the pool carrying this
+        session's settings."""
+        try:
+            if not conn.invalidated:
+                conn.invalidate()
+            conn.close()
+        except Exception:  # already broken: nothing more to release
+            log.debug("discarding a recorder connection failed", exc_info=True)
 
     def after_fork(self) -> None:
         # A connection inherited across a fork shares its socket with the parent: never close
@@ -299,7 +320,7 @@ class _HeldConnections:
         conn = getattr(self._local, "conn", None)
         self._local = threading.local()
         if conn is not None and self._pid == os.getpid():
-            conn.close()
+            self._discard(conn)
 
 
 #: Connections inherited from a parent process, kept referenced on purpose (see after_fork).

@@ -217,3 +217,21 @@ def test_a_dropped_database_connection_costs_one_event_then_recording_resumes(
     third = task.apply(kwargs={"scheduled_task_id": sid})
     assert third.get() == "ok"
     assert [r.status for r in executions(app) if r.celery_task_id == third.id] == ["success"]
+
+
+def test_relaxed_commit_stays_on_the_recorders_own_connections(server_settings: Settings, make_app: Any) -> None:
+    """synchronous_commit=off is for execution records only: pooled connections (beat's
+    dispatch, lock leases, the CLI) never inherit it, even after the recorder's closes."""
+    from sqlalchemy import text
+
+    from dataforge.celery_signals import RECORDER_SYNCHRONOUS_COMMIT, _held
+
+    app = make_app(server_settings)
+    define(app, "t.job", lambda **kw: None).apply(kwargs={"scheduled_task_id": 1})
+    held = _held(app.dataforge)
+    expected = "on" if RECORDER_SYNCHRONOUS_COMMIT else "off"
+    assert held.execute(text("SHOW synchronous_commit"), {}).scalar() == expected
+    held.close()
+    for _ in range(3):  # whatever the pool hands out
+        with app.dataforge.db.engine.connect() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
