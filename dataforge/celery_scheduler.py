@@ -43,6 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dataforge.db import is_postgres, is_sqlite
 from dataforge.errors import LockUnavailableError
+from dataforge.legacy import legacy_enabled
 from dataforge.locks import lock_backend_for
 from dataforge.models import utcnow
 from dataforge.runtime import Runtime, get_runtime
@@ -69,15 +70,6 @@ log = logging.getLogger(__name__)
 #: A publish gives up after about a second (then the batch's unsent runs are rolled back and
 #: retried next tick) instead of Celery's default of blocking beat for many seconds.
 PUBLISH_RETRY_POLICY: Final = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 0.5}
-
-
-def _legacy_switch(runtime: Runtime) -> bool:
-    """The persisted legacy switch (migrations issue), else the environment's."""
-    try:
-        from dataforge.legacy import legacy_enabled  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return runtime.settings.legacy_tasks
-    return bool(legacy_enabled(runtime))
 
 
 class _Outage:
@@ -347,7 +339,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         refresh), then re-read the earliest due time."""
         mono = self.monotonic()
         if include_flagged:
-            self._legacy = _legacy_switch(self.runtime)
+            self._legacy = legacy_enabled(self.runtime)
         ctx = self._context()
         after_id = 0
         while True:

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from dataforge.errors import ScheduleError
 from dataforge.jobs import SCHEDULE_ID_KWARG
+from dataforge.legacy import LEGACY_TASK_NAME
 from dataforge.legacy_paths import parse_handler_path
 from dataforge.scheduler.schedules import (
     MISSED_RUN_GRACE,
@@ -31,7 +32,6 @@ from dataforge.tasks.base import MAX_RETRIES_HEADER
 __all__ = [
     "DUE_AT_HEADER",
     "HARD_LIMIT_GRACE_SECONDS",
-    "LEGACY_TASK_NAME",
     "SCHEDULE_ID_HEADER",
     "DispatchContext",
     "Flag",
@@ -47,9 +47,6 @@ __all__ = [
     "run_task_id",
 ]
 
-#: The legacy generic executor's name (Celery's default name for its module); the compat shim
-#: registers it. Only sent while the legacy switch is on.
-LEGACY_TASK_NAME: Final = "app.celery_tasks.execute_scheduled_task"
 #: Hard time limit = the row's timeout + this, so the soft limit's cleanup can finish.
 HARD_LIMIT_GRACE_SECONDS: Final = 30
 #: Headers on every scheduled message: which schedule and which due time it is a run of

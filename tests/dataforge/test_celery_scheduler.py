@@ -25,10 +25,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from dataforge.db import Database
+from dataforge.legacy import LEGACY_TASK_NAME
 from dataforge.models import ScheduledTask
 from dataforge.scheduler import store
 from dataforge.scheduler.changes import PostgresChangeFeed
-from dataforge.scheduler.dispatch import LEGACY_TASK_NAME, Message, run_task_id
+from dataforge.scheduler.dispatch import Message, run_task_id
 from dataforge.scheduler.leader import LeaderLease
 from dataforge.scheduler.schedules import next_run_after, parse_db_datetime, validate_cron
 from tests.conftest import create_schema

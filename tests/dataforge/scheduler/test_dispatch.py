@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from dataforge.legacy import LEGACY_TASK_NAME
 from dataforge.scheduler.dispatch import (
     DUE_AT_HEADER,
     HARD_LIMIT_GRACE_SECONDS,
-    LEGACY_TASK_NAME,
     SCHEDULE_ID_HEADER,
     DispatchContext,
     Flag,
