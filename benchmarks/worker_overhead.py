@@ -46,7 +46,7 @@ from dataforge.settings import Settings  # noqa: E402
 
 KINDS = {"plain": "bench.plain", "dataforge": "bench.dataforge"}
 #: --breakdown adds these: where the DataForgeTask cost goes.
-BREAKDOWN = {"lock_only": "bench.lock_only", "record_only": "bench.record_only"}
+BREAKDOWN = {"bare": "bench.bare", "lock_only": "bench.lock_only", "record_only": "bench.record_only"}
 QUEUE = "celery"
 
 
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=10, help="the tasks of each kind are sent in this many blocks")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--loglevel", default="INFO")
-    parser.add_argument("--breakdown", action="store_true", help="also run lock-only and recording-only tasks")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also run DataForgeTask without lock and recording, lock-only and recording-only")
     parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/1", help="a db number it may FLUSH")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "worker_overhead.json")
