@@ -286,10 +286,10 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         return self._lease
 
     def _start_leading(self) -> None:
+        self._feed = self._make_feed()  # may fail (database down): then we start again next tick
         self._leading = True
         self._need_refresh = True
         self._last_full = float("-inf")
-        self._feed = self._make_feed()
 
     def _step_down(self, *, release: bool) -> None:
         self._leading = False

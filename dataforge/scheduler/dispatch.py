@@ -153,6 +153,10 @@ class Flag:
 Decision = Send | Reschedule | Flag
 
 
+def _uncomputable(exc: Exception) -> str:
+    return f"next_run_at: the next run cannot be computed ({exc!r}); check the schedule columns"
+
+
 def _reason(exc: ScheduleError) -> str:
     return f"{exc.field}={exc.value!r}: {exc.reason}"
 
@@ -260,7 +264,10 @@ def plan_due_row(row: RowSnapshot, now: datetime, ctx: DispatchContext) -> Decis
         return Flag(f"next_run_at={row.next_run_at!r}: not a timestamp; set it to NULL to let beat recompute it")
     assert due is not None
     policy = definition.missed_run_policy or ctx.missed_runs
-    plan = plan_run(definition.schedule, due, now, policy, ctx.grace)
+    try:
+        plan = plan_run(definition.schedule, due, now, policy, ctx.grace)
+    except Exception as exc:  # one row's schedule math must never stop beat (croniter limits...)
+        return Flag(_uncomputable(exc))
     if not plan.fire:
         return Reschedule(plan.next_run_at, f"missed run of {due.isoformat(sep=' ')} skipped (missed_run_policy=skip)")
     message = build_message(
@@ -282,5 +289,8 @@ def plan_unscheduled_row(row: RowSnapshot, now: datetime, ctx: DispatchContext) 
         return Flag(_reason(exc))
     except ValueError:
         return Flag(f"last_run_at={row.last_run_at!r}: not a timestamp")
-    nxt = first_run_at(definition.schedule, now, last)
+    try:
+        nxt = first_run_at(definition.schedule, now, last)
+    except Exception as exc:  # as in plan_due_row
+        return Flag(_uncomputable(exc))
     return Reschedule(nxt, "scheduled" if nxt is not None else "once row already ran")

@@ -162,3 +162,16 @@ def test_unscheduled_rows_get_a_first_due_time_or_a_flag() -> None:
     assert ran == Reschedule(None, "once row already ran")
     bad = plan_unscheduled_row(row(next_run_at=None, interval_seconds=0), NOW, ctx())
     assert isinstance(bad, Flag) and bad.reason.startswith("interval_seconds=0")
+
+
+def test_schedule_math_that_fails_flags_only_that_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataforge.scheduler.dispatch as dispatch
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("croniter gave up")
+
+    monkeypatch.setattr(dispatch, "plan_run", broken)
+    monkeypatch.setattr(dispatch, "first_run_at", broken)
+    for decision in (plan_due_row(row(), NOW, ctx()), plan_unscheduled_row(row(next_run_at=None), NOW, ctx())):
+        assert isinstance(decision, Flag)
+        assert "croniter gave up" in decision.reason
