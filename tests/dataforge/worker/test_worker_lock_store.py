@@ -41,5 +41,6 @@ def test_redis_down_at_release_leaves_the_task_successful(tmp_path: Path, redis_
             res = r.send("wt.shutdown_lock_store", kwargs={"scheduled_task_id": sid})
             assert r.wait_result(res).state == states.SUCCESS
             assert res.get(timeout=5) == "lock store is down"
+            r.wait_execution(res.id, "success")  # closed just after the result is stored
             assert [e.status for e in r.executions(res.id)] == ["success"]
             r.worker.wait_for("lock release failed", 30)

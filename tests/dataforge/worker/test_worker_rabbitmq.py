@@ -28,6 +28,7 @@ def test_rabbitmq_smoke(tmp_path: Path, rabbitmq_url: str) -> None:
         rig.wait_execution(second.id, "skipped")
         gate.touch()
         assert rig.wait_result(first).get(timeout=5)["value"] == 1
+        rig.wait_execution(first.id, "success")  # closed just after the result is stored
         assert [r.status for r in rig.executions(first.id)] == ["success"]
     with rig.app.connection_for_write() as conn:  # leave no durable queue behind on the shared broker
         conn.default_channel.queue_delete(queue)

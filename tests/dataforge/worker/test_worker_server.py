@@ -103,6 +103,9 @@ def test_two_concurrent_runs_of_one_schedule_give_one_run_and_one_skip(rig: Rig)
     rig.wait_state(second, states.IGNORED)  # the other child was free: it skipped, it did not wait
     gate.touch()
     assert rig.wait_result(first).get(timeout=5)["value"] == 1
+    # The result is stored before task_success closes the row: wait for the rows themselves.
+    rig.wait_execution(first.id, "success")
+    rig.wait_execution(second.id, "skipped")
     rows = [r for r in rig.executions(task_name="wt.gated") if r.scheduled_task_id == sid]
     assert {r.celery_task_id: r.status for r in rows} == {first.id: "success", second.id: "skipped"}
     sched = rig.schedule(sid)
@@ -147,6 +150,7 @@ def test_soft_time_limit_cancels_the_coroutine_cleanly(rig: Rig) -> None:
                    time_limit=60, headers={MAX_RETRIES_HEADER: 2})
     rig.wait_result(res)
     assert res.state == states.FAILURE and type(res.result).__name__ == "SoftTimeLimitExceeded"
+    rig.wait_execution(res.id, "failure")
     assert marker.read_text() == "unwound"  # the coroutine's finally ran before the failure
     [row] = rig.executions(res.id)  # a soft time limit is not retried
     assert row.status == "failure" and "SoftTimeLimitExceeded" in (row.error or "")

@@ -1,4 +1,9 @@
-"""Test tasks for real workers: hook tracing, gated jobs, slow coroutines, the legacy executor."""
+"""Test tasks for real workers: hook tracing, gated jobs, slow coroutines, the legacy executor.
+
+``shared=False`` everywhere: the tasks register on ``dataforge.celery_app.celery_app`` only
+(the app ``celery -A dataforge.celery_app worker`` runs), not on every app the test process
+creates afterwards, so other tests' registries never see them.
+"""
 
 from __future__ import annotations
 
@@ -86,7 +91,7 @@ for _signal, _handler in (
     _signal.connect(_handler, weak=False, dispatch_uid=f"wt.{_handler.__name__}")
 
 
-@celery_app.task(base=SequenceTask, bind=True, name="wt.seq")
+@celery_app.task(base=SequenceTask, bind=True, name="wt.seq", shared=False)
 def seq(self: SequenceTask, **kwargs: Any) -> Any:
     mode = kwargs.get("mode", "ok")
     _seq(self.request.id, self.request.retries, "run")
@@ -107,7 +112,7 @@ async def gate_job(gate: str | None = None, value: Any = None) -> dict[str, Any]
     return {"pid": os.getpid(), "value": value}
 
 
-@celery_app.task(base=DataForgeTask, bind=True, name="wt.gated")
+@celery_app.task(base=DataForgeTask, bind=True, name="wt.gated", shared=False)
 def gated(self: DataForgeTask, **kwargs: Any) -> Any:
     return self.run_job(gate_job, kwargs)
 
@@ -121,7 +126,7 @@ async def slow_job(marker: str) -> None:
         Path(marker).write_text("unwound")
 
 
-@celery_app.task(base=DataForgeTask, bind=True, name="wt.slow")
+@celery_app.task(base=DataForgeTask, bind=True, name="wt.slow", shared=False)
 def slow(self: DataForgeTask, **kwargs: Any) -> Any:
     return self.run_job(slow_job, kwargs)
 
@@ -132,7 +137,7 @@ async def run(scheduled_task_id: int, days: int = 7) -> dict[str, int]:
     return {"schedule": scheduled_task_id, "days": days}
 
 
-@celery_app.task(bind=True, name="wt.legacy_execute_scheduled_task")
+@celery_app.task(bind=True, name="wt.legacy_execute_scheduled_task", shared=False)
 def legacy_execute_scheduled_task(self: Any, scheduled_task_id: int, handler_path: str, **kwargs: Any) -> Any:
     """The legacy generic executor's behaviour: inject plumbing keys, asyncio.run the job."""
     kwargs["scheduled_task_id"] = scheduled_task_id
@@ -140,7 +145,7 @@ def legacy_execute_scheduled_task(self: Any, scheduled_task_id: int, handler_pat
     return asyncio.run(run(**kwargs))
 
 
-@celery_app.task(base=DataForgeTask, bind=True, name="wt.report")
+@celery_app.task(base=DataForgeTask, bind=True, name="wt.report", shared=False)
 def report(self: DataForgeTask, **kwargs: Any) -> Any:
     return self.run_job(run, kwargs)
 
@@ -156,12 +161,12 @@ async def loop_client_job() -> dict[str, Any]:
     return {"pid": os.getpid(), "loop": id(asyncio.get_running_loop()), "ping": await _client.ping()}
 
 
-@celery_app.task(base=DataForgeTask, bind=True, name="wt.loop_client", lock_enabled=False)
+@celery_app.task(base=DataForgeTask, bind=True, name="wt.loop_client", lock_enabled=False, shared=False)
 def loop_client(self: DataForgeTask, **kwargs: Any) -> Any:
     return self.run_job(loop_client_job, kwargs)
 
 
-@celery_app.task(base=DataForgeTask, bind=True, name="wt.shutdown_lock_store")
+@celery_app.task(base=DataForgeTask, bind=True, name="wt.shutdown_lock_store", shared=False)
 def shutdown_lock_store(self: DataForgeTask, **kwargs: Any) -> Any:
     """Takes the lock store down mid-run: the release at the end cannot reach it."""
     client = redis.Redis.from_url(self.app.dataforge.settings.redis_url)
@@ -172,7 +177,7 @@ def shutdown_lock_store(self: DataForgeTask, **kwargs: Any) -> Any:
     return "lock store is down"
 
 
-@celery_app.task(name="wt.plain")
+@celery_app.task(name="wt.plain", shared=False)
 def plain(**kwargs: Any) -> Any:
     """A plain Celery task: no lock, not recorded."""
     return kwargs.get("value")
