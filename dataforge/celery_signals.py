@@ -58,7 +58,6 @@ from dataforge.models import ScheduledTask, TaskExecution, utcnow
 from dataforge.runtime import Runtime, get_runtime
 
 __all__ = [
-    "RECORDER_SYNCHRONOUS_COMMIT",
     "RUN_LOGGER",
     "RecorderStats",
     "connect_handlers",
@@ -255,14 +254,13 @@ def _build(dialect: str, which: str) -> Any:
     return update(st).where(st.c.id == bindparam("b_sid", type_=Integer())).values(**values)
 
 
-#: The recorder's PostgreSQL connections commit with ``synchronous_commit = off``: a commit
-#: does not wait for its WAL flush (worth ~35% of the recording cost when the disk is busy,
-#: see docs/benchmarks/worker_overhead.md). If the PostgreSQL *server* crashes, the last
-#: ~0.6 s (3 x wal_writer_delay) of execution rows and outcome counters may be lost; nothing
-#: is ever inconsistent, and the setting never applies to other writes (beat's dispatch,
-#: lock leases, the CLI): it is set on these dedicated connections only, which are discarded,
-#: never returned to the pool with it. Set to ``True`` to make every record durable.
-RECORDER_SYNCHRONOUS_COMMIT = False
+# The recorder's PostgreSQL connections commit with ``synchronous_commit = off`` unless
+# ``Settings.recorder_synchronous_commit``: a commit then does not wait for its WAL flush (worth
+# ~35% of the recording cost when the disk is busy, see docs/benchmarks/worker_overhead.md). If
+# the PostgreSQL *server* crashes, the last ~0.6 s (3 x wal_writer_delay) of execution rows and
+# outcome counters may be lost; nothing is ever inconsistent, and the setting never applies to
+# other writes (beat's dispatch, lock leases, the CLI): it is set on these dedicated
+# connections only, which are discarded, never returned to the pool with it.
 
 
 class _HeldConnections:
@@ -286,7 +284,7 @@ class _HeldConnections:
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.invalidated:
             conn = self.runtime.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            if not RECORDER_SYNCHRONOUS_COMMIT:
+            if not self.runtime.settings.recorder_synchronous_commit:
                 conn.exec_driver_sql("SET synchronous_commit TO off")
             self._local.conn = conn
         try:

@@ -224,12 +224,12 @@ def test_relaxed_commit_stays_on_the_recorders_own_connections(server_settings: 
     dispatch, lock leases, the CLI) never inherit it, even after the recorder's closes."""
     from sqlalchemy import text
 
-    from dataforge.celery_signals import RECORDER_SYNCHRONOUS_COMMIT, _held
+    from dataforge.celery_signals import _held
 
     app = make_app(server_settings)
     define(app, "t.job", lambda **kw: None).apply(kwargs={"scheduled_task_id": 1})
     held = _held(app.dataforge)
-    expected = "on" if RECORDER_SYNCHRONOUS_COMMIT else "off"
+    expected = "on" if server_settings.recorder_synchronous_commit else "off"
     assert held.execute(text("SHOW synchronous_commit"), {}).scalar() == expected
     held.close()
     for _ in range(3):  # whatever the pool hands out
