@@ -134,7 +134,6 @@ def _transform(unit: Unit, ctx: TransformContext, outcome: UnitOutcome) -> None:
     outcome.source = source
     try:
         tree_ast = ast.parse(source, filename=unit.path)
-        compile(tree_ast, unit.path, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as exc:
         outcome.failure = _syntax_failure(exc)
         return
@@ -156,13 +155,19 @@ def _transform(unit: Unit, ctx: TransformContext, outcome: UnitOutcome) -> None:
         _retarget(unit, ctx, outcome, tree, facts)
     else:
         _script(unit, ctx, outcome, tree, facts)
-    if outcome.output is not None and outcome.output != source:
+    # One compile per file: the output when it changed (it holds every statement of the input),
+    # else the input. Either catches what only the compiler finds (`return` outside a function).
+    changed = outcome.output is not None and outcome.output not in (b"", source)
+    try:
+        compile(outcome.output if changed else source, unit.path, "exec", dont_inherit=True)  # type: ignore[arg-type]
+    except (SyntaxError, ValueError):
         try:
-            compile(outcome.output, unit.target or unit.path, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError) as exc:  # pragma: no cover - a bug in a command, reported per file
-            failure = _syntax_failure(exc)
-            outcome.failure = Refusal(failure.line, f"generated code {failure.reason}; please report it")
-            outcome.output = None
+            compile(source, unit.path, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:
+            outcome.failure = _syntax_failure(exc)
+        else:  # pragma: no cover - a bug in a command, reported per file
+            outcome.failure = Refusal(1, "generated code does not compile; please report it")
+        outcome.output = None
 
 
 def _script(unit: Unit, ctx: TransformContext, outcome: UnitOutcome, tree: cst.Module, facts: ModuleFacts) -> None:

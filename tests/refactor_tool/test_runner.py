@@ -189,6 +189,7 @@ def test_missing_module_unparsable_file_and_bad_names(tmp_path: Path) -> None:
             "scripts/good.py": "def run():\n    return 1\n",
             "scripts/missing.py": "from scripts._gone import x\n\n\ndef run():\n    return x\n",
             "scripts/broken.py": "def run(:\n    pass\n",
+            "scripts/outside.py": "def run():\n    pass\n\n\nreturn 1\n",  # only the compiler rejects it
             "scripts/sync-accounts.py": "def run():\n    return 1\n",
             "scripts/latin.py": b"x = '\xe9'\ndef run():\n    return x\n",
             "scripts/__init__.py": "REGISTRY = {}\n",
@@ -203,6 +204,9 @@ def test_missing_module_unparsable_file_and_bad_names(tmp_path: Path) -> None:
     broken = _file(report, "scripts/broken.py")
     assert broken.status == "failed" and broken.reasons[0].startswith("scripts/broken.py:1: does not parse")
     assert _file(report, "scripts/latin.py").status == "failed"  # not UTF-8 and no coding cookie
+    assert _file(report, "scripts/outside.py").reasons == [
+        "scripts/outside.py:5: does not parse: 'return' outside function"
+    ]
     assert "not a Python identifier" in _file(report, "scripts/sync-accounts.py").reasons[0]
     init = _file(report, "scripts/__init__.py")
     assert init.status == "refused" and "has code (`REGISTRY = {}`)" in init.reasons[0]
