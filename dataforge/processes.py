@@ -139,8 +139,11 @@ class CeleryProcess:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            # The signal goes to the main process only: Celery's warm shutdown is driven by the
+            # parent, which stops its own pool; signalling the whole group makes prefork children
+            # die mid-task and the parent wait for them.
             try:
-                os.killpg(self.proc.pid, sig)
+                os.kill(self.proc.pid, sig)
             except ProcessLookupError:
                 pass
             try:
