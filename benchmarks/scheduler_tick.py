@@ -122,6 +122,11 @@ def main() -> None:
         for system in systems:
             print(f"-- {system} N={n:,}", flush=True)
             r = run_child(system, n)
+            # Not published within the cap: recorded as null with the cap, JSON has no infinity.
+            for key, value in list(r.items()):
+                if value == float("inf"):
+                    r[key] = None
+                    r[f"{key}_over"] = CAP_S
             results.append(r)
             print("   " + ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("system", "n")), flush=True)
     ratios = {}
@@ -131,7 +136,7 @@ def main() -> None:
             if ours is None or r["n"] != n or r["system"] == "dataforge":
                 continue
             ratios[f"{r['system']} / dataforge, N={n}"] = {
-                k: round(r[k] / ours[k], 1) if ours[k] else None
+                k: round(r[k] / ours[k], 1) if ours[k] and r[k] is not None else None
                 for k in ("idle_tick_ms", "publish_1000_s", "change_to_effect_s", "rss_mb")
             }
     out = {
