@@ -626,3 +626,29 @@ def test_scheduled_task_rows_written_by_the_orm_round_trip(env: Env) -> None:
     with env.db.session() as session:
         stored = session.get(ScheduledTask, row_id)
         assert stored is not None and stored.next_run_at == at
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_database_down_when_beat_becomes_leader(
+    tmp_path: Path, database_url: str, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lease (Redis) is taken while the database is unreachable: beat keeps retrying."""
+    create_schema(database_url)
+    target = make_url(database_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    through_proxy = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    e = Env(tmp_path, through_proxy, DATAFORGE_REDIS_URL=redis_url)
+    try:
+        row_id = add_row(e.db, interval_seconds=60)
+        proxy.cut()
+        sch = e.scheduler()
+        with caplog.at_level(logging.WARNING):
+            for _ in range(3):
+                assert sch.tick_once() == sch.retry_after_failure
+        assert caplog.text.count("database unreachable") == 1
+        proxy.restore()
+        sch.tick_once()
+        assert [m.kwargs["scheduled_task_id"] for m in sch.sent] == [row_id]
+    finally:
+        e.close()
+        proxy.close()
