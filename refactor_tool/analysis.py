@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import keyword
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -175,6 +176,7 @@ class _NotLiteral:
 NOT_LITERAL = _NotLiteral()
 
 
+@functools.lru_cache(maxsize=1)
 def reserved_names() -> frozenset[str]:
     """Names a generated module-level name must never take: builtins and keywords.
 
