@@ -1,6 +1,6 @@
 """Benchmark: upgrade and downgrade of a large legacy PostgreSQL database, step by step.
 
-Builds a legacy database from ../shared/legacy/schema.postgresql.sql with 50,000 schedules and
+Builds a legacy database from the legacy contract's schema.postgresql.sql with 50,000 schedules and
 1,000,000 executions (all the quirks: four handler_path spellings, task_name-only rows,
 Python-repr / empty / 'null' kwargs, leaked _lock_key, legacy retries sharing a
 celery_task_id), then times ``dataforge db check`` and every revision up to head and back to
@@ -37,7 +37,8 @@ from dataforge.settings import Settings  # noqa: E402
 from migrations.config import alembic_config  # noqa: E402
 
 LEGACY_SCHEMA = (
-    Path(os.environ.get("DATAFORGE_LEGACY_DIR", REPO.parent / "shared" / "legacy")) / "schema.postgresql.sql"
+    Path(os.environ.get("DATAFORGE_LEGACY_DIR", REPO / "tests" / "migrations" / "legacy_contract"))
+    / "schema.postgresql.sql"
 )
 MAIN_LINE = ["0001_legacy_baseline", "0002_expand", "0003_data", "0004_contract", "0005_change_triggers"]
 

@@ -36,7 +36,9 @@ __all__ = [
     "upgrade",
 ]
 
-LEGACY_DIR = Path(os.environ.get("DATAFORGE_LEGACY_DIR", Path(__file__).resolve().parents[3] / "shared" / "legacy"))
+#: The legacy schema files of the input contract (../shared/legacy/), vendored so the suite runs
+#: from any checkout; tests/migrations/test_legacy_contract.py checks they equal the shared copy.
+LEGACY_DIR = Path(os.environ.get("DATAFORGE_LEGACY_DIR", Path(__file__).resolve().parent / "legacy_contract"))
 
 SCHEDULE_COLS = (
     "id", "name", "task_type", "task_name", "handler_path", "interval_seconds", "cron_expression", "run_at",
