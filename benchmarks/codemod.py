@@ -118,10 +118,24 @@ def _window(records, days):
     return [r for r in records if r.day > cutoff]
 
 
+def _by_day(records):
+    """Totals per ISO day, oldest first."""
+    days = {{}}
+    for record in records:
+        key = record.day.isoformat()
+        days[key] = days.get(key, 0.0) + record.amount
+    return sorted(days.items())
+
+
+def _peak(records):
+    totals = _by_day(records)
+    return max(totals, key=lambda item: item[1]) if totals else None
+
+
 def _summary(records):
     counts = Counter(r.bucket() for r in records)
     total = sum(r.amount for r in records)
-    return {{"count": len(records), "total": round(total, 2), "buckets": dict(counts)}}
+    return {{"count": len(records), "total": round(total, 2), "buckets": dict(counts), "peak": _peak(records)}}
 
 
 {run_def}(days: int = {7 + i % 5}, limit: int | None = None, *, dry_run: bool = False, **kwargs):
