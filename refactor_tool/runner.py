@@ -18,6 +18,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,16 +150,28 @@ def transform_all(
         return outcomes
     workers = min(jobs, total)
     chunksize = max(1, min(32, total // (workers * 8)))
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=_pool_context(),
-        initializer=_init_worker,
-        initargs=(ctx,),
-    ) as pool:
-        for outcome in pool.map(_run_in_worker, units, chunksize=chunksize):
-            outcomes.append(outcome)
-            if progress:
-                progress(len(outcomes), total)
+    try:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=_pool_context(),
+            initializer=_init_worker,
+            initargs=(ctx,),
+        ) as pool:
+            for outcome in pool.map(_run_in_worker, units, chunksize=chunksize):
+                outcomes.append(outcome)
+                if progress:
+                    progress(len(outcomes), total)
+    except BrokenProcessPool:
+        # A worker died (killed, or a crash in native code): the files it had are unknown, so
+        # every file without a result fails, with the way to find the culprit.
+        for unit in units[len(outcomes) :]:
+            outcomes.append(
+                UnitOutcome(
+                    unit=unit,
+                    kind=unit.kind,
+                    failure=Refusal(1, "a --jobs worker process died while converting; re-run with --jobs 1"),
+                )
+            )
     return outcomes
 
 
@@ -560,6 +573,10 @@ def apply_changes(
     except Exception as exc:  # noqa: BLE001 - the tree must be restored whatever went wrong
         _rollback(undo)
         return f"unexpected error while writing: {type(exc).__name__}: {exc}"
+    except BaseException:
+        # Ctrl-C (or SystemExit) in the middle: restore the tree, then let it propagate.
+        _rollback(undo)
+        raise
     return None
 
 

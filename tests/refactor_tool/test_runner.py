@@ -365,3 +365,29 @@ def test_package_init_stays_beside_a_module_left_behind(tmp_path: Path) -> None:
     assert (root / "app/tasks/lib/__init__.py").exists() and (root / "app/tasks/lib/dates.py").exists()
     # scripts/lib/paths.py stays, and so does the __init__ its import runs.
     assert (root / "scripts/lib/__init__.py").exists() and not (root / "scripts/lib/dates.py").exists()
+
+
+def test_a_dead_worker_fails_its_files_instead_of_raising(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from refactor_tool import runner
+    from tests.refactor_tool.support import die_in_worker
+
+    monkeypatch.setattr(runner, "_run_in_worker", die_in_worker)
+    report = convert(example, mode="check", jobs=2)
+    assert report.exit_code(check=True) == 2
+    failed = [f for f in report.files if f.status == "failed"]
+    assert failed and all("worker process died" in f.reasons[0] for f in failed)
+
+
+def test_ctrl_c_in_the_write_phase_restores_the_tree(example: Path) -> None:
+    before = snapshot(example)
+    calls: list[Path] = []
+
+    def interrupted(path: Path, data: bytes, mode: int | None = None) -> None:
+        calls.append(path)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        atomic_write(path, data, mode)
+
+    with pytest.raises(KeyboardInterrupt):
+        convert(example, write=interrupted)
+    assert snapshot(example) == before
