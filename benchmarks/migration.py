@@ -9,7 +9,7 @@ the legacy baseline. Target: <= 60 s each way.
     python benchmarks/migration.py [--schedules 50000] [--executions 1000000] [--pg-url URL]
 
 Prints a table and writes benchmarks/results/migration.json. Not a test: numbers depend on
-the machine (docs/benchmarks/migration.md has the ones measured).
+the machine (docs/benchmarks.md has the ones measured).
 """
 
 from __future__ import annotations

@@ -256,7 +256,7 @@ def _build(dialect: str, which: str) -> Any:
 
 # The recorder's PostgreSQL connections commit with ``synchronous_commit = off`` unless
 # ``Settings.recorder_synchronous_commit``: a commit then does not wait for its WAL flush (worth
-# ~35% of the recording cost when the disk is busy, see docs/benchmarks/worker_overhead.md). If
+# ~35% of the recording cost when the disk is busy, see docs/benchmarks.md). If
 # the PostgreSQL *server* crashes, the last ~0.6 s (3 x wal_writer_delay) of execution rows and
 # outcome counters may be lost; nothing is ever inconsistent, and the setting never applies to
 # other writes (beat's dispatch, lock leases, the CLI): it is set on these dedicated
