@@ -39,12 +39,11 @@ from dataforge.db import Database
 from dataforge.processes import CeleryProcess, ProcessError, beat_command, worker_command
 from dataforge.settings import Settings
 
-__all__ = ["Demo", "DemoOptions", "DemoReport", "DemoObserver", "ModeSummary", "StepResult", "find_examples"]
+__all__ = ["Demo", "DemoObserver", "DemoOptions", "DemoReport", "ModeSummary", "StepResult", "find_examples"]
 
 #: The revision the rollback goes back to: the additive schema stays (the unified runtime keeps
 #: working), the data and contract steps are undone, so every row has its handler_path again.
 ROLLBACK_REVISION = "0002_expand"
-LEGACY_TASK_NAME = "app.celery_tasks.execute_scheduled_task"
 
 
 def find_examples() -> Path | None:

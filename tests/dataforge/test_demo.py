@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from dataforge.cli.main import cli
-from dataforge.demo import LEGACY_TASK_NAME, Demo, DemoOptions, StepResult, find_examples
+from dataforge.demo import Demo, DemoOptions, StepResult, find_examples
+from dataforge.legacy import LEGACY_TASK_NAME
 
 pytestmark = pytest.mark.slow
 
