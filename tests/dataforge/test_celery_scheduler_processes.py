@@ -153,7 +153,9 @@ def test_two_beats_and_kill_9_of_the_leader(server: Settings, tmp_path: Path) ->
     repeats = {tid: n for tid, n in Counter(m["id"] for m in messages).items() if n > 1}
     assert all(n == 2 for n in repeats.values()), repeats
     assert len(repeats) <= len(ids), "only the killed leader's last batch may be re-sent"
-    assert set(repeats) == by_a & by_b, "a re-sent run is logged by both beats under one id"
+    # The new leader logs every run it re-sends. The killed leader's log is not compared: kill -9
+    # can land between its publish and its log line (or between the line and the publish).
+    assert set(repeats) <= by_b, "a re-sent run is re-sent by the new leader under the same id"
     runs: dict[int, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for m in messages:
         runs[m[SCHEDULE_ID_HEADER]][m[DUE_AT_HEADER]].add(m["id"])
