@@ -31,8 +31,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -63,13 +64,23 @@ from dataforge.scheduler.dispatch import (
 from dataforge.scheduler.leader import LeaderLease, lease_timing
 from dataforge.scheduler.schedules import parse_db_datetime
 
-__all__ = ["PUBLISH_RETRY_POLICY", "DatabaseScheduler"]
+__all__ = ["PUBLISH_RETRY_POLICY", "DatabaseScheduler", "PublishBatch"]
 
 log = logging.getLogger(__name__)
 
 #: A publish gives up after about a second (then the batch's unsent runs are rolled back and
 #: retried next tick) instead of Celery's default of blocking beat for many seconds.
 PUBLISH_RETRY_POLICY: Final = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 0.5}
+
+
+@dataclass(frozen=True, slots=True)
+class PublishBatch:
+    """Where one database batch's messages go: ``producer`` to publish, ``flush`` to write
+    what is buffered; ``buffered`` says whether publishing buffers at all."""
+
+    producer: Any
+    buffered: bool
+    flush: Callable[[], None]
 
 
 class _Outage:
@@ -102,11 +113,18 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     #: Rows read and written per transaction (SQLite holds its write lock meanwhile, so its
     #: batches are smaller and workers' writes are not held up for long).
-    batch_size = 1000
+    batch_size = 500
     sqlite_batch_size = 200
     #: Re-read the due time and re-validate flagged rows at least this often, whatever the
     #: change feed says (a deploy that registers a task revives its rows within this bound).
     full_refresh_every = 60.0
+    #: Messages buffered between two flushes to the broker: one round trip each, and a bound
+    #: on the memory a burst of due rows takes.
+    flush_every = 200
+    #: Broker commands kombu may buffer before flushing on its own (one per message on Redis,
+    #: more if the queue has an expiry): kept above ``flush_every`` so that flushes happen
+    #: only where :meth:`_dispatch_batch` counts them.
+    publish_buffer = 10_000
     #: Sleep after a database, lock store or broker failure.
     retry_after_failure = 1.0
     #: Longest sleep between ticks (``Settings.beat_max_interval`` via beat_max_loop_interval).
@@ -207,10 +225,19 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         )
 
     @contextmanager
-    def producer_for_batch(self) -> Iterator[Any]:
-        """One pooled producer (one broker connection) for a whole batch of sends."""
+    def producer_for_batch(self) -> Iterator[PublishBatch]:
+        """One pooled producer (one broker connection) for a whole batch of sends.
+
+        On Redis the messages are buffered (kombu's ``Producer.batch``) and written by
+        :meth:`PublishBatch.flush` in one pipeline: one round trip per flush instead of one per
+        message. A flush is where a broker failure surfaces, and whether any of the flushed
+        messages arrived is then unknown, so :meth:`_dispatch_batch` sends them again (same task
+        ids). Transports without batching (RabbitMQ, the embedded SQL broker) publish each
+        message at once and ``flush`` does nothing.
+        """
         with self.app.producer_or_acquire() as producer:
-            yield producer
+            with producer.batch(max_size=self.publish_buffer) as batch:
+                yield PublishBatch(producer, bool(producer.supports_batch_publish), batch.flush)
 
     def now(self) -> datetime:
         """Naive UTC, the tables' convention."""
@@ -437,15 +464,20 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                     if row.id not in won:
                         self.stats["lost_cas"] += 1
                         log.info("beat: schedule %d (%s) was advanced by someone else; not sent", row.id, row.name)
-                published = 0
+                published = 0  # messages known to be in the broker
                 try:
                     if sends:
-                        with self.producer_for_batch() as producer:
-                            for row, send in sends:
-                                self.publish(send.message, producer)
-                                published += 1
-                                self._log_sent(row, send)
+                        with self.producer_for_batch() as batch:
+                            for k, (_row, send) in enumerate(sends, 1):
+                                self.publish(send.message, batch.producer)
+                                if k % self.flush_every == 0 or k == len(sends):
+                                    batch.flush()
+                                    published = k
+                                elif not batch.buffered:
+                                    published = k
                 except BaseException as exc:  # SIGTERM's SystemExit included: undo what was not sent
+                    # Messages of a failed flush may or may not have arrived: they are sent
+                    # again next tick, with the same task ids (never lost; see docs/scheduler.md).
                     for row, send in sends[published:]:
                         store.revert(conn, row, next_run_at=send.next_run_at)
                     if not isinstance(exc, Exception):
@@ -456,6 +488,8 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                         self._broker_outage.failed(exc)
         if interrupted is not None:
             raise interrupted
+        for row, send in sends[:published]:
+            self._log_sent(row, send)
         if broker_ok and sends:
             self._broker_outage.ok()
         self.stats["sent"] += published

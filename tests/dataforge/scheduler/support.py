@@ -23,7 +23,7 @@ from celery import Celery
 from sqlalchemy import MetaData, create_engine, text
 
 from dataforge.celery_app import create_app
-from dataforge.celery_scheduler import DatabaseScheduler
+from dataforge.celery_scheduler import DatabaseScheduler, PublishBatch
 from dataforge.db import Database
 from dataforge.models import Base, ScheduledTask, utcnow
 from dataforge.scheduler.ddl import install_change_triggers
@@ -113,8 +113,8 @@ class CapturingScheduler(DatabaseScheduler):
         self.sent.append(message)
 
     @contextlib.contextmanager
-    def producer_for_batch(self) -> Iterator[Any]:
-        yield None
+    def producer_for_batch(self) -> Iterator[PublishBatch]:
+        yield PublishBatch(None, False, lambda: None)
 
     def now(self) -> datetime:
         return self.clock.wall if self.clock is not None else super().now()

@@ -1,0 +1,171 @@
+"""DatabaseScheduler's real publish path: real brokers, no capturing seam.
+
+test_celery_scheduler.py replaces the publish seam to watch decisions; here the scheduler
+publishes for real, so what is checked is what a worker would receive: every due row as one
+Celery message with the run's deterministic id, across several database batches and several
+broker flushes, and nothing lost or doubled when a flush fails. Redis is the buffered path
+(kombu's ``Producer.batch``: one pipeline per flush); the embedded SQL broker publishes each
+message at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from dataforge.celery_scheduler import DatabaseScheduler, PublishBatch
+from dataforge.db import Database
+from dataforge.models import utcnow
+from dataforge.scheduler.dispatch import run_task_id
+from dataforge.scheduler.schedules import parse_db_datetime
+from tests.conftest import create_schema
+from tests.dataforge.scheduler.support import TEST_TASK, TcpProxy, add_row, get_row, make_app, settings_for
+
+QUEUE = "celery"
+
+
+class Broker:
+    """One app on one database and broker, and a way to read back what beat published."""
+
+    def __init__(self, tmp_path: Path, database_url: str, broker_url: str | None) -> None:
+        env = {} if broker_url is None else {"DATAFORGE_BROKER_URL": broker_url}
+        self.settings = settings_for(tmp_path, database_url, **env)
+        create_schema(self.settings.database_url)
+        self.app: Celery = make_app(self.settings)
+        self.db: Database = self.app.dataforge.db
+        self.schedulers: list[DatabaseScheduler] = []
+
+    def scheduler(self, cls: type[DatabaseScheduler] = DatabaseScheduler) -> DatabaseScheduler:
+        sch = cls(app=self.app)
+        # Small batches and flushes, so a few dozen rows cross several of each.
+        sch.batch_size = 20
+        sch.flush_every = 7
+        self.schedulers.append(sch)
+        return sch
+
+    def due_rows(self, count: int) -> dict[int, datetime]:
+        """``count`` interval rows due a second ago: {id: due time}."""
+        due = (utcnow() - timedelta(seconds=1)).replace(microsecond=0)
+        return {add_row(self.db, interval_seconds=3600, next_run_at=due): due for _ in range(count)}
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every message in the queue, as (headers, kwargs) a worker would get."""
+        out: list[dict[str, Any]] = []
+        with self.app.connection_for_read() as conn:
+            queue = conn.SimpleQueue(QUEUE)
+            try:
+                while True:
+                    try:
+                        msg = queue.get(block=False)
+                    except queue.Empty:
+                        return out
+                    _args, kwargs, _embed = msg.decode()
+                    out.append({"headers": msg.headers, "kwargs": kwargs})
+                    msg.ack()
+            finally:
+                queue.close()
+
+    def close(self) -> None:
+        for sch in self.schedulers:
+            sch.close()
+        self.app.dataforge.close()
+
+
+@pytest.fixture(params=["redis", "embedded"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    if request.param == "redis":
+        pg_url: str = request.getfixturevalue("pg_url")
+        b = Broker(tmp_path, pg_url, request.getfixturevalue("redis_url"))
+    else:
+        b = Broker(tmp_path, f"sqlite:///{tmp_path / 'dataforge.db'}", None)
+    yield b
+    b.close()
+
+
+def expected_ids(rows: dict[int, datetime]) -> dict[int, str]:
+    return {sid: run_task_id(sid, 1, due) for sid, due in rows.items()}
+
+
+def test_every_due_row_is_one_message_with_its_run_id(broker: Broker) -> None:
+    rows = broker.due_rows(47)  # 3 database batches of 20, 3 flushes per full batch
+    sch = broker.scheduler()
+    with sch.producer_for_batch() as batch:
+        # Redis takes the pipelined path; the SQL broker publishes at once.
+        assert batch.buffered is broker.settings.broker_url.startswith("redis")
+
+    sch.tick_once()
+
+    messages = broker.drain()
+    got = {m["kwargs"]["scheduled_task_id"]: m["headers"] for m in messages}
+    assert len(messages) == len(rows), f"{len(messages)} messages for {len(rows)} due rows"
+    assert {sid: h["id"] for sid, h in got.items()} == expected_ids(rows)
+    assert {h["task"] for h in got.values()} == {TEST_TASK}
+    assert sch.stats["sent"] == len(rows)
+    for sid in rows:
+        assert get_row(broker.db, sid)["run_count"] == 1
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_failed_flush_is_sent_again_with_the_same_ids_and_nothing_is_lost(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    """The broker connection drops just before the second flush of the first batch: the first
+    flush's 7 messages stay sent (their rows advanced), the unsent ones are rolled back, and the
+    next tick sends exactly those, with the ids they had."""
+    base = redis.Redis.from_url(redis_url)
+    proxy = TcpProxy("127.0.0.1", base.connection_pool.connection_kwargs["port"])
+    db_number = base.connection_pool.connection_kwargs["db"]
+    b = Broker(tmp_path, pg_url, f"redis://127.0.0.1:{proxy.port}/{db_number}")
+    flushes = 0
+
+    class CutBeforeSecondFlush(DatabaseScheduler):
+        @contextmanager
+        def producer_for_batch(self) -> Iterator[PublishBatch]:
+            with super().producer_for_batch() as real:
+
+                def flush() -> None:
+                    nonlocal flushes
+                    flushes += 1
+                    if flushes == 2:
+                        proxy.cut()
+                    real.flush()
+
+                yield PublishBatch(real.producer, real.buffered, flush)
+
+    try:
+        rows = b.due_rows(20)
+        before = {sid: get_row(b.db, sid) for sid in rows}
+        sch = b.scheduler(CutBeforeSecondFlush)
+        assert sch.tick_once() == sch.retry_after_failure
+        assert sch.stats["sent"] == 7 and sch.stats["publish_failed"] == 13
+
+        proxy.restore()
+        first = b.drain()
+        assert len(first) == 7, f"{len(first)} messages after the first flush, expected 7"
+        sent_first = {m["kwargs"]["scheduled_task_id"] for m in first}
+        for sid in rows:
+            row = get_row(b.db, sid)
+            if sid in sent_first:
+                assert row["run_count"] == 1
+            else:  # rolled back exactly: due again, same run number, same due time
+                assert row == before[sid], f"schedule {sid} was not rolled back"
+
+        sch.tick_once()
+        second = b.drain()
+        sent_second = {m["kwargs"]["scheduled_task_id"]: m["headers"]["id"] for m in second}
+        assert set(sent_second) == set(rows) - sent_first, "each unsent run sent once, nothing repeated"
+        ids = expected_ids(rows)
+        assert all(sent_second[sid] == ids[sid] for sid in sent_second)
+        assert all(parse_db_datetime(get_row(b.db, sid)["last_run_at"]) for sid in rows)
+    finally:
+        b.close()
+        proxy.close()
+        base.close()
