@@ -145,6 +145,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self._db_outage = _Outage("database")
         self._broker_outage = _Outage("broker")
         self._closed = False
+        self._static_due_at = float("-inf")
         #: Counters since start (tests, benchmarks, `celery inspect`-style introspection).
         self.stats: dict[str, int] = dict.fromkeys(
             ("sent", "lost_cas", "publish_failed", "skipped_missed", "flagged", "revived", "done", "scheduled"), 0
@@ -159,15 +160,47 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         # Beat's loader imports the task modules too; doing it here makes an in-process
         # scheduler (tests, embedded beat) see the same registry.
         self.app.loader.import_default_modules()
+        # Celery's in-memory schedule (``self.schedule``) holds only the static entries:
+        # ``beat_schedule`` and Celery's default ``celery.backend_cleanup``. See _tick_static.
+        # (Merge first: merge_inplace drops every entry that beat_schedule does not name.)
+        self.merge_inplace(self.app.conf.beat_schedule)
+        self.install_default_entries(self.schedule)
 
-    def get_schedule(self) -> dict[str, Any]:
-        """Empty: the schedule lives in the database and is never loaded whole."""
-        return {}
+    def install_default_entries(self, data: dict[str, Any]) -> None:
+        """Celery's rule (``celery.backend_cleanup`` daily when the result backend cannot
+        expire results itself), without importing the Redis result backend just to learn that
+        it can: that import alone would grow beat by ~7 MB."""
+        if str(self.app.conf.result_backend or "").split("://", 1)[0] in ("redis", "rediss"):
+            return
+        super().install_default_entries(data)
 
-    def set_schedule(self, schedule: Any) -> None:
-        """Ignored: static ``beat_schedule`` entries are not supported; add rows instead."""
+    def _tick_static(self) -> float:
+        """Send the static entries that are due; seconds until the next one is.
 
-    schedule = property(get_schedule, set_schedule)
+        Celery's own semantics (in memory, ``entry.is_due()``), run by the leader only, and
+        looked at only when the earliest of them is due: an idle tick stays free of work.
+        Names that are not registered are dropped with one error, as unregistered rows are
+        never sent. Being in memory, an entry has no exactly-once guarantee across a leader
+        change (the new leader's clock for it starts when it started); schedules that need
+        one belong in the table.
+        """
+        mono = self.monotonic()
+        if mono < self._static_due_at:
+            return self._static_due_at - mono
+        next_in = self.max_interval
+        for name, entry in list(self.schedule.items()):
+            if not self._is_registered(entry.task):
+                del self.schedule[name]
+                log.error("beat: static entry %r names task %r, which is not registered; dropped "
+                          "(fix beat_schedule, or add a scheduled_tasks row)", name, entry.task)
+                continue
+            is_due, secs = entry.is_due()
+            if is_due:
+                self.reserve(entry)
+                self.apply_entry(entry)
+            next_in = min(next_in, secs)
+        self._static_due_at = mono + next_in
+        return next_in
 
     def should_sync(self) -> bool:
         return False
@@ -295,6 +328,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         full = mono - self._last_full >= self.full_refresh_every
         if full or self._need_refresh:
             self._refresh(include_flagged=full)
+        static_in = self._tick_static()
         now = self.now()
         if self._next_due is not None and self._next_due <= now:
             if not self._dispatch_due(now, lease):
@@ -303,7 +337,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         delay = self.max_interval
         if self._next_due is not None:
             delay = (self._next_due - self.now()).total_seconds()
-        return min(delay, lease.seconds_until_attention())
+        return min(delay, static_in, lease.seconds_until_attention())
 
     # -- leadership ---------------------------------------------------------------------------------
     def _lease_for(self) -> LeaderLease:
@@ -321,6 +355,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def _step_down(self, *, release: bool) -> None:
         self._leading = False
         self._next_due = None
+        self._static_due_at = float("-inf")
         if self._feed is not None:
             self._feed.close()
             self._feed = None

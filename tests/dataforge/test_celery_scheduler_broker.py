@@ -169,3 +169,50 @@ def test_a_failed_flush_is_sent_again_with_the_same_ids_and_nothing_is_lost(
         b.close()
         proxy.close()
         base.close()
+
+
+# --- static entries: Celery's beat_schedule, run by the leader ---------------------------------------
+
+
+def test_backend_cleanup_is_installed_only_where_results_do_not_expire_by_themselves(
+    broker: Broker, tmp_path: Path
+) -> None:
+    sch = broker.scheduler()
+    sch.tick_once()  # an entry naming an unregistered task would be dropped here
+    database_results = broker.settings.result_backend.startswith("db+")
+    assert database_results, "both fixtures keep results in the database (the settings' default)"
+    assert "celery.backend_cleanup" in sch.schedule, sorted(sch.schedule)
+    assert broker.drain() == [], "not due before 04:00 the day after beat started"
+
+    (tmp_path / "other").mkdir()
+    with_redis_results = Broker(tmp_path / "other", broker.settings.database_url, None)
+    with_redis_results.app.conf.result_backend = "redis://127.0.0.1:1/0"  # never contacted
+    try:
+        assert "celery.backend_cleanup" not in with_redis_results.scheduler().schedule
+    finally:
+        with_redis_results.close()
+
+
+def test_static_entries_are_sent_by_the_leader_when_due_and_unregistered_ones_dropped(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker.app.conf.beat_schedule = {
+        "static-echo": {"task": TEST_TASK, "schedule": 30.0, "kwargs": {"source": "beat_schedule"}},
+        "typo": {"task": "no.such.task", "schedule": 1.0},
+    }
+    leader = broker.scheduler()
+    standby = broker.scheduler()
+    leader.schedule["static-echo"].last_run_at = leader.schedule["static-echo"].last_run_at - timedelta(seconds=31)
+    standby.schedule["static-echo"].last_run_at = leader.schedule["static-echo"].last_run_at
+
+    with caplog.at_level("ERROR"):
+        leader.tick_once()
+        standby.tick_once()  # not the leader: sends nothing
+        delay = leader.tick_once()
+    messages = broker.drain()
+
+    assert [(m["headers"]["task"], m["kwargs"]) for m in messages] == [(TEST_TASK, {"source": "beat_schedule"})]
+    assert messages[0]["headers"].get("celery_beat_task") is True
+    assert 0 < delay <= 30
+    assert "typo" not in leader.schedule
+    assert caplog.text.count("'no.such.task', which is not registered") == 1
