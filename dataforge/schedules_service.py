@@ -51,6 +51,7 @@ __all__ = [
     "add_schedule",
     "catalog_from_app",
     "check_kwargs",
+    "delete_schedule",
     "describe_schedule",
     "edit_schedule",
     "execution_to_dict",
@@ -558,6 +559,23 @@ def pause_schedule(db: Database, ref: str | int) -> dict[str, Any]:
         return {"status": "paused"}
 
     return _update(db, ref, plan)
+
+
+def delete_schedule(db: Database, ref: str | int) -> dict[str, Any]:
+    """Delete one schedule; returns the row as it was, so the caller can show what went.
+
+    Its execution history stays (``task_executions.scheduled_task_id`` becomes NULL, the
+    foreign key's ``ON DELETE SET NULL``). Beat sees the deletion at its next tick; a run
+    already queued still runs (its job gets the id of a schedule that no longer exists).
+    """
+    with db.session() as session:
+        row = session.scalars(_locked(db, ref)).first()
+        if row is None:
+            raise ScheduleNotFoundError(str(ref))
+        gone = schedule_to_dict(row)
+        session.delete(row)
+        session.flush()
+        return gone
 
 
 def resume_schedule(db: Database, catalog: TaskCatalog, ref: str | int,

@@ -8,6 +8,7 @@ to the row's status exits 1. Nothing is written when a command is refused.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from dataforge.schedules_service import (
     TaskCatalog,
     add_schedule,
     catalog_from_app,
+    delete_schedule,
     edit_schedule,
     get_schedule,
     history,
@@ -306,6 +308,34 @@ def pause(cli: CliContext, ref: str, as_json: bool) -> None:
     with _database(cli) as db:
         row = pause_schedule(db, ref)
     _report_write(cli, row, "paused", as_json)
+
+
+@schedules.command("delete")
+@click.argument("ref", metavar="ID|NAME")
+@click.option("--yes", is_flag=True, help="Delete without asking (required when not on a terminal).")
+@_json_option
+@pass_cli
+@_refusals
+def delete(cli: CliContext, ref: str, yes: bool, as_json: bool) -> None:
+    """Delete a schedule for good (`pause` keeps it). Its run history stays, detached from
+    it; a run already queued still runs. Without --yes, shows the row and asks first."""
+    with _database(cli) as db:
+        row = get_schedule(db, ref)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise click.UsageError(f"deleting schedule {row['id']} ({row['name']}) needs --yes when not "
+                                       "run on a terminal; `dataforge schedules pause` keeps it instead")
+            _print_row(cli, row, f"schedule {row['id']}")
+            click.confirm(f"Delete schedule {row['id']} ({row['name']})?", abort=True)
+        gone = delete_schedule(db, row["id"])
+    if as_json:
+        emit_json(gone)
+        return
+    cli.console.print(
+        f"deleted schedule {gone['id']} [bold]{gone['name']}[/bold] ({gone['task_name']}, {gone['schedule']}); "
+        "its run history stays in task_executions, detached from it",
+        highlight=False,
+    )
 
 
 @schedules.command("resume")

@@ -446,6 +446,27 @@ def test_history(embedded_settings: Settings) -> None:
     refused(s, ["schedules", "history", "nope"], "no schedule", code=1)
 
 
+def test_delete_keeps_the_history_and_needs_yes_off_a_terminal(embedded_settings: Settings) -> None:
+    s = embedded_settings
+    row = add(s, "doomed")
+    keep = add(s, "kept")
+    _executions(s, row["id"])
+    # Not a terminal and no --yes: refused, nothing deleted.
+    refused(s, ["schedules", "delete", "doomed"], "--yes", "schedules pause")
+
+    gone = ok_json(s, "schedules", "delete", "doomed", "--yes")
+    assert gone["id"] == row["id"] and gone["name"] == "doomed"
+    assert [r["id"] for r in snapshot(s)] == [keep["id"]]
+    db = Database(s.database_url)
+    try:
+        with db.session() as session:
+            runs = session.scalars(select(TaskExecution).where(TaskExecution.celery_task_id.like("id-%"))).all()
+            assert len(runs) == 4 and {r.scheduled_task_id for r in runs} == {None}
+    finally:
+        db.dispose()
+    refused(s, ["schedules", "delete", "doomed", "--yes"], "no schedule", code=1)
+
+
 def test_a_database_without_the_schema_is_a_clear_error(tmp_path: Any) -> None:
     bare = Settings.from_env({}, cwd=tmp_path)
     result = invoke(bare, "schedules", "list")
