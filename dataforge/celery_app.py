@@ -66,8 +66,8 @@ def configure(app: Celery, settings: Settings) -> Celery:
         result_accept_content=["json"],
         # Worker task events on, so `celery events` / Flower show every run (received,
         # started, succeeded/failed). The extra "task-sent" event of the *publisher* is off: it
-        # doubles beat's broker writes per dispatch (1,000 due rows: ~2.2 s with it, ~0.9 s
-        # without, docs/benchmarks.md) and tells nothing the worker's "received" does not.
+        # doubles beat's broker writes per dispatch (the scheduler benchmark measures both, see
+        # docs/benchmarks.md) and tells nothing the worker's "received" does not.
         worker_send_task_events=True,
         task_send_sent_event=False,
         # Naive-UTC timestamps everywhere, as in the scheduling tables.
