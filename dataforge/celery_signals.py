@@ -7,7 +7,11 @@ tasks are not. Handlers reach settings and the database through ``get_runtime(se
 Round trips per run (the worker-overhead benchmark measures them):
 
 * ``task_prerun``: ONE upsert on ``(celery_task_id, attempt)``: the row, state ``running``
-  (a redelivered message resets its own row instead of adding one).
+  (a redelivered message resets its own row instead of adding one, if that row is ``running``
+  or ``lost``). An attempt that already finished (``success``, ``failure``, ``retry``,
+  ``skipped``) is never reset: the upsert leaves its row alone and the request is marked
+  ``dataforge_already_finished = <status>``, so :class:`~dataforge.tasks.base.DataForgeTask`
+  ends that duplicate delivery without running it (and postrun writes nothing for it).
 * ``task_success`` / ``task_failure``: ONE transaction: the execution row goes from
   ``running`` to its outcome and, only if that UPDATE hit a running row, the schedule's
   counters move with atomic ``col = col + 1`` SQL (so a duplicate event never counts twice).
@@ -49,7 +53,7 @@ from typing import Any
 
 from celery import signals, states
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
-from sqlalchemy import Connection, Integer, Table, bindparam, select, update
+from sqlalchemy import Boolean, Connection, Integer, Table, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -59,8 +63,12 @@ from dataforge.runtime import Runtime, get_runtime
 
 __all__ = [
     "RUN_LOGGER",
+    "UNFINISHED_STATES",
+    "FinishedStatus",
     "RecorderStats",
     "connect_handlers",
+    "already_finished",
+    "duplicate_reason",
     "record_execution_started",
     "recorder_stats",
 ]
@@ -75,6 +83,28 @@ _SCHEDULES: Table = ScheduledTask.__table__  # type: ignore[assignment]
 _RESULT_MAX = 2000
 _ERROR_MAX = 4000
 _TRACEBACK_MAX = 20000
+
+#: Execution statuses of an attempt that did not finish: a redelivery of it takes the row over
+#: and runs. Every other status is a finished attempt, which is never run again.
+UNFINISHED_STATES = ("running", "lost")
+
+
+class FinishedStatus(str):
+    """The mark ``task_prerun`` puts on a duplicate delivery of a finished attempt:
+    ``request.dataforge_already_finished``, the status of the attempt's row.
+
+    A ``str`` subclass on purpose: Celery copies message headers onto the request, and a JSON
+    header can never produce this type, so only ``task_prerun`` can mark a request.
+    """
+
+    __slots__ = ()
+
+
+def already_finished(request: Any) -> FinishedStatus | None:
+    """The mark of a duplicate delivery, or ``None`` (also for anything a header put there)."""
+    mark = getattr(request, "dataforge_already_finished", None)
+    return mark if isinstance(mark, FinishedStatus) else None
+
 
 _OUTCOMES = {
     states.SUCCESS: "success",
@@ -193,7 +223,7 @@ def _build(dialect: str, which: str) -> Any:
             ins = sqlite.insert(te)
         else:
             raise NotImplementedError(f"execution recording supports PostgreSQL and SQLite, not {dialect}")
-        return ins.values(
+        upsert = ins.values(
             celery_task_id=_bp("b_tid", "celery_task_id"),
             attempt=_bp("b_attempt", "attempt"),
             task_name=_bp("b_task", "task_name"),
@@ -216,6 +246,26 @@ def _build(dialect: str, which: str) -> Any:
                 "traceback": None,
                 "result": None,
             },
+            # Only a redelivery of an attempt that did not finish (acks_late after a worker
+            # crash: `running`; a killed child: `lost`) takes its row over. A finished attempt
+            # keeps its row; RETURNING then gives nothing. `b_reset` (eager mode) resets any row.
+            where=or_(*(te.c.status == s for s in UNFINISHED_STATES), bindparam("b_reset", type_=Boolean())),
+        ).returning(te.c.id)
+        if dialect == "sqlite":
+            return upsert  # then, only if refused, "status" in the same transaction
+        # PostgreSQL: one statement, one round trip, whatever happened: the id of the row this
+        # delivery now owns (NULL if refused) and the status the row had before the statement.
+        started = upsert.cte("started")
+        return select(
+            select(started.c.id).scalar_subquery().label("owned"),
+            select(te.c.status)
+            .where(te.c.celery_task_id == _bp("b_tid", "celery_task_id"), te.c.attempt == _bp("b_attempt", "attempt"))
+            .scalar_subquery()
+            .label("existing"),
+        )
+    if which == "status":
+        return select(te.c.status).where(
+            te.c.celery_task_id == _bp("b_tid", "celery_task_id"), te.c.attempt == _bp("b_attempt", "attempt")
         )
     close = (
         update(te)
@@ -339,8 +389,19 @@ def record_execution_started(
     kwargs: Mapping[str, Any] | None,
     worker: str | None,
     started_at: datetime,
-) -> None:
-    """Upsert the ``running`` row of one attempt (one statement, one round trip)."""
+    reset_finished: bool = False,
+) -> str | None:
+    """Upsert the ``running`` row of one attempt (one statement, one round trip on PostgreSQL).
+
+    Returns ``None`` when this delivery owns the attempt's ``running`` row: a new row, or the
+    reset row of an attempt that was ``running`` (redelivered after a worker crash) or
+    ``lost``. Returns the row's status when the attempt already finished (``success``,
+    ``failure``, ``retry``, ``skipped``): the row is left exactly as it was and the caller must
+    not run the attempt again. (``"unknown"`` if the finished row could not be read: committed
+    by a concurrent delivery after this statement's snapshot, or deleted meanwhile.)
+    ``reset_finished`` restores the unconditional reset (eager mode: an explicit in-process
+    call always runs).
+    """
     handler_path = (kwargs or {}).get("handler_path")
     engine = runtime.db.engine
     dialect = engine.dialect.name
@@ -352,12 +413,18 @@ def record_execution_started(
         "b_started": started_at,
         "b_worker": worker,
         "b_sid": _schedule_id(kwargs),
+        "b_reset": reset_finished,
     }
     if dialect == "postgresql":
-        _held(runtime).execute(_statement(dialect, "start"), params)
-        return
+        row = _held(runtime).execute(_statement(dialect, "start"), params).one()
+        if row.owned is not None:
+            return None
+        return str(row.existing or "unknown")
     with engine.begin() as conn:
-        conn.execute(_statement(dialect, "start"), params)
+        if conn.execute(_statement(dialect, "start"), params).first() is not None:
+            return None
+        existing = conn.execute(_statement(dialect, "status"), params).scalar()
+    return str(existing or "unknown")
 
 
 def _close(
@@ -453,6 +520,11 @@ def _log_run(task: Any, task_id: str, kwargs: Mapping[str, Any] | None, attempt:
     )
 
 
+def duplicate_reason(task_id: str, attempt: int, status: str) -> str:
+    """Why a duplicate delivery of a finished attempt is not run (Ignore, warning, run log)."""
+    return f"duplicate delivery: attempt {attempt} of task {task_id} already finished ({status})"
+
+
 def _free_lock_of(runtime: Runtime, task: Any, task_id: str, kwargs: Mapping[str, Any] | None) -> None:
     """Parent side: free the run lock if (and only if) a token of ``task_id`` holds it."""
     if not getattr(task, "lock_enabled", False):
@@ -479,7 +551,7 @@ def on_task_prerun(sender: Any = None, task_id: str | None = None, task: Any = N
     request = task.request
     request.dataforge_started = time.monotonic()
     with _guard(runtime, "prerun", task_id):
-        record_execution_started(
+        finished = record_execution_started(
             runtime,
             task_id=task_id,
             task_name=task.name,
@@ -487,7 +559,13 @@ def on_task_prerun(sender: Any = None, task_id: str | None = None, task: Any = N
             kwargs=kwargs,
             worker=f"{request.hostname or 'local'}:{os.getpid()}",
             started_at=utcnow(),
+            reset_finished=bool(request.is_eager),
         )
+        if finished is not None:
+            # A duplicate delivery (same task id, same attempt) of an attempt that finished:
+            # DataForgeTask.before_start ends it without running it; postrun writes nothing.
+            # (If the upsert failed, nothing is marked: recording fails open, the run goes on.)
+            request.dataforge_already_finished = FinishedStatus(finished)
 
 
 def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
@@ -547,6 +625,14 @@ def on_task_postrun(sender: Any = None, task_id: str | None = None, task: Any = 
     request = task.request
     duration = _duration_ms(request)
     attempt = int(request.retries or 0)
+    finished = already_finished(request)
+    if finished is not None and state == states.IGNORED:
+        # A duplicate delivery that DataForgeTask ended unrun: it never owned a row, so the
+        # finished attempt's row and the counters stay as the first delivery left them (the
+        # close would only match a `running` row anyway: no statement at all).
+        reason = getattr(request, "dataforge_skip_reason", None) or duplicate_reason(task_id, attempt, finished)
+        _log_run(task, task_id, kwargs, attempt, None, "duplicate", duration, reason)
+        return
     outcome = _OUTCOMES.get(state or "", "failure")
     reason = getattr(request, "dataforge_skip_reason", None)
     if state not in (states.SUCCESS, states.FAILURE, states.RETRY):

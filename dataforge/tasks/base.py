@@ -31,6 +31,11 @@ eager alike: ``task_prerun`` → ``before_start`` → ``__call__`` → result st
   (:mod:`dataforge.tasks.loop`).
 * **Recording**: ``dataforge_record = True`` opts the task into :mod:`dataforge.celery_signals`
   (one ``task_executions`` row per attempt, counters, one log line per run).
+* **Duplicate deliveries** (``before_start``, first): a message whose attempt (task id,
+  ``request.retries``) already finished (``task_prerun`` found its row ``success``,
+  ``failure``, ``retry`` or ``skipped`` and marked ``request.dataforge_already_finished``) is
+  ended with ``Ignore`` before the lock: the job does not run, the first run's row, counters
+  and result-backend entry stay as they are (see :attr:`DataForgeTask.backend`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from celery import Task, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
+from dataforge.celery_signals import already_finished, duplicate_reason
 from dataforge.errors import LockUnavailableError
 from dataforge.jobs import JobArgumentError, split_kwargs
 from dataforge.locks import lock_backend_for, lock_key, lock_renewer_for
@@ -82,6 +88,25 @@ def schedule_max_retries(request: Any) -> int | None:
         log.warning("ignoring invalid %s header %r", MAX_RETRIES_HEADER, raw)
         return None
     return value if value >= 0 else None
+
+
+def _no_write(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class _KeptResults:
+    """A result backend seen by a duplicate delivery of a finished attempt: it reads through
+    to the real backend and writes nothing, so the first run's stored outcome stays."""
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("store_result", "forget") or name.startswith("mark_as_"):
+            return _no_write
+        return getattr(self._backend, name)
 
 
 class DataForgeTask(Task):  # type: ignore[misc]
@@ -124,9 +149,13 @@ class DataForgeTask(Task):  # type: ignore[misc]
         return lock_key(self.lock_name or self.name, kwargs)
 
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-        """Take the run lock; skip (held), or apply the lock-unavailable policy."""
+        """End a duplicate delivery of a finished attempt; else take the run lock, skip (held),
+        or apply the lock-unavailable policy."""
         request = self.request
         request.dataforge_lock_token = None
+        finished = already_finished(request)
+        if finished is not None:
+            self._end_duplicate(task_id, int(request.retries or 0), finished)
         if not self.lock_enabled:
             return
         runtime = get_runtime(self.app)
@@ -175,6 +204,41 @@ class DataForgeTask(Task):  # type: ignore[misc]
             except Exception:
                 log.warning("could not store IGNORED for %s[%s]", self.name, request.id, exc_info=True)
         raise Ignore(reason)
+
+    def _end_duplicate(self, task_id: str, attempt: int, status: str) -> NoReturn:
+        """A duplicate delivery of an attempt that already finished: end it, unrun.
+
+        No lock is taken and nothing is stored in the result backend: it holds the first
+        run's real outcome (an IGNORED written over it would be wrong). The execution row and
+        the counters are not touched either (see ``dataforge.celery_signals``).
+        """
+        reason = duplicate_reason(task_id, attempt, status)
+        self.request.dataforge_skip_reason = reason
+        log.warning("%s[%s]: %s; not running it again", self.name, task_id, reason)
+        raise Ignore(reason)
+
+    @property
+    def backend(self) -> Any:
+        """The task's result backend; read-only while a duplicate delivery is being ended.
+
+        Celery stores ``STARTED`` (``task_track_started``) between ``task_prerun`` and
+        ``before_start``, so it would replace the first run's stored outcome before
+        ``before_start`` can end the duplicate. Celery's backends only protect a stored
+        ``SUCCESS`` from later writes, not ``FAILURE`` or ``IGNORED``: for a request marked
+        ``dataforge_already_finished``, writes to the backend are dropped instead.
+        """
+        backend = self._backend
+        if backend is None:
+            backend = self.app.backend
+        stack = self.request_stack
+        request = stack.top if stack is not None else None
+        if request is not None and already_finished(request) is not None:
+            return _KeptResults(backend)
+        return backend
+
+    @backend.setter
+    def backend(self, value: Any) -> None:
+        self._backend = value
 
     def release_lock(self) -> None:
         """Release this run's lock now (idempotent, never raises)."""

@@ -104,6 +104,89 @@ def test_a_redelivered_message_reuses_its_row(app: Celery) -> None:
     assert [(r.celery_task_id, r.attempt, r.status) for r in rows] == [("tid", 0, "running")]
 
 
+def _start(app: Celery, task_id: str = "tid", attempt: int = 0, worker: str = "w:1", **kw: Any) -> str | None:
+    return record_execution_started(app.dataforge, task_id=task_id, task_name="t.job", attempt=attempt,
+                                    kwargs={}, worker=worker, started_at=utcnow(), **kw)
+
+
+def _row(app: Celery, task_id: str = "tid", attempt: int = 0) -> dict[str, Any]:
+    [row] = [r for r in executions(app) if (r.celery_task_id, r.attempt) == (task_id, attempt)]
+    return {c: getattr(row, c) for c in ("id", "status", "started_at", "finished_at", "duration_ms", "result",
+                                         "error", "traceback", "worker", "scheduled_task_id")}
+
+
+def _set_status(app: Celery, status: str, task_id: str = "tid", attempt: int = 0) -> None:
+    from sqlalchemy import update
+
+    from dataforge.models import TaskExecution
+
+    with app.dataforge.db.session() as s:
+        s.execute(
+            update(TaskExecution)
+            .where(TaskExecution.celery_task_id == task_id, TaskExecution.attempt == attempt)
+            .values(status=status, finished_at=utcnow(), duration_ms=5, result='{"first": 1}', error="first error",
+                    traceback="first traceback")
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("status", ["success", "failure", "retry", "skipped"])
+def test_a_finished_attempt_is_never_reset(app: Celery, status: str) -> None:
+    assert _start(app) is None  # a new row: this delivery owns it
+    _set_status(app, status)
+    before = _row(app)
+    assert _start(app, worker="w:2") == status  # the duplicate is told, the row is left alone
+    assert _row(app) == before
+    assert _start(app, attempt=1) is None  # the next attempt of the same task id is its own row
+    assert _row(app, attempt=1)["status"] == "running" and _row(app) == before
+
+
+@pytest.mark.parametrize("status", ["running", "lost"])
+def test_a_redelivery_of_an_unfinished_attempt_takes_its_row_over(app: Celery, status: str) -> None:
+    assert _start(app) is None
+    _set_status(app, status)
+    before = _row(app)
+    assert _start(app, worker="w:2") is None
+    after = _row(app)
+    assert after["id"] == before["id"] and after["status"] == "running" and after["worker"] == "w:2"
+    assert (after["finished_at"], after["duration_ms"], after["result"], after["error"], after["traceback"]) == (
+        None, None, None, None, None,
+    )  # fmt: skip
+
+
+def test_reset_finished_resets_any_row_as_eager_mode_needs(app: Celery) -> None:
+    assert _start(app) is None
+    _set_status(app, "success")
+    assert _start(app, worker="w:2", reset_finished=True) is None
+    row = _row(app)
+    assert (row["status"], row["worker"], row["result"]) == ("running", "w:2", None)
+
+
+def test_the_start_upsert_is_one_round_trip_on_postgresql(server_settings: Settings, make_app: Any) -> None:
+    """New row, taken-over row, refused duplicate: one statement each on the held connection."""
+    from sqlalchemy import event
+
+    app = make_app(server_settings)
+    _start(app, task_id="warm-up")  # opens the held connection (and sets synchronous_commit)
+    statements: list[str] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    def round_trips(expected: str | None) -> int:
+        statements.clear()
+        assert _start(app) == expected
+        return len(statements)
+
+    event.listen(app.dataforge.db.engine, "before_cursor_execute", capture)
+    try:
+        assert round_trips(None) == 1  # new row
+        assert round_trips(None) == 1  # still running: a redelivery takes it over
+        _set_status(app, "success")
+        assert round_trips("success") == 1  # refused, and the status comes with it
+    finally:
+        event.remove(app.dataforge.db.engine, "before_cursor_execute", capture)
+
+
 def test_a_missing_schedule_is_recorded_as_null(app: Celery) -> None:
     assert define(app, "t.job", lambda **kw: 1).apply(kwargs={"scheduled_task_id": 999}).get() == 1
     [row] = executions(app)

@@ -6,13 +6,16 @@ tests in tests/dataforge/worker/ repeat the essentials in real processes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from celery import Celery, states
 from celery.exceptions import Retry
+from celery.result import AsyncResult
 
+from dataforge.celery_signals import RUN_LOGGER
 from dataforge.errors import LockUnavailableError
 from dataforge.locks import lock_backend_for
 from dataforge.settings import Settings
@@ -298,3 +301,187 @@ def test_job_argument_errors_are_not_retried(app: Celery) -> None:
     result = task.apply(kwargs={}, headers={MAX_RETRIES_HEADER: 3})
     assert result.state == states.FAILURE and "needs parameter(s) days" in str(result.result)
     assert [r.status for r in executions(app)] == ["failure"]
+
+
+# -- duplicate deliveries -------------------------------------------------------------------
+# A worker runs a message through Celery's non-eager tracer (task_track_started included);
+# `deliver` does the same in-process, so a second delivery of one task id is easy to make.
+
+
+def deliver(task: Any, task_id: str, kwargs: dict[str, Any], retries: int = 0, **request: Any) -> str:
+    """Run one delivery of ``task_id`` as a worker child does; return the traced state."""
+    from celery.app.trace import build_tracer
+
+    tracer = build_tracer(task.name, task, app=task.app, hostname="w@test", eager=False)
+    req = {"id": task_id, "retries": retries, "hostname": "w@test", "delivery_info": {}, "is_eager": False,
+           "headers": {}, **request}  # fmt: skip
+    info = tracer(task_id, (), kwargs, req).info
+    return str(info.state) if info is not None else states.SUCCESS
+
+
+def dup_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "dataforge.tasks" and r.levelno == logging.WARNING and "duplicate delivery" in r.getMessage()]
+
+
+def run_lines(caplog: pytest.LogCaptureFixture, task_id: str) -> list[dict[str, Any]]:
+    return [r.dataforge_run for r in caplog.records  # type: ignore[attr-defined]
+            if r.name == RUN_LOGGER and r.dataforge_run["task_id"] == task_id]
+
+
+def test_a_duplicate_delivery_of_a_finished_run_does_not_run_again(
+    app: Celery, events: list[str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = add_schedule(app)
+    ran: list[int] = []
+    task = traced_task(app, events, lambda self, **kw: ran.append(1) or {"run": len(ran)})
+    tid = "dup-success"
+    assert deliver(task, tid, {"scheduled_task_id": sid}) == states.SUCCESS
+    first = executions(app)
+    [first_row] = first
+    events.clear()
+    acquired: list[str] = []
+    backend = lock_backend_for(app.dataforge)
+    real_acquire = backend.acquire
+    monkeypatch.setattr(backend, "acquire", lambda key, *a, **kw: acquired.append(key) or real_acquire(key, *a, **kw))
+    with caplog.at_level(logging.INFO):
+        assert deliver(task, tid, {"scheduled_task_id": sid}) == states.IGNORED
+    assert ran == [1]  # the job ran once
+    assert events == ["signal:task_prerun", "before_start", "signal:task_postrun:IGNORED"]
+    assert acquired == []  # no lock taken
+    [row] = executions(app)  # the first run's record, untouched
+    assert {c: getattr(row, c) for c in ("status", "result", "started_at", "finished_at", "duration_ms", "worker")} == {
+        c: getattr(first_row, c) for c in ("status", "result", "started_at", "finished_at", "duration_ms", "worker")
+    }
+    assert row.status == "success" and row.result == '{"run": 1}'
+    sched = schedule(app, sid)
+    assert (sched.success_count, sched.failure_count, sched.last_status) == (1, 0, "success")
+    result = AsyncResult(tid, app=app)
+    assert (result.state, result.result) == (states.SUCCESS, {"run": 1})
+    reason = f"duplicate delivery: attempt 0 of task {tid} already finished (success)"
+    assert dup_warnings(caplog) == [f"t.job[{tid}]: {reason}; not running it again"]
+    [line] = run_lines(caplog, tid)
+    assert (line["outcome"], line["reason"], line["lock"]) == ("duplicate", reason, None)
+
+
+def test_a_duplicate_of_a_failed_run_keeps_its_failure_in_the_result_backend(app: Celery) -> None:
+    """Celery's backends keep a stored SUCCESS from later writes, not a FAILURE: the duplicate's
+    track_started STARTED (stored before before_start) must not reach the backend either."""
+    sid = add_schedule(app)
+    ran: list[int] = []
+
+    def boom(self: DataForgeTask, **kw: Any) -> None:
+        ran.append(1)
+        raise ValueError(f"boom {len(ran)}")
+
+    task = define(app, "t.job", boom)
+    tid = "dup-failure"
+    assert deliver(task, tid, {"scheduled_task_id": sid}) == states.FAILURE
+    assert deliver(task, tid, {"scheduled_task_id": sid}) == states.IGNORED
+    assert ran == [1]
+    result = AsyncResult(tid, app=app)
+    assert result.state == states.FAILURE and str(result.result) == "boom 1"
+    [row] = executions(app)
+    assert (row.status, row.error) == ("failure", "ValueError: boom 1")
+    assert (schedule(app, sid).success_count, schedule(app, sid).failure_count) == (0, 1)
+
+
+def test_a_duplicate_of_a_skipped_run_keeps_ignored_and_its_reason(app: Celery) -> None:
+    sid = add_schedule(app)
+    ran: list[int] = []
+    task = define(app, "t.job", lambda self, **kw: ran.append(1))
+    key = task.lock_key_for({"scheduled_task_id": sid})
+    holder = lock_backend_for(app.dataforge).acquire(key, 60)
+    assert holder is not None
+    tid = "dup-skipped"
+    assert deliver(task, tid, {"scheduled_task_id": sid}) == states.IGNORED
+    [skipped] = executions(app)
+    lock_backend_for(app.dataforge).release(key, holder)  # a real second run would now run
+    assert deliver(task, tid, {"scheduled_task_id": sid}) == states.IGNORED
+    assert ran == []
+    [row] = executions(app)
+    assert (row.status, row.error, row.finished_at) == ("skipped", skipped.error, skipped.finished_at)
+    result = AsyncResult(tid, app=app)
+    assert result.state == states.IGNORED and result.result == {"skipped": f"lock {key} is held by another run",
+                                                                 "lock_key": key}
+
+
+def test_a_retry_of_the_same_task_id_runs_and_a_duplicate_of_the_retried_attempt_does_not(app: Celery) -> None:
+    sid = add_schedule(app)
+    ran: list[int] = []
+
+    def fail_first(self: DataForgeTask, **kw: Any) -> str:
+        ran.append(self.request.retries)
+        if self.request.retries == 0:
+            raise ConnectionError("flaky upstream")
+        return "second time lucky"
+
+    task = define(app, "t.job", fail_first)
+    tid = "dup-retry"
+    headers = {MAX_RETRIES_HEADER: 1}
+    # Attempt 0 fails and publishes its retry (a real message: nobody consumes it here).
+    assert deliver(task, tid, {"scheduled_task_id": sid}, headers=headers) == states.RETRY
+    assert deliver(task, tid, {"scheduled_task_id": sid}, headers=headers) == states.IGNORED  # attempt 0 again
+    assert deliver(task, tid, {"scheduled_task_id": sid}, retries=1, headers=headers) == states.SUCCESS
+    assert ran == [0, 1]
+    assert [(r.attempt, r.status) for r in executions(app)] == [(0, "retry"), (1, "success")]
+    assert AsyncResult(tid, app=app).result == "second time lucky"
+    assert (schedule(app, sid).success_count, schedule(app, sid).failure_count) == (1, 0)
+
+
+@pytest.mark.parametrize("left", ["running", "lost"])
+def test_a_redelivery_of_an_unfinished_attempt_runs(app: Celery, left: str) -> None:
+    """acks_late after a worker crash: the row the dead run left behind is taken over."""
+    from sqlalchemy import update
+
+    from dataforge.celery_signals import record_execution_started
+    from dataforge.models import TaskExecution, utcnow
+
+    sid = add_schedule(app)
+    tid = f"redelivered-{left}"
+    record_execution_started(app.dataforge, task_id=tid, task_name="t.job", attempt=0,
+                             kwargs={"scheduled_task_id": sid}, worker="dead:1", started_at=utcnow())
+    with app.dataforge.db.session() as s:
+        s.execute(update(TaskExecution).where(TaskExecution.celery_task_id == tid).values(status=left))
+    ran: list[int] = []
+    task = define(app, "t.job", lambda self, **kw: ran.append(1) or "ran")
+    assert deliver(task, tid, {"scheduled_task_id": sid}) == states.SUCCESS
+    assert ran == [1]
+    [row] = executions(app)
+    assert (row.status, row.result, row.worker.split(":")[0]) == ("success", '"ran"', "w@test")  # type: ignore[union-attr]
+    assert schedule(app, sid).success_count == 1
+
+
+def test_a_message_header_cannot_mark_a_delivery_as_a_duplicate(app: Celery) -> None:
+    """Celery copies message headers onto the request: only task_prerun's mark counts."""
+    ran: list[int] = []
+    task = define(app, "t.job", lambda self, **kw: ran.append(1) or "ran")
+
+    class Unrecorded(DataForgeTask):
+        dataforge_record = False
+
+    plain = define(app, "t.unrecorded", lambda self, **kw: ran.append(2) or "ran", base=Unrecorded)
+    for t in (task, plain):
+        assert deliver(t, f"header-{t.name}", {}, dataforge_already_finished="success") == states.SUCCESS
+        assert AsyncResult(f"header-{t.name}", app=app).result == "ran"
+    assert ran == [1, 2]
+
+
+def test_eager_mode_and_unrecorded_tasks_run_every_time(app: Celery) -> None:
+    sid = add_schedule(app)
+    ran: list[str] = []
+    task = define(app, "t.job", lambda self, **kw: ran.append("eager") or len(ran))
+    for _ in range(2):  # an explicit in-process call always runs (and is recorded, as before)
+        assert task.apply(kwargs={"scheduled_task_id": sid}, task_id="eager-same-id").get() == len(ran)
+    assert ran == ["eager", "eager"]
+    [row] = executions(app)
+    assert (row.status, row.result) == ("success", "2")
+
+    class Unrecorded(DataForgeTask):
+        dataforge_record = False
+
+    plain = define(app, "t.unrecorded", lambda self, **kw: ran.append("unrecorded"), base=Unrecorded)
+    for _ in range(2):
+        assert deliver(plain, "unrecorded-same-id", {"scheduled_task_id": sid}) == states.SUCCESS
+    assert ran.count("unrecorded") == 2
+    assert [r.celery_task_id for r in executions(app)] == ["eager-same-id"]

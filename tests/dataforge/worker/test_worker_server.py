@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from celery import states
+from celery.result import AsyncResult
 
 from dataforge.locks import RedisLockBackend
 from dataforge.settings import Settings
@@ -181,3 +185,80 @@ def test_plain_tasks_run_unrecorded(rig: Rig) -> None:
     res = rig.send("wt.plain", kwargs={"value": 5})
     assert rig.wait_result(res).get(timeout=5) == 5
     assert rig.executions(res.id) == []
+
+
+# -- duplicate deliveries: beat re-sends a run with the same task id ----------------------------
+
+
+def _effect_runs(marker: Path) -> int:
+    return len(marker.read_text().splitlines()) if marker.exists() else 0
+
+
+def _wait_duplicate(rig: Rig, task_id: str, attempt: int = 0) -> dict[str, str]:
+    """The run log line of a duplicate delivery that the worker ended unrun."""
+    [line] = rig.worker.wait_for(rf"run task_id={re.escape(task_id)} .*attempt={attempt} .*outcome=duplicate ", 60)
+    return dict(re.findall(r"(\w+)=(\S+)", line.split("reason=")[0]), reason=line.split("reason=", 1)[1])
+
+
+def _duplicate_warnings(rig: Rig, task_id: str) -> list[str]:
+    return [line for line in rig.worker.lines() if "WARNING" in line and f"[{task_id}]: duplicate delivery" in line]
+
+
+def test_a_duplicate_delivery_of_a_finished_run_does_not_run_it_again(rig: Rig) -> None:
+    sid = rig.add_schedule("wt.effect")
+    marker = rig.tmp / f"effect-{sid}"
+    tid = f"dup-success-{uuid.uuid4()}"
+    kwargs = {"scheduled_task_id": sid, "marker": str(marker)}
+    assert rig.wait_result(rig.send("wt.effect", task_id=tid, kwargs=kwargs)).get(timeout=5) == {"run": 1}
+    first = rig.wait_execution(tid, "success")
+    rig.send("wt.effect", task_id=tid, kwargs=kwargs)  # what a re-sending beat publishes
+    line = _wait_duplicate(rig, tid)
+    assert line["reason"] == f"duplicate delivery: attempt 0 of task {tid} already finished (success)"
+    assert line["lock"] == "None"  # no lock taken
+    assert _effect_runs(marker) == 1  # the job ran once
+    [row] = rig.executions(tid)  # the first run's record, untouched
+    assert (row.status, row.result, row.started_at, row.finished_at, row.worker) == (
+        "success", '{"run": 1}', first.started_at, first.finished_at, first.worker,
+    )  # fmt: skip
+    sched = rig.schedule(sid)
+    assert (sched.success_count, sched.failure_count, sched.last_status) == (1, 0, "success")
+    result = AsyncResult(tid, app=rig.app)
+    assert (result.state, result.result) == (states.SUCCESS, {"run": 1})
+    assert len(_duplicate_warnings(rig, tid)) == 1
+
+
+def test_a_duplicate_of_a_failed_run_leaves_its_failure_in_the_result_backend(rig: Rig) -> None:
+    sid = rig.add_schedule("wt.effect")
+    marker = rig.tmp / f"effect-{sid}"
+    tid = f"dup-failure-{uuid.uuid4()}"
+    kwargs = {"scheduled_task_id": sid, "marker": str(marker), "fail_runs": 1}
+    rig.wait_result(rig.send("wt.effect", task_id=tid, kwargs=kwargs))
+    rig.wait_execution(tid, "failure")
+    rig.send("wt.effect", task_id=tid, kwargs=kwargs)
+    _wait_duplicate(rig, tid)
+    assert _effect_runs(marker) == 1
+    result = AsyncResult(tid, app=rig.app)  # not STARTED (track_started) nor IGNORED
+    assert result.state == states.FAILURE and str(result.result) == "failed on run 1"
+    assert [(r.status, r.error) for r in rig.executions(tid)] == [("failure", "ValueError: failed on run 1")]
+    assert (rig.schedule(sid).success_count, rig.schedule(sid).failure_count) == (0, 1)
+
+
+def test_a_retry_of_the_same_task_id_runs_and_duplicates_of_either_attempt_do_not(rig: Rig) -> None:
+    sid = rig.add_schedule("wt.effect")
+    marker = rig.tmp / f"effect-{sid}"
+    tid = f"dup-retry-{uuid.uuid4()}"
+    kwargs = {"scheduled_task_id": sid, "marker": str(marker), "fail_runs": 1}
+    headers = {MAX_RETRIES_HEADER: 1}
+    # Attempt 0 fails, attempt 1 (same task id) runs and succeeds.
+    assert rig.wait_result(rig.send("wt.effect", task_id=tid, kwargs=kwargs, headers=headers)).get(timeout=5) == {
+        "run": 2
+    }
+    rig.wait_execution(tid, "success")
+    rig.send("wt.effect", task_id=tid, kwargs=kwargs, headers=headers)  # attempt 0 again
+    assert "already finished (retry)" in _wait_duplicate(rig, tid, attempt=0)["reason"]
+    rig.send("wt.effect", task_id=tid, kwargs=kwargs, headers=headers, retries=1)  # attempt 1 again
+    assert "already finished (success)" in _wait_duplicate(rig, tid, attempt=1)["reason"]
+    assert _effect_runs(marker) == 2
+    assert [(r.attempt, r.status) for r in rig.executions(tid)] == [(0, "retry"), (1, "success")]
+    assert (rig.schedule(sid).success_count, rig.schedule(sid).failure_count) == (1, 0)
+    assert AsyncResult(tid, app=rig.app).result == {"run": 2}

@@ -150,6 +150,22 @@ def report(self: DataForgeTask, **kwargs: Any) -> Any:
     return self.run_job(run, kwargs)
 
 
+def effect_job(marker: str, fail_runs: int = 0) -> dict[str, Any]:
+    """A side effect the test can count: one line appended to ``marker`` per run. The first
+    ``fail_runs`` runs fail."""
+    with open(marker, "a") as out:
+        out.write(f"{os.getpid()}\n")
+    runs = len(Path(marker).read_text().splitlines())
+    if runs <= fail_runs:
+        raise ValueError(f"failed on run {runs}")
+    return {"run": runs}
+
+
+@celery_app.task(base=DataForgeTask, bind=True, name="wt.effect", shared=False)
+def effect(self: DataForgeTask, **kwargs: Any) -> Any:
+    return self.run_job(effect_job, kwargs)
+
+
 _client: aioredis.Redis | None = None
 
 
