@@ -90,8 +90,9 @@ UNFINISHED_STATES = ("running", "lost")
 
 
 class FinishedStatus(str):
-    """The mark ``task_prerun`` puts on a duplicate delivery of a finished attempt:
-    ``request.dataforge_already_finished``, the status of the attempt's row.
+    """The mark on a duplicate delivery: ``request.dataforge_already_finished``, the status of
+    the attempt's row (put by ``task_prerun``), or ``running`` (put by
+    ``DataForgeTask.before_start`` when another delivery of the attempt holds the run lock).
 
     A ``str`` subclass on purpose: Celery copies message headers onto the request, and a JSON
     header can never produce this type, so only ``task_prerun`` can mark a request.
@@ -521,7 +522,10 @@ def _log_run(task: Any, task_id: str, kwargs: Mapping[str, Any] | None, attempt:
 
 
 def duplicate_reason(task_id: str, attempt: int, status: str) -> str:
-    """Why a duplicate delivery of a finished attempt is not run (Ignore, warning, run log)."""
+    """Why a duplicate delivery is not run (Ignore, warning, run log): its attempt already
+    finished with ``status``, or (``running``) another delivery of it holds the run lock."""
+    if status == "running":
+        return f"duplicate delivery: attempt {attempt} of task {task_id} is running in another delivery"
     return f"duplicate delivery: attempt {attempt} of task {task_id} already finished ({status})"
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from sqlalchemy import Interval, Table, bindparam, delete, func, update
+from sqlalchemy import Interval, Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -133,6 +133,8 @@ class LockBackend(Protocol):
 
     def release_owned_by(self, key: str, owner: str) -> bool: ...
 
+    def held_by(self, key: str, owner: str) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -220,6 +222,19 @@ class RedisLockBackend:
         except Exception as exc:
             log.warning("lock release of %s for %s failed (it expires within its TTL): %r", key, owner, exc)
             return False
+
+    def held_by(self, key: str, owner: str) -> bool:
+        """Whether a token of ``owner`` holds ``key`` now (``False`` if unknown: never raises)."""
+        part = _owner_part(owner)
+        try:
+            value = self._client.get(key)
+        except Exception as exc:
+            log.warning("lock lookup of %s failed: %r", key, exc)
+            return False
+        if value is None or not part:
+            return False
+        token = value.decode() if isinstance(value, bytes) else str(value)
+        return token_owner(token) == part
 
     def close(self) -> None:
         try:
@@ -321,6 +336,22 @@ class DatabaseLockBackend:
         except Exception as exc:
             log.warning("lock release of %s for %s failed (it expires within its TTL): %r", key, owner, exc)
             return False
+
+    def held_by(self, key: str, owner: str) -> bool:
+        """Whether a live lease of ``owner`` holds ``key`` (``False`` if unknown: never raises)."""
+        part = _owner_part(owner)
+        if not part:
+            return False
+        t = self._table
+        try:
+            engine = self.db.engine
+            now, _ = self._clock(engine.dialect.name, 0)
+            with engine.connect() as conn:
+                token = conn.execute(select(t.c.owner).where(t.c.key == key, t.c.expires_at >= now)).scalar()
+        except Exception as exc:
+            log.warning("lock lookup of %s failed: %r", key, exc)
+            return False
+        return token is not None and token_owner(token) == part
 
     def close(self) -> None:
         """The engine belongs to the runtime's :class:`~dataforge.db.Database`; nothing to close."""

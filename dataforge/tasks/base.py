@@ -49,7 +49,7 @@ from celery import Task, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
-from dataforge.celery_signals import already_finished, duplicate_reason
+from dataforge.celery_signals import FinishedStatus, already_finished, duplicate_reason
 from dataforge.errors import LockUnavailableError
 from dataforge.jobs import JobArgumentError, split_kwargs
 from dataforge.locks import lock_backend_for, lock_key, lock_renewer_for
@@ -169,6 +169,13 @@ class DataForgeTask(Task):  # type: ignore[misc]
             self._on_lock_unavailable(runtime.settings.lock_unavailable, exc)
             return
         if token is None:
+            if backend.held_by(key, task_id):
+                # The holder is a delivery of this very task id, still running: a re-send
+                # of the same run (beat's crash window, a failed flush) or a redelivery that
+                # overtook it. Not a skipped run: the row and the counters stay the running
+                # delivery's to close.
+                request.dataforge_already_finished = FinishedStatus("running")
+                self._end_duplicate(task_id, int(request.retries or 0), "running")
             self._skip(f"lock {key} is held by another run")
         request.dataforge_lock_token = token
         lock_renewer_for(runtime).hold(backend, key, token, ttl)

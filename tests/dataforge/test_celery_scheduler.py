@@ -234,6 +234,9 @@ class _AlwaysGrant:
     def release_owned_by(self, key: str, owner: str) -> bool:
         return False
 
+    def held_by(self, key: str, owner: str) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 

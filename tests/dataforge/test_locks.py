@@ -131,6 +131,19 @@ def test_release_owned_by_frees_only_the_owners_lock(backend: LockBackend) -> No
     assert backend.release_owned_by("k", long_owner) is True
 
 
+def test_held_by_names_the_owner_of_a_live_lock_only(backend: LockBackend) -> None:
+    assert backend.held_by("k", "task-1") is False  # free
+    token = backend.acquire("k", 0.5, owner="task-1")
+    assert token is not None
+    assert backend.held_by("k", "task-1") is True
+    assert backend.held_by("k", "task-2") is False
+    assert backend.held_by("k", "") is False
+    wait_until(lambda: not backend.held_by("k", "task-1"), 10, "an expired lease is not held by anyone")
+    long_owner = "celery-task-" + "x" * 100
+    assert backend.acquire("k", 30, owner=long_owner) is not None
+    assert backend.held_by("k", long_owner) is True
+
+
 def test_concurrent_acquirers_get_one_token(backend: LockBackend) -> None:
     barrier = threading.Barrier(8)
     tokens: list[str | None] = []
@@ -178,6 +191,7 @@ def test_unreachable_store_raises_on_acquire_and_never_on_release(make: Callable
     assert backend.release("dataforge:lock:t:1", "token") is False
     assert backend.renew("dataforge:lock:t:1", "token", 30) is False
     assert backend.release_owned_by("dataforge:lock:t:1", "task") is False
+    assert backend.held_by("dataforge:lock:t:1", "task") is False
     backend.close()
 
 

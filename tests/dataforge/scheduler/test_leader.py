@@ -68,6 +68,9 @@ class MemoryStore:
     def release_owned_by(self, key: str, owner: str) -> bool:
         return False
 
+    def held_by(self, key: str, owner: str) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 

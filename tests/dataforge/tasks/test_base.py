@@ -485,3 +485,36 @@ def test_eager_mode_and_unrecorded_tasks_run_every_time(app: Celery) -> None:
         assert deliver(plain, "unrecorded-same-id", {"scheduled_task_id": sid}) == states.SUCCESS
     assert ran.count("unrecorded") == 2
     assert [r.celery_task_id for r in executions(app)] == ["eager-same-id"]
+
+
+def test_a_duplicate_that_arrives_while_the_first_delivery_runs_leaves_the_run_to_it(
+    app: Celery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Beat re-sends a run (same task id) while its first delivery is still running: the re-send
+    finds the run lock held by that task id. It must end as a duplicate, not as a `skipped`
+    run: the first delivery then closes the row and counts the run, once."""
+    sid = add_schedule(app)
+    ran: list[str] = []
+    tid = "dup-concurrent"
+    task: Any = None
+
+    def first_run(self: DataForgeTask, **kw: Any) -> str:
+        ran.append(self.request.id)
+        if len(ran) == 1:  # while the first delivery runs, the re-send arrives
+            with caplog.at_level(logging.INFO):
+                assert deliver(task, tid, {"scheduled_task_id": sid}) == states.IGNORED
+            assert [r.status for r in executions(app)] == ["running"], "the re-send closed the running row"
+        return "first"
+
+    task = define(app, "t.job", first_run)
+    assert deliver(task, tid, {"scheduled_task_id": sid}) == states.SUCCESS
+    assert ran == [tid]
+    [row] = executions(app)
+    assert (row.status, row.result) == ("success", '"first"')
+    sched = schedule(app, sid)
+    assert (sched.success_count, sched.failure_count, sched.last_status) == (1, 0, "success")
+    assert AsyncResult(tid, app=app).result == "first"
+    reason = f"duplicate delivery: attempt 0 of task {tid} is running in another delivery"
+    assert dup_warnings(caplog) == [f"t.job[{tid}]: {reason}; not running it again"]
+    [line] = run_lines(caplog, tid)[:1]
+    assert (line["outcome"], line["reason"]) == ("duplicate", reason)
