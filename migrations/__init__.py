@@ -1,10 +1,10 @@
 """Alembic migrations of the DataForge scheduling tables (docs/migrations.md).
 
-The revisions go legacy baseline → expand → data → contract (``migrations/versions``); dropping
-``handler_path`` is an optional revision kept in ``migrations/optional`` so that a plain
-``alembic upgrade head`` can never drop it. The revisions never import the application's
-models: each one describes the schema it works on itself, so it keeps meaning the same thing
-when the models move on.
+The revisions go legacy baseline → expand → data → contract → change triggers → executions
+HOT close (``migrations/versions``); dropping ``handler_path`` is an optional revision kept in
+``migrations/optional`` (after the main line's head) so that a plain ``alembic upgrade head``
+can never drop it. The revisions never import the application's models: each one describes
+the schema it works on itself, so it keeps meaning the same thing when the models move on.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ SQLITE_DDL = {
 )""",
 }
 
-_STAGES = ("legacy", "expand", "contract", "dropped")
+_STAGES = ("legacy", "expand", "contract", "hot_close", "dropped")
 
 
 def sqlite_tables(stage: str) -> tuple[Table, Table]:
@@ -139,7 +139,9 @@ def sqlite_tables(stage: str) -> tuple[Table, Table]:
 
     Used as ``copy_from`` of SQLite batch rebuilds, so a rebuild never depends on reflection
     and the offline script (``--sql``) can render it. ``expand`` is the state after 0002,
-    ``contract`` after 0004, ``dropped`` after the optional 0005.
+    ``contract`` after 0004 (and 0005, which only adds triggers), ``hot_close`` after 0006
+    (task_executions without its (status, started_at) index), ``dropped`` after the optional
+    0007.
     """
     if stage not in _STAGES:
         raise ValueError(f"unknown schema stage {stage!r}; expected one of {_STAGES}")
@@ -152,7 +154,7 @@ def sqlite_tables(stage: str) -> tuple[Table, Table]:
         Column("description", Text),
         Column("task_type", String(16), nullable=False),
         Column("task_name", String(255), nullable=level < 2),
-        *([] if level >= 3 else [Column("handler_path", String(255))]),
+        *([] if level >= 4 else [Column("handler_path", String(255))]),
         Column("interval_seconds", Integer),
         Column("cron_expression", String(128)),
         Column("run_at", TIMESTAMP),
@@ -201,7 +203,9 @@ def sqlite_tables(stage: str) -> tuple[Table, Table]:
         UniqueConstraint("celery_task_id", "attempt", name="uq_task_executions_celery_task_id_attempt")
     )
     Index("ix_task_executions_scheduled_task_id_started_at", executions.c.scheduled_task_id, executions.c.started_at)
-    Index("ix_task_executions_status_started_at", executions.c.status, executions.c.started_at)
+    if level < 3:
+        # Created by 0002, dropped by 0006_executions_hot_close (it made every close non-HOT).
+        Index("ix_task_executions_status_started_at", executions.c.status, executions.c.started_at)
     return schedules, executions
 
 

@@ -137,7 +137,7 @@ SQLITE_DROP: tuple[str, ...] = (
 
 
 def without_handler_path(statements: tuple[str, ...]) -> tuple[str, ...]:
-    """The same triggers for a table without ``handler_path`` (optional revision 0006).
+    """The same triggers for a table without ``handler_path`` (optional revision 0007_drop_handler_path).
 
     Every reference is removed explicitly; a statement that still mentions the column after
     that is an error here, not a broken trigger at runtime.

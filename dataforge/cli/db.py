@@ -28,9 +28,21 @@ from dataforge.settings import Settings
 __all__ = ["db", "preflight"]
 
 #: Revisions after which the data step has run (the preflight has nothing left to classify).
-_DATA_APPLIED = ("0003_data", "0004_contract", "0005_change_triggers", "0006_drop_handler_path")
+_DATA_APPLIED = (
+    "0003_data", "0004_contract", "0005_change_triggers", "0006_executions_hot_close", "0007_drop_handler_path",
+)  # fmt: skip
 _BEFORE_EXPAND = (None, "0001_legacy_baseline")
-_OPTIONAL_REVISIONS = ("0006_drop_handler_path",)
+_OPTIONAL_REVISIONS = ("0007_drop_handler_path",)
+#: Former id -> what to run on a database stamped with it (Alembic cannot read such a database).
+#: The optional drop was ``0006_drop_handler_path`` (after 0005_change_triggers) until
+#: 0006_executions_hot_close took its place; docs/migrations.md, "Renamed revision".
+_RENAMED_REVISIONS = {
+    "0006_drop_handler_path": (
+        "DROP INDEX ix_task_executions_status_started_at; "
+        "UPDATE alembic_version SET version_num = '0007_drop_handler_path' "
+        "WHERE version_num = '0006_drop_handler_path';"
+    ),
+}
 #: ScheduleError.field -> report reason of the preflight.
 _FLAG_FOR_FIELD = {"cron_expression": "invalid_cron", "timezone": "unknown_timezone"}
 
@@ -113,11 +125,26 @@ def _print_reports(cli: CliContext, cfg: Any, as_json: bool, extra: Mapping[str,
     click.echo(f"database at {revision or 'base (no revision)'}")
 
 
+def _renamed_hint(revision: str) -> str:
+    return (
+        f"the database is stamped {revision!r}, a revision id that was renamed; run, in one transaction: "
+        f'{_RENAMED_REVISIONS[revision]} (docs/migrations.md, "Renamed revision")'
+    )
+
+
 def _run_alembic(cli: CliContext, action: str, fn: Any, as_json: bool, x_args: Mapping[str, str] | None = None) -> None:
+    from alembic.util import CommandError
+
     from migrations.errors import MigrationOptionError, MigrationRefusedError
 
     try:
         fn()
+    except CommandError as exc:
+        renamed = [old for old in _RENAMED_REVISIONS if f"'{old}'" in str(exc)]
+        if not renamed:
+            raise
+        click.echo(f"error: {exc}; {_renamed_hint(renamed[0])}", err=True)
+        raise SystemExit(EXIT_FAILED) from exc
     except MigrationRefusedError as exc:
         report = exc.report
         if exc.revision == "0003_data" and x_args is not None:
@@ -161,7 +188,7 @@ def db() -> None:
 @click.argument("revision", default="head")
 @_map_option
 @_policy_option
-@click.option("--optional", "optional", is_flag=True, help="Also load migrations/optional (0006_drop_handler_path).")
+@click.option("--optional", "optional", is_flag=True, help="Also load migrations/optional (0007_drop_handler_path).")
 @click.option("--sql", "offline", is_flag=True, help="Print the SQL instead of running it (like `db sql`).")
 @_x_option
 @_json_option
@@ -218,6 +245,7 @@ def current(cli: CliContext, x: tuple[str, ...], as_json: bool) -> None:
         else "legacy database (never migrated): `dataforge db upgrade` adopts it" if revision is None
         else "at head" if revision == head
         else "optional revisions applied" if revision in _OPTIONAL_REVISIONS
+        else _renamed_hint(revision) if revision in _RENAMED_REVISIONS
         else "behind head: `dataforge db upgrade`"
     )  # fmt: skip
     if as_json:
@@ -295,9 +323,11 @@ def preflight(settings: Settings, x_args: Mapping[str, str]) -> tuple[Any, str |
             report = MigrationReport(title="DataForge data migration report")
             report.notes.append("no scheduling tables: `dataforge db upgrade` creates the schema")
             return report, revision
-        if revision in _DATA_APPLIED:
+        if revision in _DATA_APPLIED or revision in _RENAMED_REVISIONS:
             report = MigrationReport(title=f"DataForge data migration report (database at {revision})")
             report.notes.append("the data migration (0003_data) is already applied")
+            if revision in _RENAMED_REVISIONS:
+                report.notes.append(_renamed_hint(revision))
             for row in conn.execute(text("SELECT id, name FROM scheduled_tasks WHERE task_name IS NULL ORDER BY id")):
                 report.add("blocked_no_task_name_or_handler_path", Item(row.id, row.name, "task_name is NULL"))
         else:

@@ -48,8 +48,10 @@ class TaskExecution(Base):
         UniqueConstraint("celery_task_id", "attempt", name="uq_task_executions_celery_task_id_attempt"),
         # `schedules history ID` and the per-schedule counters: newest executions of one schedule.
         Index("ix_task_executions_scheduled_task_id_started_at", "scheduled_task_id", "started_at"),
-        # Finding runs still marked `running` (lost-run sweeps, dashboards) without a full scan.
-        Index("ix_task_executions_status_started_at", "status", "started_at"),
+        # No index may include a column the close UPDATE writes (status, finished_at, duration_ms,
+        # result, error, traceback): on PostgreSQL that makes every close a non-HOT update that
+        # writes into every index. (status, started_at) was dropped for that reason
+        # (migrations/versions/0006_executions_hot_close.py); nothing queries by status alone.
     )
 
     def __repr__(self) -> str:

@@ -54,9 +54,9 @@ def test_check_changes_nothing_and_the_upgrade_refuses_the_same_rows(db_url: str
     assert run(db_url, "db", "check", "--on-unmappable", "pause").exit_code == 0
     done = run(db_url, "db", "upgrade", "--on-unmappable", "pause")
     assert done.exit_code == 0, done.output
-    assert "database at 0005_change_triggers" in done.stdout
+    assert "database at 0006_executions_hot_close" in done.stdout
     current = _json(run(db_url, "db", "current", "--json"))
-    assert current["current"] == current["head"] == "0005_change_triggers"
+    assert current["current"] == current["head"] == "0006_executions_hot_close"
     after = _json(run(db_url, "db", "check", "--json"))
     assert after["blocking"] is False and "already applied" in " ".join(after["notes"])
 
@@ -93,22 +93,52 @@ def test_optional_drop_of_handler_path_refuses_while_the_switch_is_on_and_is_los
     assert run(db_url, "db", "upgrade").exit_code == 0
     before = rows(db_url, ("scheduled_tasks",))["scheduled_tasks"]
     assert run(db_url, "legacy", "enable").exit_code == 0
-    refused = run(db_url, "db", "upgrade", "--optional", "0006_drop_handler_path")
+    refused = run(db_url, "db", "upgrade", "--optional", "0007_drop_handler_path")
     assert refused.exit_code == 1 and "legacy switch is on" in refused.stderr
     assert run(db_url, "legacy", "disable").exit_code == 0
-    env_on = run(db_url, "db", "upgrade", "0006_drop_handler_path", extra_env={"DATAFORGE_LEGACY_TASKS": "1"})
+    env_on = run(db_url, "db", "upgrade", "0007_drop_handler_path", extra_env={"DATAFORGE_LEGACY_TASKS": "1"})
     assert env_on.exit_code == 1
-    dropped = run(db_url, "db", "upgrade", "0006_drop_handler_path")
+    dropped = run(db_url, "db", "upgrade", "0007_drop_handler_path")
     assert dropped.exit_code == 0, dropped.output
     after = rows(db_url, ("scheduled_tasks",))["scheduled_tasks"]
     assert "handler_path" not in after[0]
     # Plain `db upgrade` on a database at the optional revision keeps it there.
     assert run(db_url, "db", "upgrade").exit_code == 0
-    assert _json(run(db_url, "db", "current", "--json"))["current"] == "0006_drop_handler_path"
-    assert run(db_url, "db", "downgrade", "0005_change_triggers").exit_code == 0
+    assert _json(run(db_url, "db", "current", "--json"))["current"] == "0007_drop_handler_path"
+    assert run(db_url, "db", "downgrade", "0006_executions_hot_close").exit_code == 0
     restored = rows(db_url, ("scheduled_tasks",))["scheduled_tasks"]
     key = ("id", "handler_path", "legacy_values", "task_name", "handler_kwargs")
     assert [{k: r[k] for k in key} for r in restored] == [{k: r[k] for k in key} for r in before]
+
+
+def test_a_database_stamped_with_the_former_optional_id_is_told_how_to_move(db_url: str) -> None:
+    """The optional drop was 0006_drop_handler_path (after 0005) before 0006_executions_hot_close;
+    a database that ran it has the drop and still the (status, started_at) index."""
+    from dataforge.cli.db import _RENAMED_REVISIONS
+
+    build_legacy_db(db_url)
+    assert run(db_url, "db", "upgrade").exit_code == 0
+    assert run(db_url, "db", "upgrade", "0007_drop_handler_path").exit_code == 0
+    schema, data = schema_snapshot(db_url), rows(db_url)
+    engine = engine_for(db_url)
+    with engine.begin() as conn:  # what the former revision left behind
+        conn.execute(text("CREATE INDEX ix_task_executions_status_started_at ON task_executions (status, started_at)"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0006_drop_handler_path'"))
+    fix = _RENAMED_REVISIONS["0006_drop_handler_path"]
+    for args in (("db", "upgrade"), ("db", "downgrade", "0002_expand")):
+        refused = run(db_url, *args)
+        assert refused.exit_code == 2 and fix in refused.stderr, args
+    assert fix in _json(run(db_url, "db", "current", "--json"))["state"]
+    assert run(db_url, "db", "check").exit_code == 0
+
+    with engine.begin() as conn:  # the documented fix, in one transaction
+        for statement in fix.split(";"):
+            if statement.strip():
+                conn.execute(text(statement))
+    engine.dispose()
+    assert schema_snapshot(db_url) == schema and rows(db_url) == data
+    assert _json(run(db_url, "db", "current", "--json"))["current"] == "0007_drop_handler_path"
+    assert run(db_url, "db", "downgrade", "0006_executions_hot_close").exit_code == 0
 
 
 @pytest.mark.parametrize("verb", ["status", "enable"])

@@ -16,7 +16,10 @@ from migrations.errors import MigrationRefusedError
 from tests.migrations.support import build_legacy_db, downgrade, engine_for, rows, schema_snapshot, script, upgrade
 from tests.support.services import fresh_postgres_database
 
-MAIN_LINE = ["0001_legacy_baseline", "0002_expand", "0003_data", "0004_contract", "0005_change_triggers"]
+MAIN_LINE = [
+    "0001_legacy_baseline", "0002_expand", "0003_data", "0004_contract", "0005_change_triggers",
+    "0006_executions_hot_close",
+]  # fmt: skip
 HEAD = MAIN_LINE[-1]
 
 
@@ -52,8 +55,9 @@ def test_main_line_has_a_single_head_and_is_linear() -> None:
 def test_the_optional_revision_is_outside_head() -> None:
     assert script().get_heads() == [HEAD]
     optional = script(optional=True)
-    assert optional.get_heads() == ["0006_drop_handler_path"]
-    assert optional.get_revision("0006_drop_handler_path").down_revision == HEAD
+    # After the main line's head: a database at the optional revision has the whole main line.
+    assert optional.get_heads() == ["0007_drop_handler_path"]
+    assert optional.get_revision("0007_drop_handler_path").down_revision == HEAD
 
 
 def test_upgrade_from_empty_reaches_head_without_drift(db_url: str) -> None:

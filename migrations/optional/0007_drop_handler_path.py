@@ -1,8 +1,14 @@
 """Optional: drop the deprecated scheduled_tasks.handler_path.
 
 Not part of ``head``: it lives in migrations/optional and runs only when asked for
-(``dataforge db upgrade --optional 0006_drop_handler_path``, or
-``alembic -n optional upgrade 0006_drop_handler_path``). Run it after the compat shim is gone.
+(``dataforge db upgrade --optional 0007_drop_handler_path``, or
+``alembic -n optional upgrade 0007_drop_handler_path``). Run it after the compat shim is gone.
+
+It follows the main line's head (0006_executions_hot_close): a database at this revision has
+every main-line revision applied, so a plain ``upgrade head`` never has two heads to choose
+from. Until 0006_executions_hot_close existed this revision was ``0006_drop_handler_path``
+(after 0005_change_triggers); a database stamped with that id is moved by hand
+(docs/migrations.md, "Renamed revision").
 
 Refuses, changing nothing, while the legacy switch is on (dataforge_flags row ``legacy_tasks``,
 or DATAFORGE_LEGACY_TASKS=1 in the migrating process): the shim needs handler_path. Offline, a
@@ -16,8 +22,8 @@ Lossless: each row's handler_path is saved in legacy_values (with the previous l
 text) and the downgrade writes both back. The column comes back after task_name on SQLite, at the end of the
 table on PostgreSQL (``ALTER TABLE ADD COLUMN`` cannot place it).
 
-Revision ID: 0006_drop_handler_path
-Revises: 0005_change_triggers
+Revision ID: 0007_drop_handler_path
+Revises: 0006_executions_hot_close
 """
 
 from __future__ import annotations
@@ -39,8 +45,8 @@ from migrations.schedule_triggers import (
 )
 from migrations.sql import dialect_name, execute, guard, sql, sqlite_keep_sequences
 
-revision: str = "0006_drop_handler_path"
-down_revision: str | Sequence[str] | None = "0005_change_triggers"
+revision: str = "0007_drop_handler_path"
+down_revision: str | Sequence[str] | None = "0006_executions_hot_close"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -86,7 +92,7 @@ def upgrade() -> None:
         f"UPDATE scheduled_tasks SET legacy_values = json_object('{_KEY}', handler_path, "
         "'legacy_values', legacy_values) WHERE handler_path IS NOT NULL"
     )
-    schedules, _ = sqlite_tables("contract")
+    schedules, _ = sqlite_tables("hot_close")
     with sqlite_keep_sequences("scheduled_tasks"):
         with op.batch_alter_table("scheduled_tasks", copy_from=schedules, recreate="always") as batch:
             batch.drop_column("handler_path")
