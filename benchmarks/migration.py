@@ -40,7 +40,10 @@ LEGACY_SCHEMA = (
     Path(os.environ.get("DATAFORGE_LEGACY_DIR", REPO / "tests" / "migrations" / "legacy_contract"))
     / "schema.postgresql.sql"
 )
-MAIN_LINE = ["0001_legacy_baseline", "0002_expand", "0003_data", "0004_contract", "0005_change_triggers"]
+MAIN_LINE = [
+    "0001_legacy_baseline", "0002_expand", "0003_data", "0004_contract", "0005_change_triggers",
+    "0006_executions_hot_close",
+]
 
 
 @contextmanager
