@@ -4,12 +4,13 @@ test_celery_scheduler.py replaces the publish seam to watch decisions; here the 
 publishes for real, so what is checked is what a worker would receive: every due row as one
 Celery message with the run's deterministic id, across several database batches and several
 broker flushes, and nothing lost or doubled when a flush fails. Redis is the buffered path
-(kombu's ``Producer.batch``: one pipeline per flush); the embedded SQL broker publishes each
-message at once.
+(kombu's ``Producer.batch``: one pipeline per flush); RabbitMQ and the embedded SQL broker
+get each message at once.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -28,17 +29,17 @@ from dataforge.scheduler.schedules import parse_db_datetime
 from tests.conftest import create_schema
 from tests.dataforge.scheduler.support import TEST_TASK, TcpProxy, add_row, get_row, make_app, settings_for
 
-QUEUE = "celery"
-
 
 class Broker:
     """One app on one database and broker, and a way to read back what beat published."""
 
-    def __init__(self, tmp_path: Path, database_url: str, broker_url: str | None) -> None:
+    def __init__(self, tmp_path: Path, database_url: str, broker_url: str | None, queue: str = "celery") -> None:
         env = {} if broker_url is None else {"DATAFORGE_BROKER_URL": broker_url}
         self.settings = settings_for(tmp_path, database_url, **env)
         create_schema(self.settings.database_url)
         self.app: Celery = make_app(self.settings)
+        self.queue = queue
+        self.app.conf.task_default_queue = queue
         self.db: Database = self.app.dataforge.db
         self.schedulers: list[DatabaseScheduler] = []
 
@@ -59,7 +60,7 @@ class Broker:
         """Every message in the queue, as (headers, kwargs) a worker would get."""
         out: list[dict[str, Any]] = []
         with self.app.connection_for_read() as conn:
-            queue = conn.SimpleQueue(QUEUE)
+            queue = conn.SimpleQueue(self.queue)
             try:
                 while True:
                     try:
@@ -75,16 +76,23 @@ class Broker:
     def close(self) -> None:
         for sch in self.schedulers:
             sch.close()
+        if self.settings.broker_url.startswith("amqp"):
+            with self.app.connection_for_write() as conn:  # no durable queue left on the shared broker
+                conn.default_channel.queue_delete(self.queue)
         self.app.dataforge.close()
 
 
-@pytest.fixture(params=["redis", "embedded"])
+@pytest.fixture(params=["redis", "embedded", "rabbitmq"])
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    sqlite_url = f"sqlite:///{tmp_path / 'dataforge.db'}"
     if request.param == "redis":
         pg_url: str = request.getfixturevalue("pg_url")
         b = Broker(tmp_path, pg_url, request.getfixturevalue("redis_url"))
+    elif request.param == "rabbitmq":
+        # Its own queue: other suites share the broker's default vhost.
+        b = Broker(tmp_path, sqlite_url, request.getfixturevalue("rabbitmq_url"), f"df-beat-{uuid.uuid4().hex[:8]}")
     else:
-        b = Broker(tmp_path, f"sqlite:///{tmp_path / 'dataforge.db'}", None)
+        b = Broker(tmp_path, sqlite_url, None)
     yield b
     b.close()
 
