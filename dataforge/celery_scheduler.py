@@ -194,10 +194,15 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 log.error("beat: static entry %r names task %r, which is not registered; dropped "
                           "(fix beat_schedule, or add a scheduled_tasks row)", name, entry.task)
                 continue
-            is_due, secs = entry.is_due()
+            try:
+                is_due, secs = entry.is_due()
+            except Exception:  # a bad schedule object must not stop beat
+                del self.schedule[name]
+                log.exception("beat: static entry %r: its schedule cannot be evaluated; dropped", name)
+                continue
             if is_due:
                 self.reserve(entry)
-                self.apply_entry(entry)
+                self.apply_entry(entry)  # Celery's: logs and swallows a failed send
             next_in = min(next_in, secs)
         self._static_due_at = mono + next_in
         return next_in

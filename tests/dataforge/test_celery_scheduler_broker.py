@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import celery.schedules
 import pytest
 import redis
 from celery import Celery
@@ -201,12 +202,23 @@ def test_backend_cleanup_is_installed_only_where_results_do_not_expire_by_themse
         with_redis_results.close()
 
 
+class BrokenSchedule(celery.schedules.schedule):  # type: ignore[misc]
+    """A schedule whose evaluation raises, as a buggy custom schedule class would."""
+
+    def __init__(self) -> None:
+        super().__init__(run_every=60.0)
+
+    def is_due(self, last_run_at: datetime) -> Any:
+        raise ZeroDivisionError("bug in a custom schedule")
+
+
 def test_static_entries_are_sent_by_the_leader_when_due_and_unregistered_ones_dropped(
     broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker.app.conf.beat_schedule = {
         "static-echo": {"task": TEST_TASK, "schedule": 30.0, "kwargs": {"source": "beat_schedule"}},
         "typo": {"task": "no.such.task", "schedule": 1.0},
+        "broken": {"task": TEST_TASK, "schedule": BrokenSchedule()},
     }
     leader = broker.scheduler()
     standby = broker.scheduler()
@@ -222,5 +234,6 @@ def test_static_entries_are_sent_by_the_leader_when_due_and_unregistered_ones_dr
     assert [(m["headers"]["task"], m["kwargs"]) for m in messages] == [(TEST_TASK, {"source": "beat_schedule"})]
     assert messages[0]["headers"].get("celery_beat_task") is True
     assert 0 < delay <= 30
-    assert "typo" not in leader.schedule
+    assert "typo" not in leader.schedule and "broken" not in leader.schedule
     assert caplog.text.count("'no.such.task', which is not registered") == 1
+    assert caplog.text.count("static entry 'broken': its schedule cannot be evaluated; dropped") == 1
