@@ -12,11 +12,14 @@ design, guarantees and failure modes are in docs/scheduler.md; in short, each ti
 3. **Dispatch.** Due rows are read in batches (``status='active' AND next_run_at <= now``,
    an index range) and ALL of them are sent in this tick. Per batch, in ONE transaction: a
    compare-and-set per row advances ``next_run_at`` / ``last_run_at`` / ``run_count``, the
-   rows whose CAS won are published, the CAS of any row whose publish failed is undone, and
-   the transaction commits. A failed publish is therefore retried next tick; a second beat's
-   CAS on the same run matches nothing; a crash can only repeat (never lose) the runs
-   published in the instants before the commit, and a repeat carries the same task id.
-4. **Sleep** until the next due time, at most ``max_interval``; on PostgreSQL beat blocks on
+   rows whose CAS won are published (on Redis buffered, one pipeline per ``flush_every``
+   messages), the CAS of every row not known to be in the broker is undone if a publish or
+   flush fails, and the transaction commits. A failed publish is therefore retried next tick;
+   a second beat's CAS on the same run matches nothing; a crash, or a flush that failed
+   part-way, can only repeat (never lose) runs, and a repeat carries the same task id.
+4. **Static entries** (Celery's ``beat_schedule``, ``celery.backend_cleanup``) are sent by the
+   leader with Celery's own in-memory semantics (:meth:`DatabaseScheduler._tick_static`).
+5. **Sleep** until the next due time, at most ``max_interval``; on PostgreSQL beat blocks on
    the LISTEN socket instead, so a committed change wakes it at once.
 
 Bad rows (unregistered task, bad cron or time zone, kwargs that are not a JSON object, legacy
