@@ -215,6 +215,14 @@ def _statement(dialect: str, which: str) -> Any:
     return stmt
 
 
+def _status_of_attempt() -> Any:
+    """The status of the ``(b_tid, b_attempt)`` row (no row: nothing)."""
+    te = _EXECUTIONS
+    return select(te.c.status).where(
+        te.c.celery_task_id == _bp("b_tid", "celery_task_id"), te.c.attempt == _bp("b_attempt", "attempt")
+    )
+
+
 def _build(dialect: str, which: str) -> Any:
     te, st = _EXECUTIONS, _SCHEDULES
     if which == "start":
@@ -259,15 +267,10 @@ def _build(dialect: str, which: str) -> Any:
         started = upsert.cte("started")
         return select(
             select(started.c.id).scalar_subquery().label("owned"),
-            select(te.c.status)
-            .where(te.c.celery_task_id == _bp("b_tid", "celery_task_id"), te.c.attempt == _bp("b_attempt", "attempt"))
-            .scalar_subquery()
-            .label("existing"),
+            _status_of_attempt().scalar_subquery().label("existing"),
         )
     if which == "status":
-        return select(te.c.status).where(
-            te.c.celery_task_id == _bp("b_tid", "celery_task_id"), te.c.attempt == _bp("b_attempt", "attempt")
-        )
+        return _status_of_attempt()
     close = (
         update(te)
         .where(
