@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,14 @@ from tests.support.services import RABBITMQ_URL, fresh_postgres_database, redis_
 # fixture needs Docker). Celery's own plugin gives celery_app / celery_worker for eager and
 # in-process worker tests.
 pytest_plugins = ("celery.contrib.pytest",)
+
+#: The checkout under test. Worker, beat and CLI processes that tests start inherit it at the
+#: front of PYTHONPATH, so they import this tree's code even when the virtualenv's editable
+#: install points at another checkout.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO_ROOT), *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(REPO_ROOT))]
+)
 
 
 @pytest.fixture
