@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Select, select
 
+from dataforge.catalog.params import ParamSpec, TaskParams, check_kwargs
 from dataforge.db import Database, is_postgres
 from dataforge.errors import DataForgeError, ScheduleError, UnknownTaskError
-from dataforge.jobs import INTERNAL_PREFIX, SCHEDULE_ID_KWARG
 from dataforge.models import EXECUTION_STATES, SCHEDULE_STATUSES, ScheduledTask, TaskExecution, utcnow
 from dataforge.scheduler import schedules
 
@@ -96,51 +96,6 @@ class ScheduleStateError(DataForgeError):
 
 
 @dataclass(frozen=True)
-class ParamSpec:
-    """One declared task parameter (from REGISTERED_TASKS ``params``)."""
-
-    name: str
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class TaskParams:
-    """What a task declares it takes. ``declared=False``: nothing is known, any keys pass."""
-
-    params: tuple[ParamSpec, ...] = ()
-    declared: bool = False
-    #: The task also takes arbitrary keys (a ``**kwargs`` entry in its params).
-    open_ended: bool = False
-
-    @classmethod
-    def from_registry(cls, raw: object) -> TaskParams:
-        """Normalise the seed's ``params``: a list of names or of dicts
-        (``{"name", "required", "default", "kind"...}``). An empty or missing list declares
-        nothing: the seed's own example has ``"params": []`` on a ``**kwargs`` task."""
-        if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
-            return cls()
-        specs: list[ParamSpec] = []
-        open_ended = False
-        for item in raw:
-            if isinstance(item, str):
-                name, required, kind = item, False, ""
-            elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
-                name = item["name"]
-                required = bool(item.get("required", False))
-                kind = str(item.get("kind", "")).lower()
-            else:
-                # An entry we cannot read: do not pretend to know the task's params.
-                return cls()
-            if name.startswith("**") or kind in {"var_keyword", "**"}:
-                open_ended = True
-                continue
-            if name.startswith("*") or kind in {"var_positional", "positional_only"}:
-                continue
-            specs.append(ParamSpec(name=name, required=required))
-        return cls(params=tuple(specs), declared=True, open_ended=open_ended)
-
-
-@dataclass(frozen=True)
 class TaskCatalog:
     """The task names the worker will accept, with what each declares about its params."""
 
@@ -188,35 +143,6 @@ def parse_at(text: str, timezone: str) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=schedules.validate_timezone(timezone))
     return schedules.to_naive_utc(value)
-
-
-def check_kwargs(task_name: str, kwargs: Mapping[str, Any], params: TaskParams) -> None:
-    """Refuse kwargs the task cannot take: reserved keys always; unknown keys and missing
-    required ones when the task declares its params."""
-    reserved = sorted(k for k in kwargs if k == SCHEDULE_ID_KWARG or k.startswith(INTERNAL_PREFIX))
-    if reserved:
-        raise ScheduleError(
-            "handler_kwargs", dict(kwargs),
-            f"key(s) {', '.join(reserved)} are reserved: beat adds {SCHEDULE_ID_KWARG} to every run and "
-            f"keys starting with {INTERNAL_PREFIX!r} are runtime plumbing; remove them",
-        )
-    if not params.declared:
-        return
-    names = [p.name for p in params.params]
-    if not params.open_ended:
-        unknown = sorted(set(kwargs) - set(names))
-        if unknown:
-            raise ScheduleError(
-                "handler_kwargs", dict(kwargs),
-                f"task {task_name!r} takes no parameter(s) {', '.join(unknown)}; "
-                f"it declares: {', '.join(names) or 'none'}",
-            )
-    missing = [p.name for p in params.params if p.required and p.name not in kwargs]
-    if missing:
-        raise ScheduleError(
-            "handler_kwargs", dict(kwargs),
-            f"task {task_name!r} requires parameter(s) {', '.join(missing)}; add them to --kwargs",
-        )
 
 
 # --- planning writes (pure) -----------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The task catalogue: which tasks exist and what each one takes."""
