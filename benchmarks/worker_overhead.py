@@ -41,8 +41,8 @@ from sqlalchemy import insert  # noqa: E402
 
 from dataforge.celery_app import create_app  # noqa: E402
 from dataforge.models import Base, ScheduledTask  # noqa: E402
-from dataforge.processes import CeleryProcess, worker_command  # noqa: E402
 from dataforge.settings import Settings  # noqa: E402
+from dataforge.tools.processes import CeleryProcess, worker_command  # noqa: E402
 
 KINDS = {"plain": "bench.plain", "dataforge": "bench.dataforge"}
 #: --breakdown adds these: where the DataForgeTask cost goes.

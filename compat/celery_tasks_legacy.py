@@ -11,7 +11,7 @@ docs/rollback-notes.md). Unlike the original it:
 * runs the job through DataForgeTask: the run lock of the new task for the same schedule,
   one execution record per attempt, and kwargs bound to the job's signature, so the legacy
   ``TypeError: run() got an unexpected keyword argument '_lock_key'`` cannot happen;
-* has no signal handlers of its own (dataforge.celery_signals records every run) and counts
+* has no signal handlers of its own (dataforge.worker.recording records every run) and counts
   every run (``dataforge legacy status``).
 
 Removing the shim is deleting this package and the include string in dataforge/celery_app.py
@@ -32,7 +32,7 @@ from dataforge.legacy import (
     legacy_job_module,
     record_legacy_run,
 )
-from dataforge.legacy_executor import LegacyExecutorTask, job_kwargs
+from dataforge.legacy.executor import LegacyExecutorTask, job_kwargs
 from dataforge.runtime import get_runtime
 
 __all__ = ["execute_scheduled_task"]

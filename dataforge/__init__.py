@@ -2,7 +2,7 @@
 
 The package is the *target* runtime of the migration: tasks are plain
 ``@celery_app.task(base=DataForgeTask)`` functions, ``DatabaseScheduler`` sends rows of
-``scheduled_tasks`` by ``task_name``, and :mod:`dataforge.celery_signals` is the only place
+``scheduled_tasks`` by ``task_name``, and :mod:`dataforge.worker.recording` is the only place
 that records executions.
 """
 

@@ -98,7 +98,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
     )
     app.dataforge = Runtime(settings)  # type: ignore[attr-defined]
     # (migrations helper) The persisted legacy switch (dataforge_flags) picks, at worker/beat
-    # start, the shim above or dataforge.legacy_forwarder to register the legacy task name.
+    # start, the shim above or dataforge.legacy.forwarder to register the legacy task name.
     connect_legacy_include(app, shim_module=LEGACY_SHIM_MODULE)
     return app
 

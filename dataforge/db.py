@@ -2,7 +2,7 @@
 
 Celery's prefork pool forks children after the parent may have opened connections; a pooled
 connection shared across a fork corrupts both sides. :func:`dispose_after_fork` is wired to
-``worker_process_init`` by :mod:`dataforge.celery_signals` and drops inherited pools.
+``worker_process_init`` by :mod:`dataforge.worker.recording` and drops inherited pools.
 """
 
 from __future__ import annotations

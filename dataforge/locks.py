@@ -84,7 +84,7 @@ def lock_key(task_name: str, kwargs: Mapping[str, Any]) -> str:
     same schedule exclude each other whatever their kwargs), else
     ``dataforge:lock:<task_name>:kwargs-<sha256 of canonical JSON>`` (two manual calls with the
     same parameters exclude each other). ``task_name`` is whatever the task's ``lock_name``
-    says (see :class:`dataforge.tasks.base.DataForgeTask`), so the legacy compat shim can take
+    says (see :class:`dataforge.worker.task.DataForgeTask`), so the legacy compat shim can take
     the same key as the new task for the same schedule.
     """
     schedule_id = kwargs.get("scheduled_task_id")

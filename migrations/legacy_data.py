@@ -10,7 +10,7 @@ the rows that have reasons. So the preflight and the upgrade cannot disagree.
 Pure SQL, no Python loop over rows, so ``--sql`` renders a script that does the same thing
 (the handler map becomes a ``VALUES`` list). The rules, and where SQL had to be conservative:
 
-* ``handler_path`` → task name follows :class:`dataforge.legacy_paths.HandlerMap` exactly:
+* ``handler_path`` → task name follows :class:`dataforge.legacy.paths.HandlerMap` exactly:
   the map's exact spelling, else the module parsed from the four spellings (map's module
   entry, else ``dataforge.<module>``). ``tests/migrations`` compares this SQL with the Python
   on a corpus of spellings.

@@ -27,7 +27,7 @@ from typing import Literal
 
 from alembic import context
 
-from dataforge.legacy_paths import HandlerMap
+from dataforge.legacy.paths import HandlerMap
 from dataforge.settings import Settings
 from migrations.errors import MigrationOptionError
 

@@ -77,7 +77,7 @@ def is_ident(expr: str, dialect: str) -> str:
     """True when ``expr`` is a job module name: ASCII letter, then letters, digits, ``_``.
 
     A leading ``_`` (helpers, dunders) is excluded here, as in
-    :func:`dataforge.legacy_paths.parse_handler_path`.
+    :func:`dataforge.legacy.paths.parse_handler_path`.
     """
     if dialect == "postgresql":
         return f"({expr} ~ '^[A-Za-z][A-Za-z0-9_]*$')"

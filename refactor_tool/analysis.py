@@ -368,7 +368,7 @@ class _Collector(ast.NodeVisitor):
 
     # -- keys only the legacy executor passed ----------------------------------------------------
     # The legacy executor injected ``_lock_key`` into every call; the runtime locks the run itself
-    # and passes no ``_lock_key``, and gives a ``**kwargs`` job only public keys (dataforge.jobs).
+    # and passes no ``_lock_key``, and gives a ``**kwargs`` job only public keys (dataforge.worker.kwargs).
     # Code reading those keys would see None or KeyError after conversion. Throwing the key away
     # (``kwargs.pop("_lock_key", None)``, the usual legacy workaround) behaves the same before and
     # after, and is allowed.

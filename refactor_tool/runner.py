@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataforge.legacy_paths import HandlerMap, handler_path_spellings
+from dataforge.legacy.paths import HandlerMap, handler_path_spellings
 from refactor_tool.commands.registry_entries import add_registry_entries
 from refactor_tool.commands.rewrite_imports import ModuleIndex
 from refactor_tool.errors import ConversionRefused, Refusal

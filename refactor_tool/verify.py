@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataforge.legacy_paths import HandlerMap, task_name_for_module
+from dataforge.legacy.paths import HandlerMap, task_name_for_module
 from dataforge.settings import Settings
 from refactor_tool.errors import RefactorError
 from refactor_tool.options import MAP_FILE_NAME, ConvertOptions

@@ -79,7 +79,7 @@ def _converted_app() -> Any:
 
 def _message(case: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """What beat sends: the schedule's kwargs plus its id, max_retries in a header."""
-    from dataforge.tasks.base import MAX_RETRIES_HEADER
+    from dataforge.worker.task import MAX_RETRIES_HEADER
 
     return {**case["kwargs"], "scheduled_task_id": case["scheduled_task_id"]}, {MAX_RETRIES_HEADER: 0}
 
@@ -109,7 +109,7 @@ def _eager(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _worker(cases: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    from dataforge.processes import CeleryProcess, worker_command
+    from dataforge.tools.processes import CeleryProcess, worker_command
 
     app = _converted_app()
     out = []

@@ -1,4 +1,4 @@
-"""``dataforge demo``: the README's main job (see :mod:`dataforge.demo`)."""
+"""``dataforge demo``: the README's main job (see :mod:`dataforge.tools.demo`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dataforge.cli.common import CliContext, pass_cli
-from dataforge.demo import Demo, DemoOptions, DemoReport, StepResult, find_examples
+from dataforge.tools.demo import Demo, DemoOptions, DemoReport, StepResult, find_examples
 
 __all__ = ["demo"]
 

@@ -1,6 +1,6 @@
 """``dataforge schedules``: the django-celery-beat admin, in a terminal.
 
-A thin click layer over :mod:`dataforge.schedules_service`, which holds every rule (validation,
+A thin click layer over :mod:`dataforge.scheduler.service`, which holds every rule (validation,
 due times, the run-now message). Tables for people (rich), ``--json`` for scripts. Refused
 input exits 2 with the option at fault named; a missing schedule or a verb that does not apply
 to the row's status exits 1. Nothing is written when a command is refused.
@@ -23,7 +23,7 @@ from dataforge.cli.common import CliContext, emit_json, pass_cli
 from dataforge.db import Database
 from dataforge.errors import DataForgeError, ScheduleError, UnknownTaskError
 from dataforge.models import EXECUTION_STATES, SCHEDULE_STATUSES
-from dataforge.schedules_service import (
+from dataforge.scheduler.service import (
     MISSED_RUN_CHOICES,
     ScheduleEdit,
     TaskCatalog,

@@ -37,7 +37,7 @@ def _params_text(params: list[object]) -> str:
 @pass_cli
 def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
     """List the tasks of DATAFORGE_TASK_PACKAGES (REGISTERED_TASKS joined with Celery's registry)."""
-    from dataforge.scheduler.registry import check_registry, get_registered_tasks
+    from dataforge.catalog.registry import check_registry, get_registered_tasks
 
     try:
         # Importing the app module builds the app from the environment, task packages included.

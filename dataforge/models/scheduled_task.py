@@ -12,6 +12,7 @@ from sqlalchemy import DateTime, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dataforge.models.base import Base, utcnow
+from dataforge.models.triggers import attach_change_triggers
 
 __all__ = ["SCHEDULE_STATUSES", "TASK_TYPES", "ScheduledTask"]
 
@@ -85,9 +86,7 @@ class ScheduledTask(Base):
         return f"<ScheduledTask id={self.id} name={self.name!r} task_name={self.task_name!r}>"
 
 
-# Added by the scheduler helper: beat's change triggers (revive edited rows, realign their due
-# time, NOTIFY beat) are created with the table, so metadata.create_all gives the complete
-# schema; the Alembic revision runs the same SQL (dataforge/scheduler/ddl.py).
-from dataforge.scheduler.ddl import attach_change_triggers  # noqa: E402
-
+# Beat's change triggers (revive edited rows, realign their due time, NOTIFY beat) are created
+# with the table, so metadata.create_all gives the complete schema; the Alembic revision runs
+# the same SQL (dataforge/models/triggers.py).
 attach_change_triggers(ScheduledTask.__table__)  # type: ignore[arg-type]

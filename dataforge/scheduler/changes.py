@@ -1,7 +1,7 @@
 """How beat learns that ``scheduled_tasks`` changed, without asking on every tick.
 
 * :class:`PostgresChangeFeed`: ``LISTEN dataforge_schedules`` on a dedicated autocommit
-  connection, fed by the triggers of :mod:`dataforge.scheduler.ddl` (raw SQL and bulk updates
+  connection, fed by the triggers of :mod:`dataforge.models.triggers` (raw SQL and bulk updates
   included). Beat blocks on the socket between ticks, so a committed change wakes it within
   milliseconds, and an idle tick is a ``select()`` on that socket: no query.
 * :class:`PollingChangeFeed`: SQLite (no NOTIFY), or PostgreSQL without the triggers. It
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import make_url
 
-from dataforge.scheduler.ddl import NOTIFY_CHANNEL
+from dataforge.models.triggers import NOTIFY_CHANNEL
 
 __all__ = ["ChangeFeed", "PollingChangeFeed", "PostgresChangeFeed", "conninfo_for"]
 

@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from dataforge.errors import ScheduleError
-from dataforge.jobs import SCHEDULE_ID_KWARG
 from dataforge.legacy import LEGACY_TASK_NAME
-from dataforge.legacy_paths import parse_handler_path
+from dataforge.legacy.paths import parse_handler_path
 from dataforge.scheduler.schedules import (
     MISSED_RUN_GRACE,
     Definition,
@@ -27,7 +26,8 @@ from dataforge.scheduler.schedules import (
     plan_run,
     validate_definition,
 )
-from dataforge.tasks.base import MAX_RETRIES_HEADER
+from dataforge.worker.kwargs import SCHEDULE_ID_KWARG
+from dataforge.worker.task import MAX_RETRIES_HEADER
 
 __all__ = [
     "DUE_AT_HEADER",

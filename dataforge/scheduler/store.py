@@ -46,7 +46,7 @@ from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.types import NullType
 
 from dataforge.models import ScheduledTask
-from dataforge.scheduler.ddl import WRITER_SETTING
+from dataforge.models.triggers import WRITER_SETTING
 from dataforge.scheduler.dispatch import RowSnapshot
 
 __all__ = [

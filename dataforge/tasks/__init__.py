@@ -2,7 +2,7 @@
 
 Every module of this package is imported by the worker and beat (``DATAFORGE_TASK_PACKAGES``
 lists the packages; :func:`dataforge.celery_app.task_modules` walks them). This ``__init__``
-holds only data, so importing :mod:`dataforge.tasks.base` never builds the Celery app.
+holds only data, so importing :mod:`dataforge.worker.task` never builds the Celery app.
 
 ``REGISTERED_TASKS`` is the catalogue people read (``dataforge tasks``, the schedules CLI
 validates ``--kwargs`` against ``params``); Celery's registry is what the worker runs.

@@ -3,7 +3,7 @@
 They are written the way every DataForge task is written (and the way the codemod writes
 converted legacy scripts): the job is a plain function (``async def`` or ``def``) that takes
 only the parameters it needs; the task is a thin sync wrapper that hands the message's kwargs
-to :meth:`~dataforge.tasks.base.DataForgeTask.run_job`.
+to :meth:`~dataforge.worker.task.DataForgeTask.run_job`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from dataforge.celery_app import celery_app
 from dataforge.models import utcnow
-from dataforge.tasks.base import DataForgeTask
+from dataforge.worker.task import DataForgeTask
 
 __all__ = [
     "cleanup",

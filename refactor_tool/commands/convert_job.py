@@ -24,7 +24,7 @@ import keyword
 import libcst as cst
 from libcst.codemod import CodemodContext, SkipFile
 
-from dataforge.legacy_paths import task_name_for_module
+from dataforge.legacy.paths import task_name_for_module
 from refactor_tool.analysis import ModuleFacts, analyze, reserved_names
 from refactor_tool.commands._base import Command, free_name, statement_map
 from refactor_tool.errors import ConversionRefused, Refusal

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dataforge.processes import CeleryProcess, beat_command, worker_command
 from dataforge.settings import Settings
+from dataforge.tools.processes import CeleryProcess, beat_command, worker_command
 
 __all__ = ["JOBS", "Backend", "make_backend", "wait_until"]
 
@@ -37,7 +37,7 @@ _TASK = '''"""Job {job}, the new way (app/tasks/)."""
 import json, os, time
 
 from dataforge.celery_app import celery_app
-from dataforge.tasks.base import DataForgeTask
+from dataforge.worker.task import DataForgeTask
 
 
 async def run(scheduled_task_id=None, days=1):

@@ -80,7 +80,7 @@ def test_switch_on_runs_the_legacy_script_through_the_shim(settings: Settings, b
 
 def test_switch_off_forwards_queued_legacy_messages_to_the_new_task(settings: Settings, backend: Backend) -> None:
     with backend.worker(settings) as worker:
-        worker.wait_for(r"legacy switch off: dataforge\.legacy_forwarder registers", 10)
+        worker.wait_for(r"legacy switch off: dataforge\.legacy\.forwarder registers", 10)
         result = _send(settings, scheduled_task_id=1, handler_path="scripts.alpha:run", _lock_key="old", days=5)
         assert result == {"job": "alpha", "via": "task"}
         missing = _send(settings, scheduled_task_id=1, handler_path="scripts:not_converted")

@@ -22,9 +22,9 @@ import pytest
 import redis
 from celery import Celery
 
-from dataforge.celery_scheduler import DatabaseScheduler, PublishBatch
 from dataforge.db import Database
 from dataforge.models import utcnow
+from dataforge.scheduler.beat import DatabaseScheduler, PublishBatch
 from dataforge.scheduler.dispatch import run_task_id
 from dataforge.scheduler.schedules import parse_db_datetime
 from tests.conftest import create_schema

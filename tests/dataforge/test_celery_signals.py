@@ -16,17 +16,17 @@ from celery.exceptions import TimeLimitExceeded, WorkerLostError
 
 import dataforge.celery_signals as celery_signals
 from dataforge.celery_app import create_app
-from dataforge.celery_signals import (
+from dataforge.locks import lock_backend_for
+from dataforge.models import ScheduledTask, utcnow
+from dataforge.settings import Settings
+from dataforge.worker.recording import (
     RUN_LOGGER,
     on_task_failure,
     on_task_revoked,
     record_execution_started,
     recorder_stats,
 )
-from dataforge.locks import lock_backend_for
-from dataforge.models import ScheduledTask, utcnow
-from dataforge.settings import Settings
-from dataforge.tasks.base import DataForgeTask
+from dataforge.worker.task import DataForgeTask
 from tests.dataforge.tasks.helpers import add_schedule, executions, lock_held, schedule
 
 UNREACHABLE_PG = "postgresql://nobody@127.0.0.1:1/nothing"
@@ -79,7 +79,7 @@ def test_importing_the_module_twice_still_gives_one_row_per_event(app: Celery, m
     copy = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "dataforge_signals_copy", copy)
     spec.loader.exec_module(copy)  # a second module object: its own handler functions
-    assert copy.on_task_prerun is not celery_signals.on_task_prerun
+    assert copy.RECEIVERS is not celery_signals.RECEIVERS
     assert {n: len(getattr(signals, n).receivers) for n in receivers_before} == receivers_before
     sid = add_schedule(app)
     assert define(app, "t.job", lambda **kw: "ok").apply(kwargs={"scheduled_task_id": sid}).get() == "ok"
@@ -307,7 +307,7 @@ def test_relaxed_commit_stays_on_the_recorders_own_connections(server_settings: 
     dispatch, lock leases, the CLI) never inherit it, even after the recorder's closes."""
     from sqlalchemy import text
 
-    from dataforge.celery_signals import _held
+    from dataforge.worker.recording import _held
 
     app = make_app(server_settings)
     define(app, "t.job", lambda **kw: None).apply(kwargs={"scheduled_task_id": 1})

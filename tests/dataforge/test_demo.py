@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from dataforge.cli.main import cli
-from dataforge.demo import Demo, DemoOptions, StepResult, find_examples
 from dataforge.legacy import LEGACY_TASK_NAME
+from dataforge.tools.demo import Demo, DemoOptions, StepResult, find_examples
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dataforge.jobs import JobArgumentError, bind_kwargs, split_kwargs
+from dataforge.worker.kwargs import JobArgumentError, bind_kwargs, split_kwargs
 
 MESSAGE = {"days": 7, "scheduled_task_id": 12, "_lock_key": "dataforge:lock:x:12", "extra": "y"}
 

@@ -24,8 +24,8 @@ from dataforge.legacy import (
     resolve_legacy_script,
     set_switch,
 )
-from dataforge.legacy_executor import LegacyExecutorTask
-from dataforge.legacy_paths import HandlerMap, handler_path_spellings
+from dataforge.legacy.executor import LegacyExecutorTask
+from dataforge.legacy.paths import HandlerMap, handler_path_spellings
 from dataforge.locks import lock_key
 from dataforge.runtime import Runtime
 from dataforge.scheduler import dispatch

@@ -1,6 +1,6 @@
 import pytest
 
-from dataforge.legacy_paths import HandlerMap, handler_path_spellings, parse_handler_path
+from dataforge.legacy.paths import HandlerMap, handler_path_spellings, parse_handler_path
 
 
 @pytest.mark.parametrize("spelling", handler_path_spellings("sync_accounts"))

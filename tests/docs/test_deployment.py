@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from dataforge.processes import beat_command, worker_command
+from dataforge.tools.processes import beat_command, worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 

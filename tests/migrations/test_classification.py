@@ -1,6 +1,6 @@
 """The classification SQL agrees with the Python definitions it replaces.
 
-``handler_path``: the SQL must map exactly like ``dataforge.legacy_paths.HandlerMap``.
+``handler_path``: the SQL must map exactly like ``dataforge.legacy.paths.HandlerMap``.
 ``handler_kwargs``: every Python repr the SQL converts must equal ``ast.literal_eval`` (minus
 the reserved keys); what it refuses must be something a textual conversion could get wrong.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from dataforge.legacy_paths import HandlerMap, handler_path_spellings
+from dataforge.legacy.paths import HandlerMap, handler_path_spellings
 from migrations.legacy_data import RESERVED_KWARGS, classification_sql, prepare_statements
 from migrations.options import MigrationOptions
 from tests.migrations.support import T0, build_legacy_db, engine_for
@@ -56,7 +56,7 @@ MAP = HandlerMap(
     scripts_package="scripts",
     tasks_package="app.tasks",
     handlers={"scripts:renamed": "dataforge.new_name", "os:system": "dataforge.not_really"},
-    modules={"job2": {"task_name": "dataforge.jobs.two", "module": "app.tasks.job2", "function": "job2"}},
+    modules={"job2": {"task_name": "dataforge.worker.kwargs.two", "module": "app.tasks.job2", "function": "job2"}},
 )
 
 

@@ -157,7 +157,7 @@ def test_sqlite_rebuilds_keep_autoincrement(tmp_path: Path) -> None:
 
 
 def test_change_triggers_are_the_schedulers_and_installed_at_head(db_url: str) -> None:
-    from dataforge.scheduler import ddl
+    from dataforge.models import triggers as ddl
     from migrations import schedule_triggers as frozen
 
     # The revision's frozen copy is the scheduler's current SQL; a change there needs a revision.

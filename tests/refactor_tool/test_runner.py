@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dataforge.legacy_paths import HandlerMap, handler_path_spellings
+from dataforge.legacy.paths import HandlerMap, handler_path_spellings
 from refactor_tool.options import MAP_FILE_NAME, ConvertOptions
 from refactor_tool.report import ConvertReport, FileReport
 from refactor_tool.runner import atomic_write, convert

@@ -1,5 +1,5 @@
 """`dataforge schedules`: every verb through click's runner on a real database, and the pure
-planning rules of dataforge.schedules_service.
+planning rules of dataforge.scheduler.service.
 
 Most tests run on the embedded default (SQLite); the PostgreSQL + Redis test runs the write
 verbs and run-now against production-shaped settings. Refusals check the exit code, that the
@@ -25,9 +25,8 @@ from dataforge.cli.main import cli
 from dataforge.db import Database
 from dataforge.errors import ScheduleError, UnknownTaskError
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
-from dataforge.processes import CeleryProcess, beat_command, worker_command
 from dataforge.scheduler.dispatch import DUE_AT_HEADER, HARD_LIMIT_GRACE_SECONDS, SCHEDULE_ID_HEADER
-from dataforge.schedules_service import (
+from dataforge.scheduler.service import (
     ParamSpec,
     ScheduleEdit,
     ScheduleStateError,
@@ -40,7 +39,8 @@ from dataforge.schedules_service import (
     plan_resume,
 )
 from dataforge.settings import Settings
-from dataforge.tasks.base import MAX_RETRIES_HEADER
+from dataforge.tools.processes import CeleryProcess, beat_command, worker_command
+from dataforge.worker.task import MAX_RETRIES_HEADER
 
 TASK = "dataforge.example_cleanup"
 OTHER_TASK = "dataforge.example_sync_accounts"

@@ -23,10 +23,10 @@ from celery import Celery
 from sqlalchemy import MetaData, create_engine, text
 
 from dataforge.celery_app import create_app
-from dataforge.celery_scheduler import DatabaseScheduler, PublishBatch
 from dataforge.db import Database
 from dataforge.models import Base, ScheduledTask, utcnow
-from dataforge.scheduler.ddl import install_change_triggers
+from dataforge.models.triggers import install_change_triggers
+from dataforge.scheduler.beat import DatabaseScheduler, PublishBatch
 from dataforge.scheduler.dispatch import DUE_AT_HEADER, Message
 from dataforge.settings import Settings
 

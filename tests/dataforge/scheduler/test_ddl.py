@@ -17,13 +17,13 @@ import pytest
 from sqlalchemy import Engine, text
 
 from dataforge.db import Database
-from dataforge.scheduler.changes import conninfo_for
-from dataforge.scheduler.ddl import (
+from dataforge.models.triggers import (
     NOTIFY_CHANNEL,
     drop_change_triggers,
     install_change_triggers,
     triggers_installed,
 )
+from dataforge.scheduler.changes import conninfo_for
 from tests.conftest import create_schema
 
 T0 = datetime(2024, 5, 1, 12, 0, 0)

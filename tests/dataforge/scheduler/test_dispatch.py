@@ -22,7 +22,7 @@ from dataforge.scheduler.dispatch import (
     plan_unscheduled_row,
     run_task_id,
 )
-from dataforge.tasks.base import MAX_RETRIES_HEADER
+from dataforge.worker.task import MAX_RETRIES_HEADER
 
 NOW = datetime(2024, 5, 1, 12, 0, 0)
 REGISTERED = {"dataforge.sync", LEGACY_TASK_NAME}

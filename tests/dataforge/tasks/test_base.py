@@ -15,11 +15,11 @@ from celery import Celery, states
 from celery.exceptions import Retry
 from celery.result import AsyncResult
 
-from dataforge.celery_signals import RUN_LOGGER
 from dataforge.errors import LockUnavailableError
 from dataforge.locks import lock_backend_for
 from dataforge.settings import Settings
-from dataforge.tasks.base import LOCK_UNAVAILABLE_MAX_RETRIES, MAX_RETRIES_HEADER, DataForgeTask, schedule_max_retries
+from dataforge.worker.recording import RUN_LOGGER
+from dataforge.worker.task import LOCK_UNAVAILABLE_MAX_RETRIES, MAX_RETRIES_HEADER, DataForgeTask, schedule_max_retries
 from tests.dataforge.tasks.helpers import add_schedule, executions, lock_held, schedule
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
@@ -434,8 +434,8 @@ def test_a_redelivery_of_an_unfinished_attempt_runs(app: Celery, left: str) -> N
     """acks_late after a worker crash: the row the dead run left behind is taken over."""
     from sqlalchemy import update
 
-    from dataforge.celery_signals import record_execution_started
     from dataforge.models import TaskExecution, utcnow
+    from dataforge.worker.recording import record_execution_started
 
     sid = add_schedule(app)
     tid = f"redelivered-{left}"

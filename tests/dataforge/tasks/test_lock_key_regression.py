@@ -16,7 +16,7 @@ import pytest
 from celery import states
 
 from dataforge.settings import Settings
-from dataforge.tasks.base import DataForgeTask
+from dataforge.worker.task import DataForgeTask
 from tests.dataforge.tasks.helpers import add_schedule, executions
 
 

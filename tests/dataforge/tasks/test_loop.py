@@ -14,8 +14,8 @@ from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
 from dataforge.settings import Settings
-from dataforge.tasks.base import DataForgeTask
-from dataforge.tasks.loop import JobCancelledError, JobLoop
+from dataforge.worker.loop import JobCancelledError, JobLoop
+from dataforge.worker.task import DataForgeTask
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from typing import Any
 
 from click.testing import CliRunner
 
+from dataforge.catalog.registry import RegistryCheck, check_registry, get_registered_tasks
 from dataforge.cli.main import cli
-from dataforge.scheduler.registry import RegistryCheck, check_registry, get_registered_tasks
 from dataforge.settings import Settings
 from dataforge.tasks import REGISTERED_TASKS
 
@@ -70,7 +70,7 @@ def test_cli_check_fails_when_the_registries_disagree(tmp_path: Path) -> None:
     '''))
     (pkg / "jobs.py").write_text(textwrap.dedent('''
         from dataforge.celery_app import celery_app
-        from dataforge.tasks.base import DataForgeTask
+        from dataforge.worker.task import DataForgeTask
 
         @celery_app.task(base=DataForgeTask, bind=True, name="pkgx.both")
         def both(self, **kwargs):

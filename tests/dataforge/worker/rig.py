@@ -22,8 +22,8 @@ from sqlalchemy import select
 
 from dataforge.celery_app import create_app
 from dataforge.models import LockLease, ScheduledTask, TaskExecution, utcnow
-from dataforge.processes import CeleryProcess, worker_command
 from dataforge.settings import Settings
+from dataforge.tools.processes import CeleryProcess, worker_command
 from tests.dataforge.worker.worker_tasks.tasks import SEQ_PATTERN
 
 __all__ = ["REPO", "TASKS_PACKAGE", "Rig", "running_rig", "wait_until", "worker_env"]

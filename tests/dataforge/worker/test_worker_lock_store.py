@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from celery import states
 
-from dataforge.processes import CeleryProcess
 from dataforge.settings import Settings
+from dataforge.tools.processes import CeleryProcess
 from tests.conftest import create_schema
 from tests.dataforge.worker.rig import running_rig
 

@@ -15,7 +15,7 @@ from celery.result import AsyncResult
 
 from dataforge.locks import RedisLockBackend
 from dataforge.settings import Settings
-from dataforge.tasks.base import MAX_RETRIES_HEADER
+from dataforge.worker.task import MAX_RETRIES_HEADER
 from tests.conftest import create_schema
 from tests.dataforge.worker.rig import Rig, running_rig
 from tests.support.services import fresh_postgres_database, redis_db_url

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from celery import signals
 
 from dataforge.celery_app import celery_app
-from dataforge.tasks.base import DataForgeTask
+from dataforge.worker.task import DataForgeTask
 
 __all__ = ["SEQ_PATTERN", "SequenceTask"]
 

@@ -120,7 +120,7 @@ def catalog_from_app(app: Celery) -> TaskCatalog:
     names a worker runs (``in_celery``) are accepted; REGISTERED_TASKS contributes the params.
     Built-ins and compat shims are left out by the registry.
     """
-    from dataforge.scheduler.registry import get_registered_tasks
+    from dataforge.catalog.registry import get_registered_tasks
 
     return TaskCatalog({
         name: TaskParams.from_registry(entry.get("params"))
@@ -529,7 +529,7 @@ def run_now(app: Celery, catalog: TaskCatalog, db: Database, ref: str | int) -> 
     Paused rows can be run (that is how one tries a schedule before resuming it); a row whose
     task is not registered is refused, since the worker would discard the message.
     """
-    from dataforge.celery_scheduler import PUBLISH_RETRY_POLICY
+    from dataforge.scheduler.beat import PUBLISH_RETRY_POLICY
     from dataforge.scheduler.dispatch import RowSnapshot, build_message
 
     row = find_schedule(db, ref)

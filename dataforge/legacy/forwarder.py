@@ -17,10 +17,10 @@ from typing import Any
 
 from dataforge.celery_app import celery_app
 from dataforge.errors import UnknownTaskError
-from dataforge.jobs import split_kwargs
 from dataforge.legacy import LEGACY_TASK_NAME, forward_task_name, handler_map_for, record_legacy_run
-from dataforge.legacy_executor import LegacyExecutorTask, job_kwargs
+from dataforge.legacy.executor import LegacyExecutorTask, job_kwargs
 from dataforge.runtime import get_runtime
+from dataforge.worker.kwargs import split_kwargs
 
 __all__ = ["execute_scheduled_task"]
 

@@ -5,13 +5,13 @@ migration 0002_expand), so one ``dataforge legacy enable`` reaches beat and ever
 once; ``DATAFORGE_LEGACY_TASKS=1`` forces it on for the processes started with it (it cannot
 force it off). :func:`legacy_enabled` is what everybody reads:
 
-* **beat** (``dataforge.celery_scheduler``) re-reads it on its periodic full refresh and, while
+* **beat** (``dataforge.scheduler.beat``) re-reads it on its periodic full refresh and, while
   it is on, sends rows that have no registered task_name but a legacy ``handler_path`` in the
   legacy message form to ``app.celery_tasks.execute_scheduled_task``;
 * **workers and beat** decide at start which module registers that name
   (:func:`connect_legacy_include`, run when Celery imports the task modules): the compat shim
   (``LEGACY_SHIM_MODULE`` of :mod:`dataforge.celery_app`) while the switch is on (it runs the
-  legacy ``scripts.<m>.run`` through DataForgeTask), else :mod:`dataforge.legacy_forwarder`
+  legacy ``scripts.<m>.run`` through DataForgeTask), else :mod:`dataforge.legacy.forwarder`
   (it runs the *new* task the handler_path maps to), so a legacy message still queued during a deploy is executed, never
   discarded as unregistered. Flipping the switch therefore takes effect in beat within a
   minute and in a worker at its next start (docs/rollback-notes.md).
@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dataforge.db import Database
 from dataforge.errors import ConfigurationError, DataForgeError
-from dataforge.legacy_paths import HandlerMap, parse_handler_path
+from dataforge.legacy.paths import HandlerMap, parse_handler_path
 from dataforge.models import Flag, ScheduledTask, TaskExecution, utcnow
 from dataforge.runtime import Runtime, get_runtime
 from dataforge.settings import Settings
@@ -74,7 +74,7 @@ LEGACY_TASK_NAME = "app.celery_tasks.execute_scheduled_task"
 #: The ``dataforge_flags`` row of the switch.
 SWITCH_FLAG = "legacy_tasks"
 #: Registers LEGACY_TASK_NAME while the switch is off.
-FORWARDER_MODULE = "dataforge.legacy_forwarder"
+FORWARDER_MODULE = "dataforge.legacy.forwarder"
 
 LegacyPath = Literal["shim", "forwarded"]
 

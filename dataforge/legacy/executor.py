@@ -2,7 +2,7 @@
 
 ``app.celery_tasks.execute_scheduled_task(scheduled_task_id, handler_path, **kwargs)`` is
 registered by exactly one module per process (see :mod:`dataforge.legacy`): the compat shim
-(switch on) or :mod:`dataforge.legacy_forwarder` (switch off). Both are
+(switch on) or :mod:`dataforge.legacy.forwarder` (switch off). Both are
 :class:`LegacyExecutorTask`: a DataForgeTask whose run lock is the *new* task's lock for the
 same schedule, so a legacy message and the new task of one schedule never run at once during
 a deploy or a rollback.
@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dataforge.jobs import SCHEDULE_ID_KWARG
 from dataforge.legacy import LegacyHandlerError, forward_task_name, handler_map_for
 from dataforge.locks import lock_key
 from dataforge.runtime import get_runtime
-from dataforge.tasks.base import DataForgeTask
+from dataforge.worker.kwargs import SCHEDULE_ID_KWARG
+from dataforge.worker.task import DataForgeTask
 
 __all__ = ["LegacyExecutorTask", "job_kwargs"]
 

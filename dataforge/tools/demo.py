@@ -36,8 +36,8 @@ from typing import Protocol
 from sqlalchemy import text
 
 from dataforge.db import Database
-from dataforge.processes import CeleryProcess, ProcessError, beat_command, worker_command
 from dataforge.settings import Settings
+from dataforge.tools.processes import CeleryProcess, ProcessError, beat_command, worker_command
 
 __all__ = ["Demo", "DemoObserver", "DemoOptions", "DemoReport", "ModeSummary", "StepResult", "find_examples"]
 
@@ -48,7 +48,7 @@ ROLLBACK_REVISION = "0002_expand"
 
 def find_examples() -> Path | None:
     """``examples/legacy_backend`` of the source checkout this package runs from."""
-    candidate = Path(__file__).resolve().parents[1] / "examples" / "legacy_backend"
+    candidate = Path(__file__).resolve().parents[2] / "examples" / "legacy_backend"
     return candidate if (candidate / "scripts").is_dir() else None
 
 

@@ -1,0 +1,547 @@
+"""``DatabaseScheduler``: celery beat driven by the ``scheduled_tasks`` table.
+
+``celery -A dataforge.celery_app beat`` uses it (the app's default ``beat_scheduler``). The
+design, guarantees and failure modes are in docs/scheduler.md; in short, each tick:
+
+1. **Leadership.** Any number of beats may run; the one holding the leader lease
+   (:mod:`dataforge.scheduler.leader`) dispatches, the others retry the lease and sleep.
+2. **Changes.** Nothing is queried while nothing changed and nothing is due: the earliest due
+   time is kept in memory, and the database says when rows change (PostgreSQL NOTIFY from
+   triggers, raw SQL and bulk updates included; on SQLite a re-read every ``max_interval``).
+   On a change, rows without a due time (new, resumed, edited, revived) get one.
+3. **Dispatch.** Due rows are read in batches (``status='active' AND next_run_at <= now``,
+   an index range) and ALL of them are sent in this tick. Per batch, in ONE transaction: a
+   compare-and-set per row advances ``next_run_at`` / ``last_run_at`` / ``run_count``, the
+   rows whose CAS won are published (on Redis buffered, one pipeline per ``flush_every``
+   messages), the CAS of every row not known to be in the broker is undone if a publish or
+   flush fails, and the transaction commits. A failed publish is therefore retried next tick;
+   a second beat's CAS on the same run matches nothing; a crash, or a flush that failed
+   part-way, can only repeat (never lose) runs, and a repeat carries the same task id.
+4. **Static entries** (Celery's ``beat_schedule``, ``celery.backend_cleanup``) are sent by the
+   leader with Celery's own in-memory semantics (:meth:`DatabaseScheduler._tick_static`).
+5. **Sleep** until the next due time, at most ``max_interval``; on PostgreSQL beat blocks on
+   the LISTEN socket instead, so a committed change wakes it at once.
+
+Bad rows (unregistered task, bad cron or time zone, kwargs that are not a JSON object, legacy
+rows while the legacy switch is off) are flagged on the row (``invalid_reason``), logged
+once, skipped, and revived when edited. A database or broker outage is logged once, retried
+every second, and resumed without duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from celery import Celery
+from celery.beat import Scheduler
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from dataforge.db import is_postgres, is_sqlite
+from dataforge.errors import LockUnavailableError
+from dataforge.legacy import legacy_enabled
+from dataforge.locks import lock_backend_for
+from dataforge.models import utcnow
+from dataforge.models.triggers import triggers_installed
+from dataforge.runtime import Runtime, get_runtime
+from dataforge.scheduler import store
+from dataforge.scheduler.changes import ChangeFeed, PollingChangeFeed, PostgresChangeFeed
+from dataforge.scheduler.dispatch import (
+    DispatchContext,
+    Flag,
+    Message,
+    Reschedule,
+    RowSnapshot,
+    Send,
+    plan_due_row,
+    plan_unscheduled_row,
+)
+from dataforge.scheduler.leader import LeaderLease, lease_timing
+from dataforge.scheduler.schedules import parse_db_datetime
+
+__all__ = ["PUBLISH_RETRY_POLICY", "DatabaseScheduler", "PublishBatch"]
+
+log = logging.getLogger(__name__)
+
+#: A publish gives up after about a second (then the batch's unsent runs are rolled back and
+#: retried next tick) instead of Celery's default of blocking beat for many seconds.
+PUBLISH_RETRY_POLICY: Final = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 0.5}
+
+
+@dataclass(frozen=True, slots=True)
+class PublishBatch:
+    """Where one database batch's messages go: ``producer`` to publish, ``flush`` to write
+    what is buffered; ``buffered`` says whether publishing buffers at all."""
+
+    producer: Any
+    buffered: bool
+    flush: Callable[[], None]
+
+
+class _Outage:
+    """Logs a failure once when it starts and once when it ends, not on every tick."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.error("beat: %s unreachable (%s); retrying, nothing is lost meanwhile", self.what, exc)
+
+    def ok(self) -> bool:
+        """Record success; ``True`` if this ends an outage."""
+        if self.since is None:
+            return False
+        log.warning("beat: %s reachable again after %.1fs", self.what, time.monotonic() - self.since)
+        self.since = None
+        return True
+
+
+class DatabaseScheduler(Scheduler):  # type: ignore[misc]
+    """Celery beat scheduler whose schedule is the ``scheduled_tasks`` table.
+
+    Overrides :meth:`tick` entirely: the base class compares the whole schedule on every tick
+    and sends one entry per tick, which is O(N) idle and minutes for a burst of due rows.
+    """
+
+    #: Rows read and written per transaction (SQLite holds its write lock meanwhile, so its
+    #: batches are smaller and workers' writes are not held up for long).
+    batch_size = 500
+    sqlite_batch_size = 200
+    #: Re-read the due time and re-validate flagged rows at least this often, whatever the
+    #: change feed says (a deploy that registers a task revives its rows within this bound).
+    full_refresh_every = 60.0
+    #: Messages buffered between two flushes to the broker: one round trip each, and a bound
+    #: on the memory a burst of due rows takes.
+    flush_every = 200
+    #: Broker commands kombu may buffer before flushing on its own (one per message on Redis,
+    #: more if the queue has an expiry): kept above ``flush_every`` so that flushes happen
+    #: only where :meth:`_dispatch_batch` counts them.
+    publish_buffer = 10_000
+    #: Sleep after a database, lock store or broker failure.
+    retry_after_failure = 1.0
+    #: Longest sleep between ticks (``Settings.beat_max_interval`` via beat_max_loop_interval).
+    max_interval: float
+
+    def __init__(self, app: Celery, *args: Any, **kwargs: Any) -> None:
+        self.runtime: Runtime = get_runtime(app)
+        settings = self.runtime.settings
+        self.identity = f"beat@{socket.gethostname()}:{os.getpid()}"
+        self._lease: LeaderLease | None = None
+        self._feed: ChangeFeed | None = None
+        self._leading = False
+        self._next_due: datetime | None = None
+        self._need_refresh = True
+        self._last_refresh = float("-inf")
+        self._last_full = float("-inf")
+        self._legacy = settings.legacy_tasks
+        self._db_outage = _Outage("database")
+        self._broker_outage = _Outage("broker")
+        self._closed = False
+        self._static_due_at = float("-inf")
+        #: Counters since start (tests, benchmarks, `celery inspect`-style introspection).
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("sent", "lost_cas", "publish_failed", "skipped_missed", "flagged", "revived", "done", "scheduled"), 0
+        )
+        super().__init__(app, *args, **kwargs)
+        self.max_interval = float(self.max_interval)
+        if is_sqlite(self.runtime.db.url):
+            self.batch_size = self.sqlite_batch_size
+
+    # -- celery.beat.Scheduler API ----------------------------------------------------------------
+    def setup_schedule(self) -> None:
+        # Beat's loader imports the task modules too; doing it here makes an in-process
+        # scheduler (tests, embedded beat) see the same registry.
+        self.app.loader.import_default_modules()
+        # Celery's in-memory schedule (``self.schedule``) holds only the static entries:
+        # ``beat_schedule`` and Celery's default ``celery.backend_cleanup``. See _tick_static.
+        # (Merge first: merge_inplace drops every entry that beat_schedule does not name.)
+        self.merge_inplace(self.app.conf.beat_schedule)
+        self.install_default_entries(self.schedule)
+
+    def install_default_entries(self, data: dict[str, Any]) -> None:
+        """Celery's rule (``celery.backend_cleanup`` daily when the result backend cannot
+        expire results itself), without importing the Redis result backend just to learn that
+        it can: that import alone would grow beat by ~7 MB."""
+        if str(self.app.conf.result_backend or "").split("://", 1)[0] in ("redis", "rediss"):
+            return
+        super().install_default_entries(data)
+
+    def _tick_static(self) -> float:
+        """Send the static entries that are due; seconds until the next one is.
+
+        Celery's own semantics (in memory, ``entry.is_due()``), run by the leader only, and
+        looked at only when the earliest of them is due: an idle tick stays free of work.
+        Names that are not registered are dropped with one error, as unregistered rows are
+        never sent. Being in memory, an entry has no exactly-once guarantee across a leader
+        change (the new leader's clock for it starts when it started); schedules that need
+        one belong in the table.
+        """
+        mono = self.monotonic()
+        if mono < self._static_due_at:
+            return self._static_due_at - mono
+        next_in = self.max_interval
+        for name, entry in list(self.schedule.items()):
+            if not self._is_registered(entry.task):
+                del self.schedule[name]
+                log.error("beat: static entry %r names task %r, which is not registered; dropped "
+                          "(fix beat_schedule, or add a scheduled_tasks row)", name, entry.task)
+                continue
+            try:
+                is_due, secs = entry.is_due()
+            except Exception:  # a bad schedule object must not stop beat
+                del self.schedule[name]
+                log.exception("beat: static entry %r: its schedule cannot be evaluated; dropped", name)
+                continue
+            if is_due:
+                self.reserve(entry)
+                self.apply_entry(entry)  # Celery's: logs and swallows a failed send
+            next_in = min(next_in, secs)
+        self._static_due_at = mono + next_in
+        return next_in
+
+    def should_sync(self) -> bool:
+        return False
+
+    def sync(self) -> None:
+        """Nothing to flush: run state is written at dispatch, never batched."""
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._step_down(release=True)
+        super().close()
+
+    @property
+    def info(self) -> str:
+        url = self.runtime.db.engine.url.render_as_string(hide_password=True)
+        return f"database: {url}; leader lease: {self._timing_text()}"
+
+    def _timing_text(self) -> str:
+        timing = lease_timing(self.runtime.settings.beat_leader_ttl, self.max_interval)
+        return f"failover <= {timing.failover:.0f}s (ttl {timing.ttl:.1f}s, standby poll {timing.poll:.1f}s)"
+
+    # -- seams --------------------------------------------------------------------------------------
+    def publish(self, message: Message, producer: Any) -> None:
+        """Publish one message (tests override this to capture sends). Raises on failure.
+
+        The message Celery's ``send_task`` would build (same routing, headers, limits, expiry,
+        ``task-sent`` event when ``task_send_sent_event`` is on), published through the app's
+        amqp layer directly: ``send_task`` also subscribes to each task's result channel on a
+        Redis result backend (beat never reads results, and the subscriptions would pile up
+        for the life of the process) and builds an AsyncResult per message, which together
+        cost more than the publish itself.
+        """
+        amqp = self.app.amqp
+        options = message.options()
+        routing = amqp.router.route({}, message.task_name, (), message.kwargs)
+        body = amqp.create_task_message(
+            options["task_id"],
+            message.task_name,
+            (),
+            message.kwargs,
+            expires=options.get("expires"),
+            time_limit=options.get("time_limit"),
+            soft_time_limit=options.get("soft_time_limit"),
+            create_sent_event=self.app.conf.task_send_sent_event,
+        )
+        amqp.send_task_message(
+            producer,
+            message.task_name,
+            body,
+            headers=options["headers"],
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+            **routing,
+        )
+
+    @contextmanager
+    def producer_for_batch(self) -> Iterator[PublishBatch]:
+        """One pooled producer (one broker connection) for a whole batch of sends.
+
+        On Redis the messages are buffered (kombu's ``Producer.batch``) and written by
+        :meth:`PublishBatch.flush` in one pipeline: one round trip per flush instead of one per
+        message. A flush is where a broker failure surfaces, and whether any of the flushed
+        messages arrived is then unknown, so :meth:`_dispatch_batch` sends them again (same task
+        ids). Transports without batching (RabbitMQ, the embedded SQL broker) publish each
+        message at once and ``flush`` does nothing.
+        """
+        with self.app.producer_or_acquire() as producer:
+            with producer.batch(max_size=self.publish_buffer) as batch:
+                yield PublishBatch(producer, bool(producer.supports_batch_publish), batch.flush)
+
+    def now(self) -> datetime:
+        """Naive UTC, the tables' convention."""
+        return utcnow()
+
+    def monotonic(self) -> float:
+        """The clock of intervals (re-reads, the lease): immune to wall-clock steps."""
+        return time.monotonic()
+
+    # -- tick -------------------------------------------------------------------------------------
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """One pass, then wait for the next due time or a change (see :meth:`tick_once`).
+
+        With a live change feed (PostgreSQL) the wait happens here, on the LISTEN socket, and
+        the return value is 0 (the next pass is due now); otherwise the return value is the
+        sleep, never above ``max_interval``.
+        """
+        delay = self.tick_once()
+        feed = self._feed
+        if delay > 0 and self._leading and feed is not None and feed.live:
+            if feed.wait(delay):
+                self._need_refresh = True
+            return 0.0
+        return delay
+
+    def tick_once(self) -> float:
+        """One non-blocking pass; the seconds until the next one is needed (<= max_interval)."""
+        if self._closed:
+            return self.max_interval
+        try:
+            delay = self._pass()
+        except (SQLAlchemyError, LockUnavailableError) as exc:
+            self._db_outage.failed(exc)
+            self._need_refresh = True
+            return min(self.retry_after_failure, self.max_interval)
+        if self._db_outage.ok():
+            self._need_refresh = True
+        return max(0.0, min(delay, self.max_interval))
+
+    def _pass(self) -> float:
+        lease = self._lease_for()
+        if not lease.ensure():
+            if self._leading:
+                self._step_down(release=False)
+            return lease.seconds_until_attention()
+        if not self._leading:
+            self._start_leading()
+        feed = self._feed
+        assert feed is not None
+        mono = self.monotonic()
+        if feed.poll():
+            self._need_refresh = True
+        if not feed.live and mono - self._last_refresh >= self.max_interval:
+            self._need_refresh = True
+        full = mono - self._last_full >= self.full_refresh_every
+        if full or self._need_refresh:
+            self._refresh(include_flagged=full)
+        static_in = self._tick_static()
+        now = self.now()
+        if self._next_due is not None and self._next_due <= now:
+            if not self._dispatch_due(now, lease):
+                return self.retry_after_failure
+            self._next_due = self._read_next_due()
+        delay = self.max_interval
+        if self._next_due is not None:
+            delay = (self._next_due - self.now()).total_seconds()
+        return min(delay, static_in, lease.seconds_until_attention())
+
+    # -- leadership ---------------------------------------------------------------------------------
+    def _lease_for(self) -> LeaderLease:
+        if self._lease is None:
+            timing = lease_timing(self.runtime.settings.beat_leader_ttl, self.max_interval)
+            self._lease = LeaderLease(lock_backend_for(self.runtime), timing, self.identity, clock=self.monotonic)
+        return self._lease
+
+    def _start_leading(self) -> None:
+        self._feed = self._make_feed()  # may fail (database down): then we start again next tick
+        self._leading = True
+        self._need_refresh = True
+        self._last_full = float("-inf")
+
+    def _step_down(self, *, release: bool) -> None:
+        self._leading = False
+        self._next_due = None
+        self._static_due_at = float("-inf")
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
+        if release and self._lease is not None:
+            self._lease.release()
+
+    def _make_feed(self) -> ChangeFeed:
+        url = self.runtime.db.url
+        if not is_postgres(url):
+            return PollingChangeFeed()
+        with self.runtime.db.engine.connect() as conn:
+            installed = triggers_installed(conn)
+        if not installed:
+            log.warning(
+                "beat: the scheduled_tasks triggers are missing (run `dataforge db upgrade`); edits are "
+                "picked up every %.1fs by polling, and edited or fixed rows are not realigned/revived at once",
+                self.max_interval,
+            )
+            return PollingChangeFeed()
+        return PostgresChangeFeed(url, retry_every=self.max_interval)
+
+    # -- reading ------------------------------------------------------------------------------------
+    def _context(self) -> DispatchContext:
+        settings = self.runtime.settings
+        return DispatchContext(
+            is_registered=self._is_registered,
+            legacy_enabled=self._legacy,
+            scripts_package=settings.scripts_package,
+            missed_runs=settings.missed_runs,
+        )
+
+    def _is_registered(self, name: str) -> bool:
+        return name in self.app.tasks
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self.runtime.db.engine.begin() as conn:
+            store.mark_beat_writer(conn)
+            yield conn
+
+    def _refresh(self, *, include_flagged: bool) -> None:
+        """Give active rows without a due time one (re-validating flagged rows on a full
+        refresh), then re-read the earliest due time."""
+        mono = self.monotonic()
+        if include_flagged:
+            self._legacy = legacy_enabled(self.runtime)
+        ctx = self._context()
+        after_id = 0
+        while True:
+            now = self.now()
+            with self._transaction() as conn:
+                rows = store.fetch_unscheduled(
+                    conn, after_id=after_id, limit=self.batch_size, include_flagged=include_flagged
+                )
+                for row in rows:
+                    self._apply_unscheduled(conn, row, plan_unscheduled_row(row, now, ctx), now)
+            if len(rows) < self.batch_size:
+                break
+            after_id = rows[-1].id
+        self._next_due = self._read_next_due()
+        self._need_refresh = False
+        self._last_refresh = mono
+        if include_flagged:
+            self._last_full = mono
+
+    def _apply_unscheduled(
+        self, conn: Connection, row: RowSnapshot, decision: Reschedule | Flag, now: datetime
+    ) -> None:
+        if isinstance(decision, Flag):
+            if decision.reason != row.invalid_reason:
+                self._flag(conn, row, decision.reason, now)
+            return
+        if not store.reschedule(conn, row, next_run_at=decision.next_run_at):
+            return
+        if row.invalid_reason is not None:
+            self.stats["revived"] += 1
+            log.warning("beat: schedule %d (%s) is valid again and runs from %s", row.id, row.name,
+                        decision.next_run_at)
+        if decision.next_run_at is None:
+            self.stats["done"] += 1
+            log.info("beat: once schedule %d (%s) already ran; marked done", row.id, row.name)
+        else:
+            self.stats["scheduled"] += 1
+            log.debug("beat: schedule %d (%s) first due at %s", row.id, row.name, decision.next_run_at)
+
+    def _flag(self, conn: Connection, row: RowSnapshot, reason: str, now: datetime) -> None:
+        if store.flag(conn, row, reason=reason, now=now):
+            self.stats["flagged"] += 1
+            log.warning("beat: schedule %d (%s) is invalid and will not run until it is fixed: %s",
+                        row.id, row.name, reason)
+
+    def _read_next_due(self) -> datetime | None:
+        """The earliest due time; an unreadable stored value flags its row and is skipped."""
+        while True:
+            with self._transaction() as conn:
+                found = store.fetch_next_due(conn)
+                if found is None:
+                    return None
+                row_id, raw = found
+                try:
+                    return parse_db_datetime(raw)
+                except ValueError:
+                    bad = store.fetch_row(conn, row_id)
+                    if bad is None or bad.next_run_at != raw:
+                        continue
+                    self._flag(conn, bad, f"next_run_at={raw!r}: not a timestamp; set it to NULL", self.now())
+
+    # -- dispatch -----------------------------------------------------------------------------------
+    def _dispatch_due(self, now: datetime, lease: LeaderLease) -> bool:
+        """Send every due row, batch by batch; ``False`` if the broker failed (retry soon)."""
+        ctx = self._context()
+        while True:
+            done, batch_full = self._dispatch_batch(now, ctx)
+            if not done:
+                return False
+            if not batch_full or not lease.ensure():
+                return True
+
+    def _dispatch_batch(self, now: datetime, ctx: DispatchContext) -> tuple[bool, bool]:
+        engine = self.runtime.db.engine
+        interrupted: BaseException | None = None
+        broker_ok = True
+        with engine.connect() as conn:
+            with conn.begin():
+                store.mark_beat_writer(conn)
+                rows = store.fetch_due(conn, now, self.batch_size)
+                due: list[tuple[RowSnapshot, Send]] = []
+                for row in rows:
+                    decision = plan_due_row(row, now, ctx)
+                    if isinstance(decision, Flag):
+                        self._flag(conn, row, decision.reason, now)
+                    elif isinstance(decision, Reschedule):
+                        if store.reschedule(conn, row, next_run_at=decision.next_run_at):
+                            self.stats["skipped_missed"] += 1
+                            log.warning("beat: schedule %d (%s): %s", row.id, row.name, decision.why)
+                    else:
+                        due.append((row, decision))
+                won = store.advance_many(conn, [(row, send.next_run_at) for row, send in due], now=now)
+                sends = [(row, send) for row, send in due if row.id in won]
+                for row, _ in due:
+                    if row.id not in won:
+                        self.stats["lost_cas"] += 1
+                        log.info("beat: schedule %d (%s) was advanced by someone else; not sent", row.id, row.name)
+                published = 0  # messages known to be in the broker
+                try:
+                    if sends:
+                        with self.producer_for_batch() as batch:
+                            for k, (_row, send) in enumerate(sends, 1):
+                                self.publish(send.message, batch.producer)
+                                if k % self.flush_every == 0 or k == len(sends):
+                                    batch.flush()
+                                    published = k
+                                elif not batch.buffered:
+                                    published = k
+                except BaseException as exc:  # SIGTERM's SystemExit included: undo what was not sent
+                    # Messages of a failed flush may or may not have arrived: they are sent
+                    # again next tick, with the same task ids (never lost; see docs/scheduler.md).
+                    for row, send in sends[published:]:
+                        store.revert(conn, row, next_run_at=send.next_run_at)
+                    if not isinstance(exc, Exception):
+                        interrupted = exc
+                    else:
+                        broker_ok = False
+                        self.stats["publish_failed"] += len(sends) - published
+                        self._broker_outage.failed(exc)
+        if interrupted is not None:
+            raise interrupted
+        for row, send in sends[:published]:
+            self._log_sent(row, send)
+        if broker_ok and sends:
+            self._broker_outage.ok()
+        self.stats["sent"] += published
+        return broker_ok, len(rows) >= self.batch_size
+
+    def _log_sent(self, row: RowSnapshot, send: Send) -> None:
+        msg = send.message
+        log.info(
+            "Scheduler: Sending due task %s (%s) schedule=%d due=%s id=%s%s",
+            row.name, msg.task_name, row.id, send.due.isoformat(sep=" "), msg.task_id,
+            " (missed run, sent once)" if send.missed else "",
+        )

@@ -1,0 +1,1 @@
+"""The worker side: the task base class, kwargs binding, the job loop, execution recording."""
