@@ -38,13 +38,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dataforge.errors import LockUnavailableError
 from dataforge.models import LockLease, utcnow
+from dataforge.protocol import INTERNAL_PREFIX, SCHEDULE_ID_KWARG
 
 if TYPE_CHECKING:
     from dataforge.db import Database
     from dataforge.runtime import Runtime
 
 __all__ = [
-    "INTERNAL_KWARG_PREFIX",
     "KEY_PREFIX",
     "DatabaseLockBackend",
     "LockBackend",
@@ -61,9 +61,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "dataforge:lock:"
-#: Keys starting with this are plumbing (``_lock_key`` of the legacy executor...), not job
-#: parameters: they never change which lock a run takes.
-INTERNAL_KWARG_PREFIX = "_"
 #: ``dataforge_locks.key`` is VARCHAR(255); longer keys are hashed to stay within it.
 _MAX_KEY = 255
 #: ``dataforge_locks.owner`` is VARCHAR(64): 16 hex + "@" + at most 47 characters of owner.
@@ -73,7 +70,7 @@ _MAX_OWNER = 47
 
 def canonical_kwargs(kwargs: Mapping[str, Any]) -> str:
     """Canonical JSON of the job parameters (internal keys dropped), the input of the hash."""
-    public = {k: v for k, v in kwargs.items() if not str(k).startswith(INTERNAL_KWARG_PREFIX)}
+    public = {k: v for k, v in kwargs.items() if not str(k).startswith(INTERNAL_PREFIX)}
     return json.dumps(public, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
 
 
@@ -87,7 +84,7 @@ def lock_key(task_name: str, kwargs: Mapping[str, Any]) -> str:
     says (see :class:`dataforge.worker.task.DataForgeTask`), so the legacy compat shim can take
     the same key as the new task for the same schedule.
     """
-    schedule_id = kwargs.get("scheduled_task_id")
+    schedule_id = kwargs.get(SCHEDULE_ID_KWARG)
     if schedule_id is not None and str(schedule_id) != "":
         key = f"{KEY_PREFIX}{task_name}:{schedule_id}"
     else:

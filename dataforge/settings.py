@@ -10,23 +10,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import TypeVar
 
 from dataforge.errors import ConfigurationError
+from dataforge.protocol import LockUnavailablePolicy, MissedRunPolicy
 
-__all__ = ["ENV_PREFIX", "LockUnavailablePolicy", "MissedRunPolicy", "Settings"]
+__all__ = ["ENV_PREFIX", "Settings"]
 
 ENV_PREFIX = "DATAFORGE_"
 
-#: What a task does when the lock store cannot be reached at ``before_start``.
-#: ``retry``: the run is retried later (never runs unlocked); ``run``: it runs without the lock;
-#: ``skip``: it is recorded as skipped. See docs/configuration.md.
-LockUnavailablePolicy = Literal["retry", "run", "skip"]
 
-#: What beat does with a row whose due time passed while beat (or the database) was down.
-#: ``once``: fire once, then realign to the schedule; ``skip``: realign without firing.
-MissedRunPolicy = Literal["once", "skip"]
+E = TypeVar("E", bound=StrEnum)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -57,14 +53,15 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float) ->
     return value
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+def _choice(env: Mapping[str, str], name: str, default: E) -> E:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    value = raw.strip().lower()
-    if value not in choices:
-        raise ConfigurationError(name, raw, f"expected one of {', '.join(choices)}")
-    return value
+    enum = type(default)
+    try:
+        return enum(raw.strip().lower())
+    except ValueError:
+        raise ConfigurationError(name, raw, f"expected one of {', '.join(enum)}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +82,12 @@ class Settings:
     #: Lock lease length. Renewed every ttl/3 while the task runs; a killed worker's lock
     #: frees itself after at most one ttl.
     lock_ttl: float = 60.0
-    lock_unavailable: LockUnavailablePolicy = "retry"
+    lock_unavailable: LockUnavailablePolicy = LockUnavailablePolicy.RETRY
     #: Longest beat sleeps between ticks; an edit made by raw SQL shows up within it.
     beat_max_interval: float = 5.0
     #: Leader lease of beat; a dead leader is replaced within this bound.
     beat_leader_ttl: float = 30.0
-    missed_runs: MissedRunPolicy = "once"
+    missed_runs: MissedRunPolicy = MissedRunPolicy.ONCE
     #: JSON map of legacy ``handler_path`` spellings to task names, written by ``dataforge convert``.
     legacy_map_file: Path | None = None
     #: The only namespace legacy ``handler_path`` values may resolve into.
@@ -124,12 +121,10 @@ class Settings:
             task_packages=packages,
             legacy_tasks=_bool(env, "DATAFORGE_LEGACY_TASKS", False),
             lock_ttl=_float(env, "DATAFORGE_LOCK_TTL", 60.0, minimum=0.5),
-            lock_unavailable=_choice(  # type: ignore[arg-type]
-                env, "DATAFORGE_LOCK_UNAVAILABLE", "retry", ("retry", "run", "skip")
-            ),
+            lock_unavailable=_choice(env, "DATAFORGE_LOCK_UNAVAILABLE", LockUnavailablePolicy.RETRY),
             beat_max_interval=_float(env, "DATAFORGE_BEAT_MAX_INTERVAL", 5.0, minimum=0.05),
             beat_leader_ttl=_float(env, "DATAFORGE_BEAT_LEADER_TTL", 30.0, minimum=0.5),
-            missed_runs=_choice(env, "DATAFORGE_MISSED_RUNS", "once", ("once", "skip")),  # type: ignore[arg-type]
+            missed_runs=_choice(env, "DATAFORGE_MISSED_RUNS", MissedRunPolicy.ONCE),
             legacy_map_file=Path(map_file) if map_file else None,
             scripts_package=env.get("DATAFORGE_SCRIPTS_PACKAGE", "scripts") or "scripts",
             recorder_synchronous_commit=_bool(env, "DATAFORGE_RECORDER_SYNCHRONOUS_COMMIT", False),

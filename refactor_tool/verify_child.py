@@ -79,7 +79,7 @@ def _converted_app() -> Any:
 
 def _message(case: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """What beat sends: the schedule's kwargs plus its id, max_retries in a header."""
-    from dataforge.worker.task import MAX_RETRIES_HEADER
+    from dataforge.protocol import MAX_RETRIES_HEADER
 
     return {**case["kwargs"], "scheduled_task_id": case["scheduled_task_id"]}, {MAX_RETRIES_HEADER: 0}
 

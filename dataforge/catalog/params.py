@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dataforge.errors import ScheduleError
-from dataforge.worker.kwargs import INTERNAL_PREFIX, SCHEDULE_ID_KWARG
+from dataforge.protocol import INTERNAL_PREFIX, SCHEDULE_ID_KWARG
 
 __all__ = ["ParamSpec", "TaskParams", "check_kwargs"]
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dataforge.cli.common import CliContext, emit_json, pass_cli
 from dataforge.db import Database
 from dataforge.errors import DataForgeError, ScheduleError, UnknownTaskError
-from dataforge.models import EXECUTION_STATES, SCHEDULE_STATUSES
+from dataforge.protocol import ExecutionStatus, ScheduleStatus
 from dataforge.scheduler.service import (
     MISSED_RUN_CHOICES,
     ScheduleEdit,
@@ -163,7 +163,7 @@ def schedules() -> None:
 
 
 @schedules.command("list")
-@click.option("--status", "statuses", type=click.Choice(SCHEDULE_STATUSES), multiple=True,
+@click.option("--status", "statuses", type=click.Choice([s.value for s in ScheduleStatus]), multiple=True,
               help="Only rows in this status (repeatable).")
 @click.option("--task", "task_name", metavar="TASK", help="Only rows sending this task name.")
 @click.option("--invalid", is_flag=True, help="Only rows beat refuses (invalid_reason set).")
@@ -271,7 +271,7 @@ def _report_write(cli: CliContext, row: Mapping[str, Any], verb: str, as_json: b
 @_refusals
 def add(cli: CliContext, name: str, paused: bool, as_json: bool, **options: Any) -> None:
     """Add a schedule NAME that sends --task on --interval, --cron or --at."""
-    edit = _edit_from(options, name=name, status="paused" if paused else None)
+    edit = _edit_from(options, name=name, status=ScheduleStatus.PAUSED if paused else None)
     app, catalog = _catalog(cli)
     with _database(cli) as db:
         row = add_schedule(db, catalog, edit)
@@ -383,7 +383,7 @@ def run_now_cmd(cli: CliContext, ref: str, as_json: bool) -> None:
 @click.argument("ref", metavar="ID|NAME")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
               help="Newest N executions.")
-@click.option("--state", type=click.Choice(EXECUTION_STATES), help="Only executions in this state.")
+@click.option("--state", type=click.Choice([s.value for s in ExecutionStatus]), help="Only executions in this state.")
 @_json_option
 @pass_cli
 @_refusals

@@ -39,6 +39,7 @@ from dataforge.db import Database
 from dataforge.errors import ConfigurationError, DataForgeError
 from dataforge.legacy.paths import HandlerMap, parse_handler_path
 from dataforge.models import Flag, ScheduledTask, TaskExecution, utcnow
+from dataforge.protocol import ScheduleStatus
 from dataforge.runtime import Runtime, get_runtime
 from dataforge.settings import Settings
 
@@ -360,7 +361,7 @@ def legacy_status(db: Database, settings: Settings) -> LegacyStatus:
     with db.session() as session:
         candidates = session.execute(
             select(ScheduledTask.id, ScheduledTask.handler_path)
-            .where(ScheduledTask.status == "active")
+            .where(ScheduledTask.status == ScheduleStatus.ACTIVE)
             .where((ScheduledTask.task_name.is_(None)) | (func.trim(ScheduledTask.task_name) == ""))
             .where(ScheduledTask.handler_path.is_not(None))
             .order_by(ScheduledTask.id)

@@ -15,8 +15,8 @@ from typing import Any
 
 from dataforge.legacy import LegacyHandlerError, forward_task_name, handler_map_for
 from dataforge.locks import lock_key
+from dataforge.protocol import SCHEDULE_ID_KWARG
 from dataforge.runtime import get_runtime
-from dataforge.worker.kwargs import SCHEDULE_ID_KWARG
 from dataforge.worker.task import DataForgeTask
 
 __all__ = ["LegacyExecutorTask", "job_kwargs"]

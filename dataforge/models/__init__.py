@@ -7,13 +7,10 @@ checked against it (autogenerate must find nothing).
 from dataforge.models.base import Base, utcnow
 from dataforge.models.flag import Flag
 from dataforge.models.lock_lease import LockLease
-from dataforge.models.scheduled_task import SCHEDULE_STATUSES, TASK_TYPES, ScheduledTask
-from dataforge.models.task_execution import EXECUTION_STATES, TaskExecution
+from dataforge.models.scheduled_task import ScheduledTask
+from dataforge.models.task_execution import TaskExecution
 
 __all__ = [
-    "EXECUTION_STATES",
-    "SCHEDULE_STATUSES",
-    "TASK_TYPES",
     "Base",
     "Flag",
     "LockLease",

@@ -13,12 +13,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from dataforge.models.base import Base, utcnow
 from dataforge.models.triggers import attach_change_triggers
+from dataforge.protocol import ScheduleStatus
 
-__all__ = ["SCHEDULE_STATUSES", "TASK_TYPES", "ScheduledTask"]
-
-TASK_TYPES = ("interval", "cron", "once")
-#: ``done`` is new: a ``once`` row that has run stays in the table, marked done.
-SCHEDULE_STATUSES = ("active", "paused", "disabled", "done")
+__all__ = ["ScheduledTask"]
 
 
 class ScheduledTask(Base):
@@ -42,7 +39,10 @@ class ScheduledTask(Base):
     timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="UTC", default="UTC")
     #: A JSON object (after the data migration). Text, not JSON, so the legacy type is kept.
     handler_kwargs: Mapped[str] = mapped_column(Text, nullable=False, server_default="{}", default="{}")
-    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="active", default="active")
+    #: :class:`~dataforge.protocol.ScheduleStatus`.
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=ScheduleStatus.ACTIVE.value, default=ScheduleStatus.ACTIVE.value
+    )
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     max_retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     last_run_at: Mapped[datetime | None] = mapped_column(DateTime)

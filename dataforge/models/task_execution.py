@@ -9,11 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from dataforge.models.base import Base
 
-__all__ = ["EXECUTION_STATES", "TaskExecution"]
+__all__ = ["TaskExecution"]
 
-#: ``running`` → one of the others. ``skipped``: the schedule's lock was held, the job did not
-#: run. ``lost``: the worker process died (SIGKILL, OOM, hard time limit) mid-run.
-EXECUTION_STATES = ("running", "success", "failure", "retry", "skipped", "lost")
 
 
 class TaskExecution(Base):
@@ -27,6 +24,7 @@ class TaskExecution(Base):
     celery_task_id: Mapped[str | None] = mapped_column(String(64))
     task_name: Mapped[str | None] = mapped_column(String(255))
     handler_path: Mapped[str | None] = mapped_column(String(255))
+    #: :class:`~dataforge.protocol.ExecutionStatus`.
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)

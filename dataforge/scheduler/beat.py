@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from celery import Celery
 from celery.beat import Scheduler
@@ -51,6 +51,7 @@ from dataforge.legacy import legacy_enabled
 from dataforge.locks import lock_backend_for
 from dataforge.models import utcnow
 from dataforge.models.triggers import triggers_installed
+from dataforge.protocol import PUBLISH_RETRY_POLICY
 from dataforge.runtime import Runtime, get_runtime
 from dataforge.scheduler import store
 from dataforge.scheduler.changes import ChangeFeed, PollingChangeFeed, PostgresChangeFeed
@@ -67,14 +68,9 @@ from dataforge.scheduler.dispatch import (
 from dataforge.scheduler.leader import LeaderLease, lease_timing
 from dataforge.scheduler.schedules import parse_db_datetime
 
-__all__ = ["PUBLISH_RETRY_POLICY", "DatabaseScheduler", "PublishBatch"]
+__all__ = ["DatabaseScheduler", "PublishBatch"]
 
 log = logging.getLogger(__name__)
-
-#: A publish gives up after about a second (then the batch's unsent runs are rolled back and
-#: retried next tick) instead of Celery's default of blocking beat for many seconds.
-PUBLISH_RETRY_POLICY: Final = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 0.5}
-
 
 @dataclass(frozen=True, slots=True)
 class PublishBatch:

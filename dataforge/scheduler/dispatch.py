@@ -17,22 +17,24 @@ from typing import Any, Final
 from dataforge.errors import ScheduleError
 from dataforge.legacy import LEGACY_TASK_NAME
 from dataforge.legacy.paths import parse_handler_path
+from dataforge.protocol import (
+    DUE_AT_HEADER,
+    HARD_LIMIT_GRACE_SECONDS,
+    MAX_RETRIES_HEADER,
+    SCHEDULE_ID_HEADER,
+    SCHEDULE_ID_KWARG,
+    MissedRunPolicy,
+)
 from dataforge.scheduler.schedules import (
     MISSED_RUN_GRACE,
     Definition,
-    MissedRunPolicy,
     first_run_at,
     parse_db_datetime,
     plan_run,
     validate_definition,
 )
-from dataforge.worker.kwargs import SCHEDULE_ID_KWARG
-from dataforge.worker.task import MAX_RETRIES_HEADER
 
 __all__ = [
-    "DUE_AT_HEADER",
-    "HARD_LIMIT_GRACE_SECONDS",
-    "SCHEDULE_ID_HEADER",
     "DispatchContext",
     "Flag",
     "Message",
@@ -47,12 +49,6 @@ __all__ = [
     "run_task_id",
 ]
 
-#: Hard time limit = the row's timeout + this, so the soft limit's cleanup can finish.
-HARD_LIMIT_GRACE_SECONDS: Final = 30
-#: Headers on every scheduled message: which schedule and which due time it is a run of
-#: (logs, ``celery events``, and telling a crash-window duplicate from a new run).
-SCHEDULE_ID_HEADER: Final = "dataforge_schedule_id"
-DUE_AT_HEADER: Final = "dataforge_due_at"
 #: Namespace of the deterministic task ids (uuid5): a run re-sent after a crash between
 #: publish and commit carries the same id as the first send.
 _RUN_ID_NAMESPACE: Final = uuid.UUID("5a0f7f0e-3d5e-4c1b-9a57-1f0e4b7d2c11")
@@ -97,7 +93,7 @@ class DispatchContext:
     is_registered: Callable[[str], bool]
     legacy_enabled: bool = False
     scripts_package: str = "scripts"
-    missed_runs: MissedRunPolicy = "once"
+    missed_runs: MissedRunPolicy = MissedRunPolicy.ONCE
     grace: Any = MISSED_RUN_GRACE
 
 

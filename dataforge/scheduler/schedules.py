@@ -29,19 +29,18 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Final, Literal
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from croniter.croniter import CroniterBadDateError, CroniterError
 
 from dataforge.errors import ScheduleError
-from dataforge.models.scheduled_task import TASK_TYPES
+from dataforge.protocol import MissedRunPolicy, TaskType
 
 __all__ = [
     "CRON_NICKNAMES",
     "MISSED_RUN_GRACE",
-    "MISSED_RUN_POLICIES",
     "CronSchedule",
     "Definition",
     "IntervalSchedule",
@@ -61,8 +60,6 @@ __all__ = [
     "validate_timezone",
 ]
 
-MissedRunPolicy = Literal["once", "skip"]
-MISSED_RUN_POLICIES: Final = ("once", "skip")
 
 #: A run that beat reaches more than this long after its due time counts as *missed* (beat or
 #: the database was down). Below it, lateness is beat's own latency and the run fires under
@@ -227,12 +224,12 @@ def validate_schedule(
     cron expression), except ``timezone``, which is checked for every type because beat and
     the CLI display times in it.
     """
-    if task_type not in TASK_TYPES:
-        raise ScheduleError("task_type", task_type, f"expected one of {', '.join(TASK_TYPES)}", schedule_id)
-    if task_type == "cron":
+    if task_type not in tuple(TaskType):
+        raise ScheduleError("task_type", task_type, f"expected one of {', '.join(TaskType)}", schedule_id)
+    if task_type == TaskType.CRON:
         return validate_cron(cron_expression, timezone, schedule_id)
     validate_timezone(timezone, schedule_id)
-    if task_type == "interval":
+    if task_type == TaskType.INTERVAL:
         if isinstance(interval_seconds, bool) or not isinstance(interval_seconds, int):
             raise ScheduleError(
                 "interval_seconds", interval_seconds, "required for task_type 'interval': a whole number", schedule_id
@@ -253,11 +250,11 @@ def validate_missed_run_policy(value: object, schedule_id: int | None = None) ->
     """``None`` (use the global setting), ``'once'`` or ``'skip'``."""
     if value is None:
         return None
-    if value not in MISSED_RUN_POLICIES:
+    if value not in tuple(MissedRunPolicy):
         raise ScheduleError(
             "missed_run_policy", value, "expected 'once', 'skip' or NULL (the global setting)", schedule_id
         )
-    return value  # type: ignore[return-value]
+    return MissedRunPolicy(str(value))
 
 
 def parse_kwargs(text: object, schedule_id: int | None = None) -> dict[str, Any]:
@@ -500,7 +497,7 @@ def plan_run(
     due = to_naive_utc(due)
     now = to_naive_utc(now)
     missed = now - due > grace
-    fire = policy == "once" or not missed
+    fire = policy == MissedRunPolicy.ONCE or not missed
     if isinstance(schedule, IntervalSchedule):
         nxt: datetime | None = _next_on_grid(due, schedule.seconds, now)
     elif isinstance(schedule, OnceSchedule):

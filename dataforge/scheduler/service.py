@@ -26,14 +26,15 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 
 from dataforge.catalog.params import ParamSpec, TaskParams, check_kwargs
 from dataforge.db import Database, is_postgres
 from dataforge.errors import DataForgeError, ScheduleError, UnknownTaskError
-from dataforge.models import EXECUTION_STATES, SCHEDULE_STATUSES, ScheduledTask, TaskExecution, utcnow
+from dataforge.models import ScheduledTask, TaskExecution, utcnow
+from dataforge.protocol import PUBLISH_RETRY_POLICY, ExecutionStatus, MissedRunPolicy, ScheduleStatus, TaskType
 from dataforge.scheduler import schedules
 
 if TYPE_CHECKING:
@@ -70,9 +71,7 @@ __all__ = [
 ]
 
 #: ``--missed-runs`` values; ``default`` stores NULL (the global DATAFORGE_MISSED_RUNS applies).
-MISSED_RUN_CHOICES = ("once", "skip", "default")
-
-ScheduleType = Literal["interval", "cron", "once"]
+MISSED_RUN_CHOICES = (*(p.value for p in MissedRunPolicy), "default")
 
 
 class ScheduleNotFoundError(DataForgeError):
@@ -172,14 +171,14 @@ class ScheduleEdit:
     missed_run_policy: str | None = None
     status: str | None = None
 
-    def schedule_kind(self) -> ScheduleType | None:
-        given: list[ScheduleType] = []
+    def schedule_kind(self) -> TaskType | None:
+        given: list[TaskType] = []
         if self.interval_seconds is not None:
-            given.append("interval")
+            given.append(TaskType.INTERVAL)
         if self.cron_expression is not None:
-            given.append("cron")
+            given.append(TaskType.CRON)
         if self.run_at is not None:
-            given.append("once")
+            given.append(TaskType.ONCE)
         if len(given) > 1:
             raise ScheduleError("task_type", given, "give only one of --interval, --cron, --at")
         return given[0] if given else None
@@ -205,9 +204,9 @@ def _apply(current: Mapping[str, Any], edit: ScheduleEdit, catalog: TaskCatalog,
     kind = edit.schedule_kind()
     if kind is not None:
         row.update(task_type=kind, interval_seconds=None, cron_expression=None, run_at=None)
-        if kind == "interval":
+        if kind == TaskType.INTERVAL:
             row["interval_seconds"] = edit.interval_seconds
-        elif kind == "cron":
+        elif kind == TaskType.CRON:
             row["cron_expression"] = edit.cron_expression
         else:
             assert edit.run_at is not None
@@ -227,8 +226,8 @@ def _apply(current: Mapping[str, Any], edit: ScheduleEdit, catalog: TaskCatalog,
     if edit.missed_run_policy is not None:
         row["missed_run_policy"] = None if edit.missed_run_policy == "default" else edit.missed_run_policy
     if edit.status is not None:
-        if edit.status not in SCHEDULE_STATUSES:
-            raise ScheduleError("status", edit.status, f"expected one of {', '.join(SCHEDULE_STATUSES)}")
+        if edit.status not in tuple(ScheduleStatus):
+            raise ScheduleError("status", edit.status, f"expected one of {', '.join(ScheduleStatus)}")
         row["status"] = edit.status
     if edit.handler_kwargs is not None:
         row["handler_kwargs"] = json.dumps(schedules.parse_kwargs(edit.handler_kwargs), sort_keys=True)
@@ -272,7 +271,7 @@ def plan_add(edit: ScheduleEdit, catalog: TaskCatalog, now: datetime) -> dict[st
     if edit.schedule_kind() is None:
         raise ScheduleError("task_type", None, "give one of --interval SECONDS, --cron EXPR or --at DATETIME")
     defaults: dict[str, Any] = {
-        "timezone": "UTC", "handler_kwargs": "{}", "status": "active", "max_retries": 0,
+        "timezone": "UTC", "handler_kwargs": "{}", "status": ScheduleStatus.ACTIVE, "max_retries": 0,
         "timeout_seconds": None, "description": None, "missed_run_policy": None, "last_run_at": None,
     }
     row, schedule = _apply(defaults, edit, catalog, now)
@@ -292,9 +291,9 @@ def plan_edit(current: Mapping[str, Any], edit: ScheduleEdit, catalog: TaskCatal
     """
     row, schedule = _apply(current, edit, catalog, now)
     timing_changed = any(row.get(k) != current.get(k) for k in _TIMING)
-    if timing_changed and row.get("status") == "done":
-        row["status"] = "active"
-    if row.get("status") == "active" and (timing_changed or row.get("next_run_at") is None):
+    if timing_changed and row.get("status") == ScheduleStatus.DONE:
+        row["status"] = ScheduleStatus.ACTIVE
+    if row.get("status") == ScheduleStatus.ACTIVE and (timing_changed or row.get("next_run_at") is None):
         row["next_run_at"] = _due(schedule, row, now)
     changes = {k: v for k, v in row.items() if current.get(k) != v}
     if current.get("invalid_reason") is not None or current.get("invalid_at") is not None:
@@ -311,12 +310,12 @@ def plan_resume(current: Mapping[str, Any], catalog: TaskCatalog, now: datetime)
     """
     status = current.get("status")
     schedule_id = int(current.get("id") or 0)
-    if status == "active":
-        raise ScheduleStateError(schedule_id, "active", "it is already active; nothing to resume")
-    if status == "done":
-        raise ScheduleStateError(schedule_id, "done", "this once schedule already ran; give it a new time "
+    if status == ScheduleStatus.ACTIVE:
+        raise ScheduleStateError(schedule_id, status, "it is already active; nothing to resume")
+    if status == ScheduleStatus.DONE:
+        raise ScheduleStateError(schedule_id, status, "this once schedule already ran; give it a new time "
                                  f"with `dataforge schedules edit {schedule_id} --at DATETIME`")
-    row, schedule = _apply(current, ScheduleEdit(status="active"), catalog, now)
+    row, schedule = _apply(current, ScheduleEdit(status=ScheduleStatus.ACTIVE), catalog, now)
     row = _healthy(row)
     row["next_run_at"] = _due(schedule, row, now)
     return {k: v for k, v in row.items() if current.get(k) != v}
@@ -334,11 +333,11 @@ def _values(row: ScheduledTask) -> dict[str, Any]:
 def describe_schedule(row: Mapping[str, Any]) -> str:
     """One human phrase for the timing: ``every 3600s``, ``cron 0 3 * * * (Europe/Berlin)``..."""
     kind = row.get("task_type")
-    if kind == "interval":
+    if kind == TaskType.INTERVAL:
         return f"every {row.get('interval_seconds')}s"
-    if kind == "cron":
+    if kind == TaskType.CRON:
         return f"cron {row.get('cron_expression')} ({row.get('timezone') or 'UTC'})"
-    if kind == "once":
+    if kind == TaskType.ONCE:
         at = row.get("run_at")
         return f"once at {at.isoformat(sep=' ') if isinstance(at, datetime) else at} UTC"
     return str(kind)
@@ -408,8 +407,8 @@ def list_schedules(db: Database, *, statuses: Iterable[str] = (), task_name: str
 def history(db: Database, ref: str | int, *, limit: int = 20,
             state: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The schedule and its newest executions (one per attempt), newest first."""
-    if state is not None and state not in EXECUTION_STATES:
-        raise ScheduleError("state", state, f"expected one of {', '.join(EXECUTION_STATES)}")
+    if state is not None and state not in tuple(ExecutionStatus):
+        raise ScheduleError("state", state, f"expected one of {', '.join(ExecutionStatus)}")
     schedule = find_schedule(db, ref)
     query = (
         select(TaskExecution)
@@ -478,11 +477,11 @@ def pause_schedule(db: Database, ref: str | int) -> dict[str, Any]:
     """Beat sends nothing for a paused row; its due time is left for resume to realign."""
 
     def plan(current: Mapping[str, Any]) -> dict[str, Any]:
-        if current["status"] == "paused":
+        if current["status"] == ScheduleStatus.PAUSED:
             return {}
-        if current["status"] != "active":
+        if current["status"] != ScheduleStatus.ACTIVE:
             raise ScheduleStateError(current["id"], current["status"], "only an active schedule can be paused")
-        return {"status": "paused"}
+        return {"status": ScheduleStatus.PAUSED}
 
     return _update(db, ref, plan)
 
@@ -529,7 +528,6 @@ def run_now(app: Celery, catalog: TaskCatalog, db: Database, ref: str | int) -> 
     Paused rows can be run (that is how one tries a schedule before resuming it); a row whose
     task is not registered is refused, since the worker would discard the message.
     """
-    from dataforge.scheduler.beat import PUBLISH_RETRY_POLICY
     from dataforge.scheduler.dispatch import RowSnapshot, build_message
 
     row = find_schedule(db, ref)

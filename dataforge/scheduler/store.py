@@ -47,6 +47,7 @@ from sqlalchemy.types import NullType
 
 from dataforge.models import ScheduledTask
 from dataforge.models.triggers import WRITER_SETTING
+from dataforge.protocol import ScheduleStatus
 from dataforge.scheduler.dispatch import RowSnapshot
 
 __all__ = [
@@ -100,7 +101,7 @@ def mark_beat_writer(conn: Connection) -> None:
 def fetch_due(conn: Connection, now: datetime, limit: int) -> list[RowSnapshot]:
     stmt = (
         select(*_SNAPSHOT_COLUMNS)
-        .where(c.status == "active", c.next_run_at <= bindparam("now", now, type_=DateTime))
+        .where(c.status == ScheduleStatus.ACTIVE, c.next_run_at <= bindparam("now", now, type_=DateTime))
         .order_by(c.next_run_at, c.id)
         .limit(limit)
     )
@@ -111,7 +112,7 @@ def fetch_next_due(conn: Connection) -> tuple[int, Any] | None:
     """``(id, raw next_run_at)`` of the active row due first, or ``None``."""
     stmt = (
         select(c.id, _raw(c.next_run_at))
-        .where(c.status == "active", c.next_run_at.is_not(None))
+        .where(c.status == ScheduleStatus.ACTIVE, c.next_run_at.is_not(None))
         .order_by(c.next_run_at)
         .limit(1)
     )
@@ -126,7 +127,7 @@ def fetch_row(conn: Connection, row_id: int) -> RowSnapshot | None:
 
 def fetch_unscheduled(conn: Connection, *, after_id: int, limit: int, include_flagged: bool) -> list[RowSnapshot]:
     """Active rows without a due time, by id from ``after_id`` (flagged ones only if asked)."""
-    where = [c.status == "active", c.next_run_at.is_(None), c.id > after_id]
+    where = [c.status == ScheduleStatus.ACTIVE, c.next_run_at.is_(None), c.id > after_id]
     if not include_flagged:
         where.append(c.invalid_reason.is_(None))
     stmt = select(*_SNAPSHOT_COLUMNS).where(*where).order_by(c.id).limit(limit)
@@ -161,10 +162,10 @@ def advance(conn: Connection, row: RowSnapshot, *, next_run_at: datetime | None,
         "updated_at": c.updated_at,
     }
     if next_run_at is None:
-        values["status"] = "done"
+        values["status"] = ScheduleStatus.DONE
     stmt = (
         TABLE.update()
-        .where(c.id == row.id, c.status == "active", _seen(c.next_run_at, row.next_run_at))
+        .where(c.id == row.id, c.status == ScheduleStatus.ACTIVE, _seen(c.next_run_at, row.next_run_at))
         .values(**values)
     )
     return conn.execute(stmt).rowcount == 1
@@ -207,12 +208,12 @@ def _advance_many_pg() -> Any:
     )
     return (
         TABLE.update()
-        .where(c.id == batch.c.id, c.status == "active", c.next_run_at == batch.c.seen)
+        .where(c.id == batch.c.id, c.status == ScheduleStatus.ACTIVE, c.next_run_at == batch.c.seen)
         .values(
             next_run_at=batch.c.next,
             last_run_at=bindparam("now", type_=DateTime),
             run_count=c.run_count + 1,
-            status=case((batch.c.next.is_(None), "done"), else_=c.status),
+            status=case((batch.c.next.is_(None), ScheduleStatus.DONE.value), else_=c.status),
             invalid_reason=None,
             invalid_at=None,
             updated_at=c.updated_at,
@@ -260,7 +261,7 @@ def reschedule(conn: Connection, row: RowSnapshot, *, next_run_at: datetime | No
         "next_run_at": next_run_at, "invalid_reason": None, "invalid_at": None, "updated_at": c.updated_at,
     }
     if next_run_at is None:
-        values["status"] = "done"
+        values["status"] = ScheduleStatus.DONE
     stmt = TABLE.update().where(and_(*_unchanged(row))).values(**values)
     return conn.execute(stmt).rowcount == 1
 

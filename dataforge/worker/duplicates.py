@@ -12,12 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["UNFINISHED_STATES", "FinishedStatus", "already_finished", "duplicate_reason"]
+from dataforge.protocol import ExecutionStatus
 
-
-#: Execution statuses of an attempt that did not finish: a redelivery of it takes the row over
-#: and runs. Every other status is a finished attempt, which is never run again.
-UNFINISHED_STATES = ("running", "lost")
+__all__ = ["FinishedStatus", "already_finished", "duplicate_reason"]
 
 
 class FinishedStatus(str):
@@ -41,6 +38,6 @@ def already_finished(request: Any) -> FinishedStatus | None:
 def duplicate_reason(task_id: str, attempt: int, status: str) -> str:
     """Why a duplicate delivery is not run (Ignore, warning, run log): its attempt already
     finished with ``status``, or (``running``) another delivery of it holds the run lock."""
-    if status == "running":
+    if status == ExecutionStatus.RUNNING:
         return f"duplicate delivery: attempt {attempt} of task {task_id} is running in another delivery"
     return f"duplicate delivery: attempt {attempt} of task {task_id} already finished ({status})"

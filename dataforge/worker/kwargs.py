@@ -21,20 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dataforge.errors import DataForgeError
+from dataforge.protocol import INTERNAL_PREFIX
 
 __all__ = [
-    "INTERNAL_PREFIX",
-    "SCHEDULE_ID_KWARG",
     "BoundKwargs",
     "JobArgumentError",
     "bind_kwargs",
     "split_kwargs",
 ]
 
-#: The kwarg beat adds to every scheduled message.
-SCHEDULE_ID_KWARG = "scheduled_task_id"
-#: Leading underscore = plumbing of the runtime or of the legacy executor, never job input.
-INTERNAL_PREFIX = "_"
 
 
 class JobArgumentError(DataForgeError, TypeError):

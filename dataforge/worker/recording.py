@@ -59,8 +59,9 @@ from sqlalchemy.exc import DBAPIError
 
 from dataforge.locks import lock_backend_for
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
+from dataforge.protocol import SCHEDULE_ID_KWARG, ExecutionStatus
 from dataforge.runtime import Runtime, get_runtime
-from dataforge.worker.duplicates import UNFINISHED_STATES, FinishedStatus, already_finished, duplicate_reason
+from dataforge.worker.duplicates import FinishedStatus, already_finished, duplicate_reason
 
 __all__ = [
     "RUN_LOGGER",
@@ -140,7 +141,7 @@ def _guard(runtime: Runtime, event: str, task_id: str | None) -> Iterator[None]:
 
 
 def _schedule_id(kwargs: Mapping[str, Any] | None) -> int | None:
-    raw = (kwargs or {}).get("scheduled_task_id")
+    raw = (kwargs or {}).get(SCHEDULE_ID_KWARG)
     if raw is None or isinstance(raw, bool):
         return None
     try:
@@ -238,7 +239,10 @@ def _build(dialect: str, which: str) -> Any:
             # Only a redelivery of an attempt that did not finish (acks_late after a worker
             # crash: `running`; a killed child: `lost`) takes its row over. A finished attempt
             # keeps its row; RETURNING then gives nothing. `b_reset` (eager mode) resets any row.
-            where=or_(*(te.c.status == s for s in UNFINISHED_STATES), bindparam("b_reset", type_=Boolean())),
+            where=or_(
+                *(te.c.status == s.value for s in ExecutionStatus if not s.finished),
+                bindparam("b_reset", type_=Boolean()),
+            ),
         ).returning(te.c.id)
         if dialect == "sqlite":
             return upsert  # then, only if refused, "status" in the same transaction

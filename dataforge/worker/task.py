@@ -51,6 +51,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from dataforge.errors import LockUnavailableError
 from dataforge.locks import lock_backend_for, lock_key, lock_renewer_for
+from dataforge.protocol import MAX_RETRIES_HEADER
 from dataforge.runtime import get_runtime
 from dataforge.worker.duplicates import FinishedStatus, already_finished, duplicate_reason
 from dataforge.worker.kwargs import JobArgumentError, split_kwargs
@@ -58,15 +59,12 @@ from dataforge.worker.loop import job_loop_for
 
 __all__ = [
     "LOCK_UNAVAILABLE_MAX_RETRIES",
-    "MAX_RETRIES_HEADER",
     "DataForgeTask",
     "schedule_max_retries",
 ]
 
 log = logging.getLogger("dataforge.tasks")
 
-#: Message header in which beat sends the schedule row's ``max_retries``.
-MAX_RETRIES_HEADER = "dataforge_max_retries"
 #: Policy ``retry``: how many times a run is re-queued while the lock store is unreachable
 #: (backoff 1, 2, 4 ... capped at 60 s: about 6 minutes) before it fails with
 #: ``LockUnavailableError``. A run never goes ahead unlocked under this policy.

@@ -24,10 +24,9 @@ import redis
 
 from dataforge.db import Database
 from dataforge.models import utcnow
-from dataforge.scheduler.dispatch import DUE_AT_HEADER, SCHEDULE_ID_HEADER
+from dataforge.protocol import DUE_AT_HEADER, MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER
 from dataforge.settings import Settings
 from dataforge.tools.processes import CeleryProcess, beat_command, worker_command
-from dataforge.worker.task import MAX_RETRIES_HEADER
 from tests.conftest import create_schema
 from tests.dataforge.scheduler.support import add_row, get_row, run_sql
 

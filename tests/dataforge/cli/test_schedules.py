@@ -25,7 +25,7 @@ from dataforge.cli.main import cli
 from dataforge.db import Database
 from dataforge.errors import ScheduleError, UnknownTaskError
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
-from dataforge.scheduler.dispatch import DUE_AT_HEADER, HARD_LIMIT_GRACE_SECONDS, SCHEDULE_ID_HEADER
+from dataforge.protocol import DUE_AT_HEADER, HARD_LIMIT_GRACE_SECONDS, MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER
 from dataforge.scheduler.service import (
     ParamSpec,
     ScheduleEdit,
@@ -40,7 +40,6 @@ from dataforge.scheduler.service import (
 )
 from dataforge.settings import Settings
 from dataforge.tools.processes import CeleryProcess, beat_command, worker_command
-from dataforge.worker.task import MAX_RETRIES_HEADER
 
 TASK = "dataforge.example_cleanup"
 OTHER_TASK = "dataforge.example_sync_accounts"

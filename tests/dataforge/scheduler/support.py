@@ -26,8 +26,9 @@ from dataforge.celery_app import create_app
 from dataforge.db import Database
 from dataforge.models import Base, ScheduledTask, utcnow
 from dataforge.models.triggers import install_change_triggers
+from dataforge.protocol import DUE_AT_HEADER
 from dataforge.scheduler.beat import DatabaseScheduler, PublishBatch
-from dataforge.scheduler.dispatch import DUE_AT_HEADER, Message
+from dataforge.scheduler.dispatch import Message
 from dataforge.settings import Settings
 
 __all__ = [

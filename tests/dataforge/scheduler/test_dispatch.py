@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dataforge.legacy import LEGACY_TASK_NAME
+from dataforge.protocol import MAX_RETRIES_HEADER
 from dataforge.scheduler.dispatch import (
     DUE_AT_HEADER,
     HARD_LIMIT_GRACE_SECONDS,
@@ -22,7 +23,6 @@ from dataforge.scheduler.dispatch import (
     plan_unscheduled_row,
     run_task_id,
 )
-from dataforge.worker.task import MAX_RETRIES_HEADER
 
 NOW = datetime(2024, 5, 1, 12, 0, 0)
 REGISTERED = {"dataforge.sync", LEGACY_TASK_NAME}

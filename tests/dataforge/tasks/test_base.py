@@ -17,9 +17,10 @@ from celery.result import AsyncResult
 
 from dataforge.errors import LockUnavailableError
 from dataforge.locks import lock_backend_for
+from dataforge.protocol import MAX_RETRIES_HEADER
 from dataforge.settings import Settings
 from dataforge.worker.recording import RUN_LOGGER
-from dataforge.worker.task import LOCK_UNAVAILABLE_MAX_RETRIES, MAX_RETRIES_HEADER, DataForgeTask, schedule_max_retries
+from dataforge.worker.task import LOCK_UNAVAILABLE_MAX_RETRIES, DataForgeTask, schedule_max_retries
 from tests.dataforge.tasks.helpers import add_schedule, executions, lock_held, schedule
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"

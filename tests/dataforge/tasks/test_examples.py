@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from celery import states
 
+from dataforge.protocol import MAX_RETRIES_HEADER
 from dataforge.settings import Settings
 from dataforge.tasks import REGISTERED_TASKS, examples
-from dataforge.worker.task import MAX_RETRIES_HEADER
 from tests.dataforge.tasks.helpers import add_schedule, executions
 
 

@@ -14,8 +14,8 @@ from celery import states
 from celery.result import AsyncResult
 
 from dataforge.locks import RedisLockBackend
+from dataforge.protocol import MAX_RETRIES_HEADER
 from dataforge.settings import Settings
-from dataforge.worker.task import MAX_RETRIES_HEADER
 from tests.conftest import create_schema
 from tests.dataforge.worker.rig import Rig, running_rig
 from tests.support.services import fresh_postgres_database, redis_db_url
