@@ -258,7 +258,7 @@ def child_dataforge(n: int, db_url: str) -> dict[str, Any]:
     )
     app = create_app(settings)
     app.task(name=TASK, shared=False)(noop)
-    engine = app.dataforge.db.engine
+    engine = app.runtime.db.engine
     Base.metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(

@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         sys.path.insert(0, str(HERE))
         app = create_app(settings)
-        Base.metadata.create_all(app.dataforge.db.engine)
-        with app.dataforge.db.engine.begin() as conn:
+        Base.metadata.create_all(app.runtime.db.engine)
+        with app.runtime.db.engine.begin() as conn:
             conn.execute(
                 insert(ScheduledTask),
                 [{"name": f"bench-{i + 1}", "task_type": "interval", "interval_seconds": 3600,
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"block {b + 1}/{args.blocks}: " + ", ".join(
                     f"{x['kind']} {x['tasks'] / x['seconds']:.0f}/s" for x in blocks if x["block"] == b
                 ), flush=True)  # fmt: skip
-        app.dataforge.close()
+        app.runtime.close()
 
     def rate(kind: str) -> float:
         """Overall tasks/s of one kind: all its tasks over all its time."""

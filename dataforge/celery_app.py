@@ -1,27 +1,26 @@
 """The Celery application: ``celery -A dataforge.celery_app worker|beat``.
 
-:func:`create_app` is the app factory and the edge where settings are read
-(``Settings.from_env()``, once). Every configuration choice below says why it is made.
+:func:`create_app` is the app factory: the edge where settings are read
+(``Settings.from_env()``, once) and where plug-ins are installed (the legacy compatibility
+path, :mod:`dataforge.legacy.plugin`). Every configuration choice below says why it is made.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import pkgutil
-
-from celery import Celery
+from collections.abc import Iterable
 
 # Imported for its side effect: the project's only signal handlers connect (once, by
 # dispatch_uid) in every process that loads the app: worker, its children, beat, the CLI.
 from dataforge import celery_signals as _celery_signals  # noqa: F401
-from dataforge.legacy import connect_legacy_include
-from dataforge.runtime import Runtime
+from dataforge.legacy.names import SHIM_MODULE
+from dataforge.legacy.plugin import LegacyPlugin
+from dataforge.plugins import Plugin
+from dataforge.runtime import DataForgeApp, Runtime
 from dataforge.settings import Settings
 
-__all__ = ["LEGACY_SHIM_MODULE", "celery_app", "configure", "create_app", "task_modules"]
-
-#: Re-included by ``DATAFORGE_LEGACY_TASKS=1`` for rollback (see docs/rollback.md).
-LEGACY_SHIM_MODULE = "compat.celery_tasks_legacy"
+__all__ = ["celery_app", "configure", "create_app", "default_plugins", "task_modules"]
 
 
 def task_modules(packages: tuple[str, ...]) -> list[str]:
@@ -47,14 +46,22 @@ def task_modules(packages: tuple[str, ...]) -> list[str]:
     return modules
 
 
-def configure(app: Celery, settings: Settings) -> Celery:
-    """Apply ``settings`` to ``app`` and attach a fresh :class:`Runtime` to it."""
-    old = getattr(app, "dataforge", None)
-    if old is not None:
+def default_plugins(settings: Settings) -> list[Plugin]:
+    """The plug-ins every app gets: the legacy compatibility path (rollback, queued legacy
+    messages during a deploy)."""
+    return [LegacyPlugin(settings)]
+
+
+def configure(app: DataForgeApp, settings: Settings, plugins: Iterable[Plugin] | None = None) -> DataForgeApp:
+    """Apply ``settings`` to ``app``, give it a fresh :class:`Runtime` and install ``plugins``
+    (:func:`default_plugins` when not given)."""
+    old = getattr(app, "runtime", None)
+    if isinstance(old, Runtime):
         old.close()
+    installed = list(default_plugins(settings) if plugins is None else plugins)
     include = task_modules(settings.task_packages)
-    if settings.legacy_tasks:
-        include.append(LEGACY_SHIM_MODULE)
+    if settings.legacy_tasks and any(isinstance(p, LegacyPlugin) for p in installed):
+        include.append(SHIM_MODULE)
     app.conf.update(
         broker_url=settings.broker_url,
         result_backend=settings.result_backend,
@@ -96,17 +103,16 @@ def configure(app: Celery, settings: Settings) -> Celery:
         beat_scheduler="dataforge.celery_scheduler:DatabaseScheduler",
         beat_max_loop_interval=settings.beat_max_interval,
     )
-    app.dataforge = Runtime(settings)  # type: ignore[attr-defined]
-    # (migrations helper) The persisted legacy switch (dataforge_flags) picks, at worker/beat
-    # start, the shim above or dataforge.legacy.forwarder to register the legacy task name.
-    connect_legacy_include(app, shim_module=LEGACY_SHIM_MODULE)
+    app.runtime = Runtime(settings, installed)
+    for plugin in installed:
+        plugin.on_app_configured(app)
     return app
 
 
-def create_app(settings: Settings | None = None) -> Celery:
+def create_app(settings: Settings | None = None, plugins: Iterable[Plugin] | None = None) -> DataForgeApp:
     """Build the Celery app; reads the environment only when no settings are given."""
-    app = Celery("dataforge")
-    configure(app, settings if settings is not None else Settings.from_env())
+    app = DataForgeApp("dataforge")
+    configure(app, settings if settings is not None else Settings.from_env(), plugins)
     return app
 
 

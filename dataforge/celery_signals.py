@@ -1,7 +1,7 @@
 """The only module that connects Celery task signals: one ``task_executions`` row per attempt.
 
 Importing it (the app does, in every process that loads it: worker, its children, beat, the
-CLI) connects the recorder's handlers of :mod:`dataforge.worker.recording` exactly once:
+CLI) connects the recorder's handlers of :mod:`dataforge.worker.recording.handlers` exactly once:
 ``dispatch_uid`` makes a second import, even under another module name, a no-op, so no event
 is ever recorded twice; ``weak=False`` keeps the receivers alive.
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from celery import signals
 
-from dataforge.worker.recording import (
+from dataforge.worker.recording.handlers import (
     on_task_failure,
     on_task_postrun,
     on_task_prerun,

@@ -15,7 +15,9 @@ import click
 
 from dataforge.cli.common import EXIT_FAILED, CliContext, emit_json, pass_cli
 from dataforge.db import Database
-from dataforge.legacy import LegacyStatus, LegacySwitchError, legacy_status, set_switch
+from dataforge.legacy.errors import LegacySwitchError
+from dataforge.legacy.status import LegacyStatus, legacy_status
+from dataforge.legacy.switch import set_switch
 
 __all__ = ["legacy"]
 

@@ -46,7 +46,7 @@ def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
         # The app the worker runs (`celery -A dataforge.celery_app`): task modules register on
         # it, so this is exactly the worker's view of the registry.
         app = celery_app
-        if app.dataforge.settings != cli.settings:
+        if app.runtime.settings != cli.settings:
             configure(app, cli.settings)
         entries = get_registered_tasks(app)
         report = check_registry(app)

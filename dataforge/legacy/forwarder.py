@@ -7,7 +7,7 @@ the handler_path maps to (map file, then ``scripts:<m>`` -> ``dataforge.<m>``) i
 worker process, under that task's run lock, and counts the run as a legacy-path run. It never
 imports legacy scripts (that is the compat shim's job, with the switch on).
 
-Included by :func:`dataforge.legacy.connect_legacy_include`; never import it elsewhere (the
+Included by :class:`dataforge.legacy.plugin.LegacyPlugin`; never import it elsewhere (the
 shim registers the same name).
 """
 
@@ -17,8 +17,11 @@ from typing import Any
 
 from dataforge.celery_app import celery_app
 from dataforge.errors import UnknownTaskError
-from dataforge.legacy import LEGACY_TASK_NAME, forward_task_name, handler_map_for, record_legacy_run
 from dataforge.legacy.executor import LegacyExecutorTask, job_kwargs
+from dataforge.legacy.names import LEGACY_TASK_NAME
+from dataforge.legacy.plugin import legacy_plugin
+from dataforge.legacy.resolve import forward_task_name
+from dataforge.legacy.switch import record_legacy_run
 from dataforge.runtime import get_runtime
 from dataforge.worker.kwargs import split_kwargs
 
@@ -31,7 +34,7 @@ def execute_scheduled_task(
 ) -> Any:
     """Run the registered task that ``handler_path`` maps to, with this message's request."""
     runtime = get_runtime(self.app)
-    target_name = forward_task_name(handler_path, handler_map_for(runtime))
+    target_name = forward_task_name(handler_path, legacy_plugin(self.app).handler_map())
     target = self.app.tasks.get(target_name)
     if target is None:
         raise UnknownTaskError(

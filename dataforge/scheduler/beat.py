@@ -47,8 +47,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dataforge.db import is_postgres, is_sqlite
 from dataforge.errors import LockUnavailableError
-from dataforge.legacy import legacy_enabled
-from dataforge.locks import lock_backend_for
 from dataforge.models import utcnow
 from dataforge.models.triggers import triggers_installed
 from dataforge.protocol import PUBLISH_RETRY_POLICY
@@ -57,7 +55,7 @@ from dataforge.scheduler import store
 from dataforge.scheduler.changes import ChangeFeed, PollingChangeFeed, PostgresChangeFeed
 from dataforge.scheduler.dispatch import (
     DispatchContext,
-    Flag,
+    MarkInvalid,
     Message,
     Reschedule,
     RowSnapshot,
@@ -131,7 +129,6 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     def __init__(self, app: Celery, *args: Any, **kwargs: Any) -> None:
         self.runtime: Runtime = get_runtime(app)
-        settings = self.runtime.settings
         self.identity = f"beat@{socket.gethostname()}:{os.getpid()}"
         self._lease: LeaderLease | None = None
         self._feed: ChangeFeed | None = None
@@ -140,7 +137,6 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self._need_refresh = True
         self._last_refresh = float("-inf")
         self._last_full = float("-inf")
-        self._legacy = settings.legacy_tasks
         self._db_outage = _Outage("database")
         self._broker_outage = _Outage("broker")
         self._closed = False
@@ -347,7 +343,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def _lease_for(self) -> LeaderLease:
         if self._lease is None:
             timing = lease_timing(self.runtime.settings.beat_leader_ttl, self.max_interval)
-            self._lease = LeaderLease(lock_backend_for(self.runtime), timing, self.identity, clock=self.monotonic)
+            self._lease = LeaderLease(self.runtime.locks, timing, self.identity, clock=self.monotonic)
         return self._lease
 
     def _start_leading(self) -> None:
@@ -383,12 +379,10 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     # -- reading ------------------------------------------------------------------------------------
     def _context(self) -> DispatchContext:
-        settings = self.runtime.settings
         return DispatchContext(
             is_registered=self._is_registered,
-            legacy_enabled=self._legacy,
-            scripts_package=settings.scripts_package,
-            missed_runs=settings.missed_runs,
+            resolvers=tuple(plugin.resolve_row for plugin in self.runtime.plugins),
+            missed_runs=self.runtime.settings.missed_runs,
         )
 
     def _is_registered(self, name: str) -> bool:
@@ -405,7 +399,8 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         refresh), then re-read the earliest due time."""
         mono = self.monotonic()
         if include_flagged:
-            self._legacy = legacy_enabled(self.runtime)
+            for plugin in self.runtime.plugins:
+                plugin.on_beat_refresh(self.runtime)
         ctx = self._context()
         after_id = 0
         while True:
@@ -426,9 +421,9 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             self._last_full = mono
 
     def _apply_unscheduled(
-        self, conn: Connection, row: RowSnapshot, decision: Reschedule | Flag, now: datetime
+        self, conn: Connection, row: RowSnapshot, decision: Reschedule | MarkInvalid, now: datetime
     ) -> None:
-        if isinstance(decision, Flag):
+        if isinstance(decision, MarkInvalid):
             if decision.reason != row.invalid_reason:
                 self._flag(conn, row, decision.reason, now)
             return
@@ -489,7 +484,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 due: list[tuple[RowSnapshot, Send]] = []
                 for row in rows:
                     decision = plan_due_row(row, now, ctx)
-                    if isinstance(decision, Flag):
+                    if isinstance(decision, MarkInvalid):
                         self._flag(conn, row, decision.reason, now)
                     elif isinstance(decision, Reschedule):
                         if store.reschedule(conn, row, next_run_at=decision.next_run_at):

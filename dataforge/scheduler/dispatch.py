@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from dataforge.errors import ScheduleError
-from dataforge.legacy import LEGACY_TASK_NAME
-from dataforge.legacy.paths import parse_handler_path
+from dataforge.plugins import Target
 from dataforge.protocol import (
     DUE_AT_HEADER,
     HARD_LIMIT_GRACE_SECONDS,
@@ -36,9 +35,10 @@ from dataforge.scheduler.schedules import (
 
 __all__ = [
     "DispatchContext",
-    "Flag",
+    "MarkInvalid",
     "Message",
     "Reschedule",
+    "RowResolver",
     "RowSnapshot",
     "Send",
     "build_message",
@@ -86,13 +86,17 @@ class RowSnapshot:
         return cls(**{name: values.get(name) for name in cls.__slots__})  # type: ignore[arg-type]
 
 
+#: A plug-in's answer for a row the core cannot send (see :meth:`dataforge.plugins.Plugin.resolve_row`).
+RowResolver = Callable[["RowSnapshot", "DispatchContext"], Target | None]
+
+
 @dataclass(frozen=True)
 class DispatchContext:
-    """What beat knows besides the row: the app's task names and the switches."""
+    """What beat knows besides the row: the app's task names, the plug-ins' resolvers, the
+    global missed-run policy."""
 
     is_registered: Callable[[str], bool]
-    legacy_enabled: bool = False
-    scripts_package: str = "scripts"
+    resolvers: tuple[RowResolver, ...] = ()
     missed_runs: MissedRunPolicy = MissedRunPolicy.ONCE
     grace: Any = MISSED_RUN_GRACE
 
@@ -109,7 +113,6 @@ class Message:
     #: Aware UTC: the message is discarded if it has not started by then (the next run's time).
     expires: datetime | None = None
     headers: dict[str, Any] = field(default_factory=dict)
-    legacy: bool = False
 
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"task_id": self.task_id, "headers": dict(self.headers)}
@@ -140,13 +143,13 @@ class Reschedule:
 
 
 @dataclass(frozen=True, slots=True)
-class Flag:
+class MarkInvalid:
     """The row cannot run: record ``reason`` on it and leave every other row alone."""
 
     reason: str
 
 
-Decision = Send | Reschedule | Flag
+Decision = Send | Reschedule | MarkInvalid
 
 
 def _uncomputable(exc: Exception) -> str:
@@ -173,37 +176,22 @@ def row_definition(row: RowSnapshot) -> Definition:
     )
 
 
-def resolve_target(row: RowSnapshot, ctx: DispatchContext) -> tuple[str, bool]:
-    """The task name to send and whether it is the legacy executor; ScheduleError if none."""
+def resolve_target(row: RowSnapshot, ctx: DispatchContext) -> Target:
+    """What to send for ``row``: its registered ``task_name``, else what a plug-in resolves
+    (in installation order); ScheduleError naming the column when nothing can run it."""
     name = (row.task_name or "").strip()
     if name and ctx.is_registered(name):
-        return name, False
-    module = parse_handler_path(row.handler_path, ctx.scripts_package) if row.handler_path else None
-    if ctx.legacy_enabled and module is not None:
-        if ctx.is_registered(LEGACY_TASK_NAME):
-            return LEGACY_TASK_NAME, True
-        raise ScheduleError(
-            "handler_path", row.handler_path,
-            f"the legacy switch is on but {LEGACY_TASK_NAME} is not registered in beat's app; "
-            "start beat with DATAFORGE_LEGACY_TASKS=1 (it includes compat.celery_tasks_legacy)",
-        )
+        return Target(name)
+    for resolve in ctx.resolvers:
+        target = resolve(row, ctx)
+        if target is not None:
+            return target
     if name:
         raise ScheduleError(
             "task_name", row.task_name,
             "not registered with the Celery app; deploy the task or fix task_name (`dataforge tasks` lists them)",
         )
-    if row.handler_path:
-        if module is None:
-            raise ScheduleError(
-                "handler_path", row.handler_path,
-                f"no task_name, and not one of the legacy spellings inside {ctx.scripts_package!r}; set task_name",
-            )
-        raise ScheduleError(
-            "task_name", None,
-            "missing; this legacy handler_path row runs only with the legacy switch on "
-            "(`dataforge legacy enable`); the data migration sets task_name",
-        )
-    raise ScheduleError("task_name", None, "missing, and no handler_path either; set task_name")
+    raise ScheduleError("task_name", None, "missing; set task_name to a registered task (`dataforge tasks`)")
 
 
 def run_task_id(schedule_id: int, run_number: int, due: datetime) -> str:
@@ -218,8 +206,7 @@ def run_task_id(schedule_id: int, run_number: int, due: datetime) -> str:
 def build_message(
     row: RowSnapshot,
     definition: Definition,
-    task_name: str,
-    legacy: bool,
+    target: Target,
     *,
     task_id: str,
     due: datetime | None = None,
@@ -227,23 +214,21 @@ def build_message(
 ) -> Message:
     """The message for one run of ``row`` (scheduled, or ``run-now`` with ``due=None``)."""
     kwargs: dict[str, Any] = dict(definition.kwargs)
+    kwargs.update(target.extra_kwargs)
     # The row's own id wins over a scheduled_task_id copied into handler_kwargs from an old message.
     kwargs[SCHEDULE_ID_KWARG] = row.id
-    if legacy:
-        kwargs["handler_path"] = row.handler_path
     headers: dict[str, Any] = {MAX_RETRIES_HEADER: definition.max_retries, SCHEDULE_ID_HEADER: row.id}
     if due is not None:
         headers[DUE_AT_HEADER] = due.isoformat()
     timeout = definition.timeout_seconds
     return Message(
-        task_name=task_name,
+        task_name=target.task_name,
         kwargs=kwargs,
         task_id=task_id,
         soft_time_limit=timeout,
         time_limit=None if timeout is None else timeout + HARD_LIMIT_GRACE_SECONDS,
         expires=None if expires is None else expires.replace(tzinfo=UTC),
         headers=headers,
-        legacy=legacy,
     )
 
 
@@ -251,23 +236,23 @@ def plan_due_row(row: RowSnapshot, now: datetime, ctx: DispatchContext) -> Decis
     """A row whose ``next_run_at <= now``: send it, skip a missed run, or flag it."""
     try:
         definition = row_definition(row)
-        task_name, legacy = resolve_target(row, ctx)
+        target = resolve_target(row, ctx)
     except ScheduleError as exc:
-        return Flag(_reason(exc))
+        return MarkInvalid(_reason(exc))
     try:
         due = parse_db_datetime(row.next_run_at)
     except ValueError:
-        return Flag(f"next_run_at={row.next_run_at!r}: not a timestamp; set it to NULL to let beat recompute it")
+        return MarkInvalid(f"next_run_at={row.next_run_at!r}: not a timestamp; set it to NULL to let beat recompute it")
     assert due is not None
     policy = definition.missed_run_policy or ctx.missed_runs
     try:
         plan = plan_run(definition.schedule, due, now, policy, ctx.grace)
     except Exception as exc:  # one row's schedule math must never stop beat (croniter limits...)
-        return Flag(_uncomputable(exc))
+        return MarkInvalid(_uncomputable(exc))
     if not plan.fire:
         return Reschedule(plan.next_run_at, f"missed run of {due.isoformat(sep=' ')} skipped (missed_run_policy=skip)")
     message = build_message(
-        row, definition, task_name, legacy,
+        row, definition, target,
         task_id=run_task_id(row.id, row.run_count + 1, due),
         due=due,
         expires=plan.next_run_at,
@@ -275,18 +260,18 @@ def plan_due_row(row: RowSnapshot, now: datetime, ctx: DispatchContext) -> Decis
     return Send(message=message, due=due, next_run_at=plan.next_run_at, missed=plan.missed)
 
 
-def plan_unscheduled_row(row: RowSnapshot, now: datetime, ctx: DispatchContext) -> Reschedule | Flag:
+def plan_unscheduled_row(row: RowSnapshot, now: datetime, ctx: DispatchContext) -> Reschedule | MarkInvalid:
     """An active row without a due time (new, resumed, edited, flagged): its first due time."""
     try:
         definition = row_definition(row)
         resolve_target(row, ctx)
         last = parse_db_datetime(row.last_run_at)
     except ScheduleError as exc:
-        return Flag(_reason(exc))
+        return MarkInvalid(_reason(exc))
     except ValueError:
-        return Flag(f"last_run_at={row.last_run_at!r}: not a timestamp")
+        return MarkInvalid(f"last_run_at={row.last_run_at!r}: not a timestamp")
     try:
         nxt = first_run_at(definition.schedule, now, last)
     except Exception as exc:  # as in plan_due_row
-        return Flag(_uncomputable(exc))
+        return MarkInvalid(_uncomputable(exc))
     return Reschedule(nxt, "scheduled" if nxt is not None else "once row already ran")

@@ -528,6 +528,7 @@ def run_now(app: Celery, catalog: TaskCatalog, db: Database, ref: str | int) -> 
     Paused rows can be run (that is how one tries a schedule before resuming it); a row whose
     task is not registered is refused, since the worker would discard the message.
     """
+    from dataforge.plugins import Target
     from dataforge.scheduler.dispatch import RowSnapshot, build_message
 
     row = find_schedule(db, ref)
@@ -543,7 +544,7 @@ def run_now(app: Celery, catalog: TaskCatalog, db: Database, ref: str | int) -> 
         missed_run_policy=row.missed_run_policy, schedule_id=row.id,
     )
     check_kwargs(row.task_name, definition.kwargs, params)
-    message = build_message(RowSnapshot.from_mapping(values), definition, row.task_name, False,
+    message = build_message(RowSnapshot.from_mapping(values), definition, Target(row.task_name),
                             task_id=str(uuid.uuid4()))
     # Beat's publish: same options, same short retry policy (a dead broker fails in about a
     # second instead of hanging the command).

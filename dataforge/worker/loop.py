@@ -20,14 +20,11 @@ import concurrent.futures
 import logging
 import threading
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from dataforge.errors import DataForgeError
 
-if TYPE_CHECKING:
-    from dataforge.runtime import Runtime
-
-__all__ = ["JobCancelledError", "JobLoop", "job_loop_for"]
+__all__ = ["JobCancelledError", "JobLoop"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,9 +125,3 @@ class JobLoop:
         # The loop thread did not survive the fork; the next use starts a new loop.
         self._loop = None
         self._thread = None
-
-
-def job_loop_for(runtime: Runtime) -> JobLoop:
-    """The process's job loop (one per runtime, i.e. per app and process)."""
-    loop: JobLoop = runtime.component("job_loop", lambda _rt: JobLoop())
-    return loop

@@ -33,7 +33,7 @@ eager alike: ``task_prerun`` → ``before_start`` → ``__call__`` → result st
   (one ``task_executions`` row per attempt, counters, one log line per run).
 * **Duplicate deliveries** (``before_start``, first): a message whose attempt (task id,
   ``request.retries``) already finished (``task_prerun`` found its row ``success``,
-  ``failure``, ``retry`` or ``skipped`` and marked ``request.dataforge_already_finished``) is
+  ``failure``, ``retry`` or ``skipped`` and marked the run's state a duplicate) is
   ended with ``Ignore`` before the lock: the job does not run, the first run's row, counters
   and result-backend entry stay as they are (see :attr:`DataForgeTask.backend`).
 """
@@ -50,12 +50,11 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
 from dataforge.errors import LockUnavailableError
-from dataforge.locks import lock_backend_for, lock_key, lock_renewer_for
-from dataforge.protocol import MAX_RETRIES_HEADER
+from dataforge.locks import lock_key
+from dataforge.protocol import MAX_RETRIES_HEADER, ExecutionStatus, LockUnavailablePolicy
 from dataforge.runtime import get_runtime
-from dataforge.worker.duplicates import FinishedStatus, already_finished, duplicate_reason
 from dataforge.worker.kwargs import JobArgumentError, split_kwargs
-from dataforge.worker.loop import job_loop_for
+from dataforge.worker.run_state import FinishedStatus, duplicate_reason, peek_run_state, run_state
 
 __all__ = [
     "LOCK_UNAVAILABLE_MAX_RETRIES",
@@ -150,16 +149,16 @@ class DataForgeTask(Task):  # type: ignore[misc]
         """End a duplicate delivery of a finished attempt; else take the run lock, skip (held),
         or apply the lock-unavailable policy."""
         request = self.request
-        request.dataforge_lock_token = None
-        finished = already_finished(request)
-        if finished is not None:
-            self._end_duplicate(task_id, int(request.retries or 0), finished)
+        state = run_state(request)
+        state.lock_token = None
+        if state.duplicate_of is not None:
+            self._end_duplicate(task_id, int(request.retries or 0), state.duplicate_of)
         if not self.lock_enabled:
             return
         runtime = get_runtime(self.app)
         key = self.lock_key_for(kwargs or {})
-        request.dataforge_lock_key = key
-        backend = lock_backend_for(runtime)
+        state.lock_key = key
+        backend = runtime.locks
         ttl = runtime.settings.lock_ttl
         try:
             token = backend.acquire(key, ttl, owner=task_id)
@@ -172,20 +171,20 @@ class DataForgeTask(Task):  # type: ignore[misc]
                 # of the same run (beat's crash window, a failed flush) or a redelivery that
                 # overtook it. Not a skipped run: the row and the counters stay the running
                 # delivery's to close.
-                request.dataforge_already_finished = FinishedStatus("running")
-                self._end_duplicate(task_id, int(request.retries or 0), "running")
+                state.duplicate_of = ExecutionStatus.RUNNING
+                self._end_duplicate(task_id, int(request.retries or 0), ExecutionStatus.RUNNING)
             self._skip(f"lock {key} is held by another run")
-        request.dataforge_lock_token = token
-        lock_renewer_for(runtime).hold(backend, key, token, ttl)
+        state.lock_token = token
+        runtime.lock_renewer.hold(backend, key, token, ttl)
 
-    def _on_lock_unavailable(self, policy: str, exc: LockUnavailableError) -> None:
+    def _on_lock_unavailable(self, policy: LockUnavailablePolicy, exc: LockUnavailableError) -> None:
         request = self.request
-        if policy == "run":
+        if policy == LockUnavailablePolicy.RUN:
             log.warning("lock store unreachable, running %s[%s] WITHOUT its lock (policy run): %s",
                         self.name, request.id, exc)
-            request.dataforge_lock_key = None
+            run_state(request).lock_key = None
             return
-        if policy == "skip":
+        if policy == LockUnavailablePolicy.SKIP:
             self._skip(f"lock store unreachable (policy skip): {exc}")
         countdown = get_exponential_backoff_interval(
             factor=1, retries=request.retries, maximum=_LOCK_UNAVAILABLE_BACKOFF_MAX, full_jitter=False
@@ -195,14 +194,15 @@ class DataForgeTask(Task):  # type: ignore[misc]
     def _skip(self, reason: str) -> NoReturn:
         """Record why, tell the result backend, and end the run without running it."""
         request = self.request
-        request.dataforge_skip_reason = reason
+        state = run_state(request)
+        state.skip_reason = reason
         if not request.is_eager and not self.ignore_result and request.id:
             # Without this, a skipped run's AsyncResult would stay STARTED (task_track_started)
             # or PENDING forever. IGNORED is the state eager mode reports too.
             try:
                 self.backend.store_result(
                     request.id,
-                    {"skipped": reason, "lock_key": getattr(request, "dataforge_lock_key", None)},
+                    {"skipped": reason, "lock_key": state.lock_key},
                     states.IGNORED,
                     request=request,
                 )
@@ -210,7 +210,7 @@ class DataForgeTask(Task):  # type: ignore[misc]
                 log.warning("could not store IGNORED for %s[%s]", self.name, request.id, exc_info=True)
         raise Ignore(reason)
 
-    def _end_duplicate(self, task_id: str, attempt: int, status: str) -> NoReturn:
+    def _end_duplicate(self, task_id: str, attempt: int, status: FinishedStatus) -> NoReturn:
         """A duplicate delivery of an attempt that already finished: end it, unrun.
 
         No lock is taken and nothing is stored in the result backend: it holds the first
@@ -218,7 +218,7 @@ class DataForgeTask(Task):  # type: ignore[misc]
         the counters are not touched either (see ``dataforge.worker.recording``).
         """
         reason = duplicate_reason(task_id, attempt, status)
-        self.request.dataforge_skip_reason = reason
+        run_state(self.request).skip_reason = reason
         log.warning("%s[%s]: %s; not running it again", self.name, task_id, reason)
         raise Ignore(reason)
 
@@ -229,15 +229,16 @@ class DataForgeTask(Task):  # type: ignore[misc]
         Celery stores ``STARTED`` (``task_track_started``) between ``task_prerun`` and
         ``before_start``, so it would replace the first run's stored outcome before
         ``before_start`` can end the duplicate. Celery's backends only protect a stored
-        ``SUCCESS`` from later writes, not ``FAILURE`` or ``IGNORED``: for a request marked
-        ``dataforge_already_finished``, writes to the backend are dropped instead.
+        ``SUCCESS`` from later writes, not ``FAILURE`` or ``IGNORED``: for a delivery marked a
+        duplicate, writes to the backend are dropped instead.
         """
         backend = self._backend
         if backend is None:
             backend = self.app.backend
         stack = self.request_stack
         request = stack.top if stack is not None else None
-        if request is not None and already_finished(request) is not None:
+        state = peek_run_state(request)
+        if state is not None and state.duplicate_of is not None:
             return _KeptResults(backend)
         return backend
 
@@ -248,15 +249,15 @@ class DataForgeTask(Task):  # type: ignore[misc]
     def release_lock(self) -> None:
         """Release this run's lock now (idempotent, never raises)."""
         request = self.request
-        token = getattr(request, "dataforge_lock_token", None)
-        key = getattr(request, "dataforge_lock_key", None)
-        if not token or not key:
+        state = peek_run_state(request)
+        if state is None or not state.lock_token or not state.lock_key:
             return
-        request.dataforge_lock_token = None
+        key, token = state.lock_key, state.lock_token
+        state.lock_token = None
         try:
             runtime = get_runtime(self.app)
-            lock_renewer_for(runtime).drop(key, token)
-            if not lock_backend_for(runtime).release(key, token):
+            runtime.lock_renewer.drop(key, token)
+            if not runtime.locks.release(key, token):
                 log.warning("lock %s not released by %s[%s]: expired and taken over, or the store is down "
                             "(it expires within its TTL)", key, self.name, request.id)
         except Exception:  # a release problem must never change the run's outcome
@@ -307,8 +308,8 @@ class DataForgeTask(Task):  # type: ignore[misc]
         """
         bound = split_kwargs(func, kwargs)
         if bound.dropped:
-            self.request.dataforge_dropped = bound.dropped
+            run_state(self.request).dropped = tuple(bound.dropped)
         result = func(**bound.kwargs)
         if inspect.isawaitable(result):
-            return job_loop_for(get_runtime(self.app)).run(result)
+            return get_runtime(self.app).job_loop.run(result)
         return result

@@ -14,7 +14,8 @@ from sqlalchemy import text
 
 from dataforge.celery_app import create_app
 from dataforge.db import Database
-from dataforge.legacy import LEGACY_TASK_NAME, read_switch, set_switch
+from dataforge.legacy.names import LEGACY_TASK_NAME
+from dataforge.legacy.switch import read_switch, set_switch
 from dataforge.settings import Settings
 from tests.compat.support import Backend, make_backend
 from tests.migrations.support import T0, build_legacy_db, upgrade
@@ -45,7 +46,7 @@ def _send(settings: Settings, **kwargs: Any) -> Any:
     try:
         return app.send_task(LEGACY_TASK_NAME, kwargs=kwargs).get(timeout=60, propagate=False)
     finally:
-        app.dataforge.close()  # type: ignore[attr-defined]
+        app.runtime.close()  # type: ignore[attr-defined]
 
 
 def _executions(settings: Settings) -> list[dict[str, Any]]:
@@ -101,4 +102,4 @@ def test_unknown_result_never_hangs(settings: Settings) -> None:
     app = create_app(settings)
     with pytest.raises(CeleryTimeout):
         app.send_task(LEGACY_TASK_NAME, kwargs={"handler_path": "scripts:alpha"}).get(timeout=0.5)
-    app.dataforge.close()  # type: ignore[attr-defined]
+    app.runtime.close()  # type: ignore[attr-defined]

@@ -22,7 +22,8 @@ import redis
 from sqlalchemy import text
 
 from dataforge.db import Database
-from dataforge.legacy import LEGACY_TASK_NAME, set_switch
+from dataforge.legacy.names import LEGACY_TASK_NAME
+from dataforge.legacy.switch import set_switch
 from dataforge.settings import Settings
 from tests.compat.support import JOBS, Backend, make_backend, wait_until
 from tests.migrations.support import T0, build_legacy_db, downgrade, upgrade

@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 
-from dataforge.legacy import LEGACY_TASK_NAME
 from dataforge.protocol import MAX_RETRIES_HEADER
 from dataforge.scheduler.dispatch import (
     DUE_AT_HEADER,
     HARD_LIMIT_GRACE_SECONDS,
     SCHEDULE_ID_HEADER,
     DispatchContext,
-    Flag,
+    MarkInvalid,
     Reschedule,
     RowSnapshot,
     Send,
@@ -25,7 +24,7 @@ from dataforge.scheduler.dispatch import (
 )
 
 NOW = datetime(2024, 5, 1, 12, 0, 0)
-REGISTERED = {"dataforge.sync", LEGACY_TASK_NAME}
+REGISTERED = {"dataforge.sync"}
 
 
 def ctx(**changes: Any) -> DispatchContext:
@@ -101,45 +100,17 @@ def test_raw_sqlite_timestamps_are_read() -> None:
         ({"handler_kwargs": "[1]"}, "handler_kwargs='[1]': must be a JSON object"),
         ({"handler_kwargs": "{'days': 7}"}, "handler_kwargs=\"{'days': 7}\": not valid JSON"),
         ({"handler_kwargs": ""}, "handler_kwargs='': not valid JSON"),
-        ({"task_name": None, "handler_path": "scripts:sync"}, "task_name=None: missing; this legacy"),
-        ({"task_name": None, "handler_path": "os:system"}, "handler_path='os:system': no task_name"),
-        ({"task_name": None}, "task_name=None: missing, and no handler_path"),
-        ({"task_name": "  "}, "task_name=None: missing, and no handler_path"),
+        ({"task_name": None}, "task_name=None: missing; set task_name"),
+        ({"task_name": "  "}, "task_name=None: missing; set task_name"),
+        # Without a plug-in that claims it, a legacy handler_path does not make a row runnable.
+        ({"task_name": None, "handler_path": "scripts:sync"}, "task_name=None: missing; set task_name"),
         ({"next_run_at": "tomorrow"}, "next_run_at='tomorrow': not a timestamp"),
     ],
 )
 def test_bad_rows_are_flagged_with_a_reason(changes: dict[str, Any], reason_start: str) -> None:
     decision = plan_due_row(row(**changes), NOW, ctx())
-    assert isinstance(decision, Flag)
+    assert isinstance(decision, MarkInvalid)
     assert decision.reason.startswith(reason_start), decision.reason
-
-
-def test_legacy_rows_go_to_the_shim_only_with_the_switch_on() -> None:
-    legacy = row(task_name=None, handler_path="scripts.sync_accounts:run", handler_kwargs='{"days": 1}')
-    decision = plan_due_row(legacy, NOW, ctx(legacy_enabled=True))
-    assert isinstance(decision, Send)
-    assert decision.message.task_name == LEGACY_TASK_NAME
-    assert decision.message.legacy
-    assert decision.message.kwargs == {"days": 1, "scheduled_task_id": 42, "handler_path": "scripts.sync_accounts:run"}
-    assert isinstance(plan_due_row(legacy, NOW, ctx(legacy_enabled=False)), Flag)
-    # An unregistered task_name with a legacy handler_path also goes through the shim.
-    stale = replace(legacy, task_name="dataforge.not_deployed")
-    sent = plan_due_row(stale, NOW, ctx(legacy_enabled=True))
-    assert isinstance(sent, Send) and sent.message.task_name == LEGACY_TASK_NAME
-    # A registered task_name always wins: the new path is used whenever it exists.
-    both = replace(legacy, task_name="dataforge.sync")
-    new_way = plan_due_row(both, NOW, ctx(legacy_enabled=True))
-    assert isinstance(new_way, Send) and new_way.message.task_name == "dataforge.sync"
-    # Outside the scripts namespace nothing is ever sent to the shim.
-    evil = replace(legacy, handler_path="os:system")
-    assert isinstance(plan_due_row(evil, NOW, ctx(legacy_enabled=True)), Flag)
-
-
-def test_legacy_switch_on_without_the_shim_registered_flags_the_row() -> None:
-    legacy = row(task_name=None, handler_path="scripts:sync")
-    decision = plan_due_row(legacy, NOW, ctx(legacy_enabled=True, is_registered={"dataforge.sync"}.__contains__))
-    assert isinstance(decision, Flag)
-    assert "DATAFORGE_LEGACY_TASKS=1" in decision.reason
 
 
 def test_missed_runs_follow_the_row_then_the_global_policy() -> None:
@@ -161,7 +132,7 @@ def test_unscheduled_rows_get_a_first_due_time_or_a_flag() -> None:
     ran = plan_unscheduled_row(row(task_type="once", run_at=NOW, next_run_at=None, last_run_at=NOW), NOW, ctx())
     assert ran == Reschedule(None, "once row already ran")
     bad = plan_unscheduled_row(row(next_run_at=None, interval_seconds=0), NOW, ctx())
-    assert isinstance(bad, Flag) and bad.reason.startswith("interval_seconds=0")
+    assert isinstance(bad, MarkInvalid) and bad.reason.startswith("interval_seconds=0")
 
 
 def test_schedule_math_that_fails_flags_only_that_row(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,5 +144,5 @@ def test_schedule_math_that_fails_flags_only_that_row(monkeypatch: pytest.Monkey
     monkeypatch.setattr(dispatch, "plan_run", broken)
     monkeypatch.setattr(dispatch, "first_run_at", broken)
     for decision in (plan_due_row(row(), NOW, ctx()), plan_unscheduled_row(row(next_run_at=None), NOW, ctx())):
-        assert isinstance(decision, Flag)
+        assert isinstance(decision, MarkInvalid)
         assert "croniter gave up" in decision.reason

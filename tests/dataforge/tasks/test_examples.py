@@ -10,7 +10,7 @@ from celery import states
 from dataforge.protocol import MAX_RETRIES_HEADER
 from dataforge.settings import Settings
 from dataforge.tasks import REGISTERED_TASKS, examples
-from tests.dataforge.tasks.helpers import add_schedule, executions
+from tests.dataforge.worker.helpers import add_schedule, executions
 
 
 def test_example_jobs_directly() -> None:

@@ -24,11 +24,11 @@ from dataforge.celery_app import create_app
 from dataforge.models import LockLease, ScheduledTask, TaskExecution, utcnow
 from dataforge.settings import Settings
 from dataforge.tools.processes import CeleryProcess, worker_command
+from tests.conftest import REPO_ROOT
 from tests.dataforge.worker.worker_tasks.tasks import SEQ_PATTERN
 
-__all__ = ["REPO", "TASKS_PACKAGE", "Rig", "running_rig", "wait_until", "worker_env"]
+__all__ = ["REPO_ROOT", "TASKS_PACKAGE", "Rig", "running_rig", "wait_until", "worker_env"]
 
-REPO = Path(__file__).resolve().parents[3]
 TASKS_PACKAGE = "tests.dataforge.worker.worker_tasks"
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ def worker_env(settings: Settings, extra_path: Sequence[Path] = ()) -> dict[str,
     """The child's environment: ours minus any DATAFORGE_* (only the settings' own count)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFORGE_") or k.startswith("DATAFORGE_TEST_")}
     env.update(settings.as_env())
-    paths = [str(p) for p in (*extra_path, REPO)]
+    paths = [str(p) for p in (*extra_path, REPO_ROOT)]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
@@ -75,7 +75,7 @@ class Rig:
 
     # -- database -------------------------------------------------------------------------------
     def add_schedule(self, task_name: str, name: str | None = None) -> int:
-        with self.app.dataforge.db.session() as s:
+        with self.app.runtime.db.session() as s:
             row = ScheduledTask(
                 name=name or f"{task_name}-{time.monotonic_ns()}", task_type="interval", interval_seconds=3600,
                 task_name=task_name,
@@ -85,7 +85,7 @@ class Rig:
             return row.id
 
     def schedule(self, schedule_id: int) -> ScheduledTask:
-        with self.app.dataforge.db.session() as s:
+        with self.app.runtime.db.session() as s:
             row = s.get(ScheduledTask, schedule_id)
             assert row is not None
             return row
@@ -96,7 +96,7 @@ class Rig:
             query = query.where(TaskExecution.celery_task_id == task_id)
         if task_name is not None:
             query = query.where(TaskExecution.task_name == task_name)
-        with self.app.dataforge.db.session() as s:
+        with self.app.runtime.db.session() as s:
             return list(s.scalars(query))
 
     def wait_execution(self, task_id: str, status: str, timeout: float = 60) -> TaskExecution:
@@ -116,7 +116,7 @@ class Rig:
                 return client.exists(key) == 1
             finally:
                 client.close()
-        with self.app.dataforge.db.session() as s:
+        with self.app.runtime.db.session() as s:
             lease = s.get(LockLease, key)
             return lease is not None and lease.expires_at > utcnow()
 
@@ -154,4 +154,4 @@ def running_rig(
         yield Rig(settings=settings, app=app, worker=worker, tmp=tmp)
     finally:
         worker.stop()
-        app.dataforge.close()
+        app.runtime.close()

@@ -62,7 +62,7 @@ def test_a_killed_workers_lease_frees_itself_within_one_ttl(tmp_path: Path) -> N
         rig.wait_lock(key, held=True)
         rig.worker.kill()  # the whole process group: no parent is left to free anything
         killed_at = time.monotonic()
-        backend = DatabaseLockBackend(rig.app.dataforge.db)
+        backend = DatabaseLockBackend(rig.app.runtime.db)
         token = wait_until(lambda: backend.acquire(key, 60), LOCK_TTL + 10, f"lease {key} taken over after the kill")
         assert time.monotonic() - killed_at <= LOCK_TTL + 10
         assert backend.release(key, token)

@@ -173,7 +173,7 @@ async def loop_client_job() -> dict[str, Any]:
     """Keeps a loop-bound client between runs, as real async jobs keep engines and pools."""
     global _client
     if _client is None:
-        _client = aioredis.Redis.from_url(celery_app.dataforge.settings.redis_url)
+        _client = aioredis.Redis.from_url(celery_app.runtime.settings.redis_url)
     return {"pid": os.getpid(), "loop": id(asyncio.get_running_loop()), "ping": await _client.ping()}
 
 
@@ -185,7 +185,7 @@ def loop_client(self: DataForgeTask, **kwargs: Any) -> Any:
 @celery_app.task(base=DataForgeTask, bind=True, name="wt.shutdown_lock_store", shared=False)
 def shutdown_lock_store(self: DataForgeTask, **kwargs: Any) -> Any:
     """Takes the lock store down mid-run: the release at the end cannot reach it."""
-    client = redis.Redis.from_url(self.app.dataforge.settings.redis_url)
+    client = redis.Redis.from_url(self.app.runtime.settings.redis_url)
     try:
         client.shutdown(nosave=True)
     except redis.ConnectionError:

@@ -16,8 +16,7 @@ from dataforge.catalog.registry import RegistryCheck, check_registry, get_regist
 from dataforge.cli.main import cli
 from dataforge.settings import Settings
 from dataforge.tasks import REGISTERED_TASKS
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.conftest import REPO_ROOT
 
 
 def test_compare_reports_names_on_either_side_only() -> None:
@@ -52,7 +51,7 @@ def test_cli_lists_and_checks_the_default_package() -> None:
 
 def _run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFORGE_")}
-    env.update({"DATAFORGE_TASK_PACKAGES": "pkgx", "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"})
+    env.update({"DATAFORGE_TASK_PACKAGES": "pkgx", "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"})
     return subprocess.run(
         [sys.executable, "-c", "from dataforge.cli.main import main; main()", "tasks", *args],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,

@@ -16,12 +16,12 @@ from celery.exceptions import Retry
 from celery.result import AsyncResult
 
 from dataforge.errors import LockUnavailableError
-from dataforge.locks import lock_backend_for
 from dataforge.protocol import MAX_RETRIES_HEADER
 from dataforge.settings import Settings
-from dataforge.worker.recording import RUN_LOGGER
+from dataforge.worker.recording.runlog import RUN_LOGGER
+from dataforge.worker.run_state import ATTRIBUTE, RunState
 from dataforge.worker.task import LOCK_UNAVAILABLE_MAX_RETRIES, DataForgeTask, schedule_max_retries
-from tests.dataforge.tasks.helpers import add_schedule, executions, lock_held, schedule
+from tests.dataforge.worker.helpers import add_schedule, executions, lock_held, schedule
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 
@@ -156,7 +156,7 @@ def test_skip_sequence_when_the_lock_is_held(app: Celery, events: list[str]) -> 
     called: list[int] = []
     task = traced_task(app, events, lambda self, **kw: called.append(1))
     key = task.lock_key_for({"scheduled_task_id": sid})
-    holder = lock_backend_for(app.dataforge).acquire(key, 60)
+    holder = app.runtime.locks.acquire(key, 60)
     assert holder is not None
     result = task.apply(kwargs={"scheduled_task_id": sid}, headers={MAX_RETRIES_HEADER: 5})
     assert result.state == states.IGNORED
@@ -168,7 +168,7 @@ def test_skip_sequence_when_the_lock_is_held(app: Celery, events: list[str]) -> 
     assert (sched.success_count, sched.failure_count, sched.last_status) == (0, 0, None)
     # The other run's lock is untouched.
     assert lock_held(app, key)
-    assert lock_backend_for(app.dataforge).release(key, holder)
+    assert app.runtime.locks.release(key, holder)
 
 
 def test_max_retries_comes_from_the_header_and_does_not_leak_to_the_next_run(app: Celery) -> None:
@@ -202,7 +202,7 @@ def test_schedule_max_retries_parsing() -> None:
 def test_retry_releases_the_lock_before_the_retry_is_published(embedded_settings: Settings, make_app: Any) -> None:
     app = make_app(embedded_settings)
     task = define(app, "t.retrying", lambda self, **kw: None)
-    backend = lock_backend_for(app.dataforge)
+    backend = app.runtime.locks
     key = task.lock_key_for({"scheduled_task_id": 1})
     token = backend.acquire(key, 60, owner="tid-1")
     assert token is not None
@@ -218,7 +218,7 @@ def test_retry_releases_the_lock_before_the_retry_is_published(embedded_settings
     task.signature_from_request = lambda *a, **kw: Sig()  # the message that would be sent
     task.push_request(
         id="tid-1", retries=0, called_directly=False, is_eager=False, kwargs={"scheduled_task_id": 1},
-        dataforge_lock_key=key, dataforge_lock_token=token,
+        dataforge_run=RunState(lock_key=key, lock_token=token),
     )  # fmt: skip
     try:
         with pytest.raises(Retry):
@@ -262,7 +262,7 @@ def test_lock_name_lets_two_task_names_share_one_lock(app: Celery) -> None:
     shim = define(app, "t.legacy_shim", lambda self, **kw: "shim", base=Shim)
     kwargs = {"scheduled_task_id": 7, "handler_path": "scripts:x"}
     assert shim.lock_key_for(kwargs) == new.lock_key_for({"scheduled_task_id": 7}) == "dataforge:lock:t.new:7"
-    token = lock_backend_for(app.dataforge).acquire(new.lock_key_for(kwargs), 60)
+    token = app.runtime.locks.acquire(new.lock_key_for(kwargs), 60)
     assert token is not None
     assert shim.apply(kwargs=kwargs).state == states.IGNORED
 
@@ -272,13 +272,13 @@ def test_lock_can_be_disabled(app: Celery) -> None:
         lock_enabled = False
 
     task = define(app, "t.parallel", lambda self, **kw: "ok", base=Parallel)
-    lock_backend_for(app.dataforge).acquire(task.lock_key_for({"scheduled_task_id": 1}), 60)
+    app.runtime.locks.acquire(task.lock_key_for({"scheduled_task_id": 1}), 60)
     assert task.apply(kwargs={"scheduled_task_id": 1}).get() == "ok"
 
 
 def test_a_task_called_as_a_function_takes_no_lock(app: Celery) -> None:
     task = define(app, "t.direct", lambda self, **kw: self.run_job(lambda days=1: days * 2, kw))
-    lock_backend_for(app.dataforge).acquire(task.lock_key_for({"scheduled_task_id": 1}), 60)
+    app.runtime.locks.acquire(task.lock_key_for({"scheduled_task_id": 1}), 60)
     assert task(scheduled_task_id=1, days=4, _lock_key="x") == 8
     assert executions(app) == []
 
@@ -342,7 +342,7 @@ def test_a_duplicate_delivery_of_a_finished_run_does_not_run_again(
     [first_row] = first
     events.clear()
     acquired: list[str] = []
-    backend = lock_backend_for(app.dataforge)
+    backend = app.runtime.locks
     real_acquire = backend.acquire
     monkeypatch.setattr(backend, "acquire", lambda key, *a, **kw: acquired.append(key) or real_acquire(key, *a, **kw))
     with caplog.at_level(logging.INFO):
@@ -392,12 +392,12 @@ def test_a_duplicate_of_a_skipped_run_keeps_ignored_and_its_reason(app: Celery) 
     ran: list[int] = []
     task = define(app, "t.job", lambda self, **kw: ran.append(1))
     key = task.lock_key_for({"scheduled_task_id": sid})
-    holder = lock_backend_for(app.dataforge).acquire(key, 60)
+    holder = app.runtime.locks.acquire(key, 60)
     assert holder is not None
     tid = "dup-skipped"
     assert deliver(task, tid, {"scheduled_task_id": sid}) == states.IGNORED
     [skipped] = executions(app)
-    lock_backend_for(app.dataforge).release(key, holder)  # a real second run would now run
+    app.runtime.locks.release(key, holder)  # a real second run would now run
     assert deliver(task, tid, {"scheduled_task_id": sid}) == states.IGNORED
     assert ran == []
     [row] = executions(app)
@@ -436,13 +436,12 @@ def test_a_redelivery_of_an_unfinished_attempt_runs(app: Celery, left: str) -> N
     from sqlalchemy import update
 
     from dataforge.models import TaskExecution, utcnow
-    from dataforge.worker.recording import record_execution_started
 
     sid = add_schedule(app)
     tid = f"redelivered-{left}"
-    record_execution_started(app.dataforge, task_id=tid, task_name="t.job", attempt=0,
+    app.runtime.recorder.start(task_id=tid, task_name="t.job", attempt=0,
                              kwargs={"scheduled_task_id": sid}, worker="dead:1", started_at=utcnow())
-    with app.dataforge.db.session() as s:
+    with app.runtime.db.session() as s:
         s.execute(update(TaskExecution).where(TaskExecution.celery_task_id == tid).values(status=left))
     ran: list[int] = []
     task = define(app, "t.job", lambda self, **kw: ran.append(1) or "ran")
@@ -462,10 +461,13 @@ def test_a_message_header_cannot_mark_a_delivery_as_a_duplicate(app: Celery) -> 
         dataforge_record = False
 
     plain = define(app, "t.unrecorded", lambda self, **kw: ran.append(2) or "ran", base=Unrecorded)
-    for t in (task, plain):
-        assert deliver(t, f"header-{t.name}", {}, dataforge_already_finished="success") == states.SUCCESS
-        assert AsyncResult(f"header-{t.name}", app=app).result == "ran"
-    assert ran == [1, 2]
+    headers: list[Any] = ["success", {"duplicate_of": "success"}]
+    for n, header in enumerate(headers):
+        for t in (task, plain):
+            tid = f"header-{n}-{t.name}"
+            assert deliver(t, tid, {}, **{ATTRIBUTE: header}) == states.SUCCESS
+            assert AsyncResult(tid, app=app).result == "ran"
+    assert ran == [1, 2, 1, 2]
 
 
 def test_eager_mode_and_unrecorded_tasks_run_every_time(app: Celery) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from dataforge.db import Database
-from dataforge.legacy import LEGACY_TASK_NAME
+from dataforge.legacy.names import LEGACY_TASK_NAME
 from dataforge.models import ScheduledTask
 from dataforge.scheduler import store
 from dataforge.scheduler.changes import PostgresChangeFeed
@@ -66,7 +66,7 @@ class Env:
         self.url = url
         self.settings = settings_for(tmp_path, url, **env)
         self.app: Celery = make_app(self.settings)
-        self.db: Database = self.app.dataforge.db
+        self.db: Database = self.app.runtime.db
         self.clock = FakeClock()
         self.schedulers: list[CapturingScheduler] = []
 
@@ -101,7 +101,7 @@ class Env:
     def close(self) -> None:
         for sch in self.schedulers:
             sch.close()
-        self.app.dataforge.close()
+        self.app.runtime.close()
 
 
 @pytest.fixture
@@ -513,7 +513,7 @@ def test_legacy_rows_are_sent_to_the_shim_when_the_switch_is_on(legacy_env: Env)
     e = legacy_env
     # The switch on, and the legacy executor's name registered (by the compat shim in real
     # deployments; a stand-in here, since what beat sends is the subject, not the shim).
-    e.app.dataforge.settings = e.settings.with_(legacy_tasks=True)
+    e.app.runtime.settings = e.settings.with_(legacy_tasks=True)
     register(e.app, LEGACY_TASK_NAME)
     if True:
         legacy = add_row(e.db, task_name=None, handler_path="scripts/sync_accounts.py", handler_kwargs='{"days": 1}')

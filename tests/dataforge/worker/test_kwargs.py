@@ -74,7 +74,7 @@ def test_missing_required_parameter_names_the_job_and_the_fix() -> None:
     err = info.value
     assert isinstance(err, TypeError)  # what calling the job would have raised
     assert err.missing == ["days"]
-    assert "test_jobs.named" in str(err) and "handler_kwargs" in str(err)
+    assert "test_kwargs.named" in str(err) and "handler_kwargs" in str(err)
 
 
 def test_required_positional_only_parameter_can_never_be_bound() -> None:

@@ -30,7 +30,7 @@ def make_app() -> Iterator[Callable[[Settings], Celery]]:
 
     yield make
     for app in apps:
-        app.dataforge.close()
+        app.runtime.close()
 
 
 @pytest.fixture

@@ -27,12 +27,11 @@ from dataforge.models import utcnow
 from dataforge.protocol import DUE_AT_HEADER, MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER
 from dataforge.settings import Settings
 from dataforge.tools.processes import CeleryProcess, beat_command, worker_command
-from tests.conftest import create_schema
+from tests.conftest import REPO_ROOT, create_schema
 from tests.dataforge.scheduler.support import add_row, get_row, run_sql
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TASK = "sched_test.echo"
 SENT = r"Scheduler: Sending due task {name} \("
 

@@ -16,18 +16,12 @@ from celery.exceptions import TimeLimitExceeded, WorkerLostError
 
 import dataforge.celery_signals as celery_signals
 from dataforge.celery_app import create_app
-from dataforge.locks import lock_backend_for
 from dataforge.models import ScheduledTask, utcnow
 from dataforge.settings import Settings
-from dataforge.worker.recording import (
-    RUN_LOGGER,
-    on_task_failure,
-    on_task_revoked,
-    record_execution_started,
-    recorder_stats,
-)
+from dataforge.worker.recording.handlers import on_task_failure, on_task_revoked
+from dataforge.worker.recording.runlog import RUN_LOGGER
 from dataforge.worker.task import DataForgeTask
-from tests.dataforge.tasks.helpers import add_schedule, executions, lock_held, schedule
+from tests.dataforge.worker.helpers import add_schedule, executions, lock_held, schedule
 
 UNREACHABLE_PG = "postgresql://nobody@127.0.0.1:1/nothing"
 
@@ -48,7 +42,7 @@ def make_app() -> Iterator[Callable[[Settings], Celery]]:
 
     yield make
     for app in apps:
-        app.dataforge.close()
+        app.runtime.close()
 
 
 @pytest.fixture
@@ -91,21 +85,21 @@ def test_a_database_outage_never_fails_the_task(server_settings: Settings, make_
     app = make_app(server_settings.with_(database_url=UNREACHABLE_PG))  # locks stay in Redis
     result = define(app, "t.job", lambda **kw: "still ran").apply(kwargs={"scheduled_task_id": 1})
     assert result.state == states.SUCCESS and result.get() == "still ran"
-    stats = recorder_stats(app.dataforge)
+    stats = app.runtime.recorder.stats
     assert stats.db_errors >= 2 and stats.by_event.get("prerun") == 1 and stats.by_event.get("success") == 1
     assert not lock_held(app, "dataforge:lock:t.job:1")
 
 
 def test_a_redelivered_message_reuses_its_row(app: Celery) -> None:
     for _ in range(2):
-        record_execution_started(app.dataforge, task_id="tid", task_name="t.job", attempt=0, kwargs={},
+        app.runtime.recorder.start(task_id="tid", task_name="t.job", attempt=0, kwargs={},
                                  worker="w:1", started_at=utcnow())
     rows = executions(app)
     assert [(r.celery_task_id, r.attempt, r.status) for r in rows] == [("tid", 0, "running")]
 
 
 def _start(app: Celery, task_id: str = "tid", attempt: int = 0, worker: str = "w:1", **kw: Any) -> str | None:
-    return record_execution_started(app.dataforge, task_id=task_id, task_name="t.job", attempt=attempt,
+    return app.runtime.recorder.start(task_id=task_id, task_name="t.job", attempt=attempt,
                                     kwargs={}, worker=worker, started_at=utcnow(), **kw)
 
 
@@ -120,7 +114,7 @@ def _set_status(app: Celery, status: str, task_id: str = "tid", attempt: int = 0
 
     from dataforge.models import TaskExecution
 
-    with app.dataforge.db.session() as s:
+    with app.runtime.db.session() as s:
         s.execute(
             update(TaskExecution)
             .where(TaskExecution.celery_task_id == task_id, TaskExecution.attempt == attempt)
@@ -177,14 +171,14 @@ def test_the_start_upsert_is_one_round_trip_on_postgresql(server_settings: Setti
         assert _start(app) == expected
         return len(statements)
 
-    event.listen(app.dataforge.db.engine, "before_cursor_execute", capture)
+    event.listen(app.runtime.db.engine, "before_cursor_execute", capture)
     try:
         assert round_trips(None) == 1  # new row
         assert round_trips(None) == 1  # still running: a redelivery takes it over
         _set_status(app, "success")
         assert round_trips("success") == 1  # refused, and the status comes with it
     finally:
-        event.remove(app.dataforge.db.engine, "before_cursor_execute", capture)
+        event.remove(app.runtime.db.engine, "before_cursor_execute", capture)
 
 
 def test_a_missing_schedule_is_recorded_as_null(app: Celery) -> None:
@@ -197,7 +191,7 @@ def test_counters_are_atomic_and_due_times_are_left_to_beat(app: Celery) -> None
     sid = add_schedule(app)
     due = datetime(2031, 1, 1, 12, 0)
     later = utcnow() + timedelta(days=365)
-    with app.dataforge.db.session() as s:
+    with app.runtime.db.session() as s:
         row = s.get(ScheduledTask, sid)
         assert row is not None
         row.next_run_at, row.last_run_at = due, later
@@ -228,10 +222,10 @@ def test_one_structured_log_line_per_run(app: Celery, caplog: pytest.LogCaptureF
 
 def _start_run(app: Celery, task: Any, task_id: str, sid: int) -> str:
     """The state a killed child leaves behind: a running row and a held lock."""
-    record_execution_started(app.dataforge, task_id=task_id, task_name=task.name, attempt=0,
+    app.runtime.recorder.start(task_id=task_id, task_name=task.name, attempt=0,
                              kwargs={"scheduled_task_id": sid}, worker="w:1", started_at=utcnow())
     key: str = task.lock_key_for({"scheduled_task_id": sid})
-    assert lock_backend_for(app.dataforge).acquire(key, 60, owner=task_id) is not None
+    assert app.runtime.locks.acquire(key, 60, owner=task_id) is not None
     return key
 
 
@@ -246,7 +240,7 @@ def test_worker_lost_in_the_parent_marks_lost_and_frees_only_that_runs_lock(app:
     assert not lock_held(app, key)
     assert (schedule(app, sid).failure_count, schedule(app, sid).last_status) == (1, "failure")
     # Meanwhile another run took the lock: a late duplicate event must not free it or count again.
-    assert lock_backend_for(app.dataforge).acquire(key, 60, owner="tid-alive") is not None
+    assert app.runtime.locks.acquire(key, 60, owner="tid-alive") is not None
     on_task_failure(sender=task, task_id="tid-dead", exception=exc, kwargs={"scheduled_task_id": sid}, einfo=None)
     assert lock_held(app, key)
     assert schedule(app, sid).failure_count == 1
@@ -296,7 +290,7 @@ def test_a_dropped_database_connection_costs_one_event_then_recording_resumes(
             (dbname,),
         )
     assert task.apply(kwargs={"scheduled_task_id": sid}).get() == "ok"  # the task never notices
-    assert recorder_stats(app.dataforge).db_errors >= 1
+    assert app.runtime.recorder.stats.db_errors >= 1
     third = task.apply(kwargs={"scheduled_task_id": sid})
     assert third.get() == "ok"
     assert [r.status for r in executions(app) if r.celery_task_id == third.id] == ["success"]
@@ -307,14 +301,13 @@ def test_relaxed_commit_stays_on_the_recorders_own_connections(server_settings: 
     dispatch, lock leases, the CLI) never inherit it, even after the recorder's closes."""
     from sqlalchemy import text
 
-    from dataforge.worker.recording import _held
 
     app = make_app(server_settings)
     define(app, "t.job", lambda **kw: None).apply(kwargs={"scheduled_task_id": 1})
-    held = _held(app.dataforge)
+    held = app.runtime.recorder.connections
     expected = "on" if server_settings.recorder_synchronous_commit else "off"
     assert held.execute(text("SHOW synchronous_commit"), {}).scalar() == expected
     held.close()
     for _ in range(3):  # whatever the pool hands out
-        with app.dataforge.db.engine.connect() as conn:
+        with app.runtime.db.engine.connect() as conn:
             assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"

@@ -18,7 +18,6 @@ from dataforge.locks import (
     LockBackend,
     LockRenewer,
     RedisLockBackend,
-    lock_backend_for,
     lock_key,
     make_token,
     token_owner,
@@ -248,13 +247,13 @@ def test_one_renewer_thread_for_many_locks(redis_url: str) -> None:
         backend.close()
 
 
-def test_lock_backend_for_follows_the_settings(tmp_path: object, redis_url: str) -> None:
+def test_the_runtimes_lock_store_follows_the_settings(tmp_path: object, redis_url: str) -> None:
     embedded = Runtime(Settings.from_env({}, cwd=tmp_path))  # type: ignore[arg-type]
     server = Runtime(Settings.from_env({"DATAFORGE_REDIS_URL": redis_url}, cwd=tmp_path))  # type: ignore[arg-type]
     try:
-        assert isinstance(lock_backend_for(embedded), DatabaseLockBackend)
-        assert isinstance(lock_backend_for(server), RedisLockBackend)
-        assert lock_backend_for(server) is lock_backend_for(server)  # one per process
+        assert isinstance(embedded.locks, DatabaseLockBackend)
+        assert isinstance(server.locks, RedisLockBackend)
+        assert server.locks is server.locks  # one per process
     finally:
         embedded.close()
         server.close()

@@ -12,7 +12,7 @@ __all__ = ["add_schedule", "executions", "lock_held", "schedule"]
 
 
 def add_schedule(app: Celery, name: str = "s1", task_name: str = "t.job") -> int:
-    with app.dataforge.db.session() as s:
+    with app.runtime.db.session() as s:
         row = ScheduledTask(name=name, task_type="interval", interval_seconds=60, task_name=task_name)
         s.add(row)
         s.flush()
@@ -20,12 +20,12 @@ def add_schedule(app: Celery, name: str = "s1", task_name: str = "t.job") -> int
 
 
 def executions(app: Celery) -> list[TaskExecution]:
-    with app.dataforge.db.session() as s:
+    with app.runtime.db.session() as s:
         return list(s.scalars(select(TaskExecution).order_by(TaskExecution.id)))
 
 
 def schedule(app: Celery, schedule_id: int) -> ScheduledTask:
-    with app.dataforge.db.session() as s:
+    with app.runtime.db.session() as s:
         row = s.get(ScheduledTask, schedule_id)
         assert row is not None
         return row
@@ -33,13 +33,13 @@ def schedule(app: Celery, schedule_id: int) -> ScheduledTask:
 
 def lock_held(app: Celery, key: str) -> bool:
     """Whether ``key`` is currently held in the app's lock store (read-only peek)."""
-    settings = app.dataforge.settings
+    settings = app.runtime.settings
     if settings.redis_url:
         client = redis.Redis.from_url(settings.redis_url)
         try:
             return client.exists(key) == 1
         finally:
             client.close()
-    with app.dataforge.db.session() as s:
+    with app.runtime.db.session() as s:
         lease = s.get(LockLease, key)
         return lease is not None and lease.expires_at > utcnow()

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from dataforge.cli.main import cli
-from dataforge.legacy import LEGACY_TASK_NAME
+from dataforge.legacy.names import LEGACY_TASK_NAME
 from dataforge.tools.demo import Demo, DemoOptions, StepResult, find_examples
 
 pytestmark = pytest.mark.slow

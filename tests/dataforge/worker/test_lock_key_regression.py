@@ -17,7 +17,7 @@ from celery import states
 
 from dataforge.settings import Settings
 from dataforge.worker.task import DataForgeTask
-from tests.dataforge.tasks.helpers import add_schedule, executions
+from tests.dataforge.worker.helpers import add_schedule, executions
 
 
 async def run(scheduled_task_id: int, days: int = 7) -> dict[str, int]:

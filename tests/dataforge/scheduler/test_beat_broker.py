@@ -41,7 +41,7 @@ class Broker:
         self.app: Celery = make_app(self.settings)
         self.queue = queue
         self.app.conf.task_default_queue = queue
-        self.db: Database = self.app.dataforge.db
+        self.db: Database = self.app.runtime.db
         self.schedulers: list[DatabaseScheduler] = []
 
     def scheduler(self, cls: type[DatabaseScheduler] = DatabaseScheduler) -> DatabaseScheduler:
@@ -80,7 +80,7 @@ class Broker:
         if self.settings.broker_url.startswith("amqp"):
             with self.app.connection_for_write() as conn:  # no durable queue left on the shared broker
                 conn.default_channel.queue_delete(self.queue)
-        self.app.dataforge.close()
+        self.app.runtime.close()
 
 
 @pytest.fixture(params=["redis", "embedded", "rabbitmq"])
