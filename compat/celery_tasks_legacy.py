@@ -1,4 +1,4 @@
-"""The seed's ``celery_tasks_legacy.py``: the legacy executor, for rollback only.
+"""The design's ``celery_tasks_legacy.py``: the legacy executor, for rollback only.
 
 Registered under the legacy name ``app.celery_tasks.execute_scheduled_task`` while the legacy
 switch is on (``dataforge legacy enable`` / ``DATAFORGE_LEGACY_TASKS=1``; see

@@ -42,9 +42,9 @@ class TaskParams:
 
     @classmethod
     def from_registry(cls, raw: object) -> TaskParams:
-        """Normalise the seed's ``params``: a list of names or of dicts
+        """Normalise the design's ``params``: a list of names or of dicts
         (``{"name", "required", "default", "kind"...}``). An empty or missing list declares
-        nothing: the seed's own example has ``"params": []`` on a ``**kwargs`` task."""
+        nothing: the design's own example has ``"params": []`` on a ``**kwargs`` task."""
         if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
             return cls()
         specs: list[ParamSpec] = []

@@ -1,7 +1,7 @@
 """The task registry: ``REGISTERED_TASKS`` joined with Celery's own registry.
 
 Two lists describe the tasks and they can drift apart: ``REGISTERED_TASKS`` (in each task
-package's ``__init__``, the seed's format, what people and the schedules CLI read) and
+package's ``__init__``, the design's format, what people and the schedules CLI read) and
 Celery's registry (what a worker actually runs; a message for a name it does not know is
 discarded and lost). :func:`get_registered_tasks` returns both, joined by name;
 :func:`check_registry` lists every name present in one but not the other (``dataforge tasks
@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dataforge.catalog.params import TaskParams
+from dataforge.errors import UnknownTaskError
 from dataforge.runtime import get_runtime
 
 if TYPE_CHECKING:
@@ -25,7 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RegistryCheck",
-    "celery_task_names",
+    "TaskCatalog",
+    "catalog_from_app",
+    "celery_tasks",
     "check_registry",
     "get_registered_tasks",
     "registered_metadata",
@@ -93,7 +97,7 @@ def _defined_in(task: Any, packages: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(f"{p}.") for p in packages)
 
 
-def celery_task_names(app: Celery) -> dict[str, Any]:
+def celery_tasks(app: Celery) -> dict[str, Any]:
     """The tasks of ``app``'s task packages in Celery's registry, imported as a worker would.
 
     Only tasks defined in a module of the task packages count: Celery's built-ins, compat
@@ -115,13 +119,13 @@ def celery_task_names(app: Celery) -> dict[str, Any]:
 def get_registered_tasks(app: Celery) -> dict[str, dict[str, Any]]:
     """Every task name known to either registry, with its metadata and where it was found.
 
-    Each value has the seed's keys (``name``, ``description``, ``category``, ``params``;
+    Each value has the design's keys (``name``, ``description``, ``category``, ``params``;
     defaults from the task's docstring when it is not listed) plus ``task_name``,
     ``in_registry`` (listed in REGISTERED_TASKS), ``in_celery`` (a worker runs it) and
     ``dataforge_task`` (it records executions and takes the run lock).
     """
     meta = registered_metadata(app)
-    tasks = celery_task_names(app)
+    tasks = celery_tasks(app)
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(set(meta) | set(tasks)):
         entry = meta.get(name, {})
@@ -142,4 +146,36 @@ def get_registered_tasks(app: Celery) -> dict[str, dict[str, Any]]:
 
 def check_registry(app: Celery) -> RegistryCheck:
     """Names present in REGISTERED_TASKS or in Celery's registry but not in both."""
-    return RegistryCheck.compare(registered_metadata(app), celery_task_names(app))
+    return RegistryCheck.compare(registered_metadata(app), celery_tasks(app))
+
+
+@dataclass(frozen=True)
+class TaskCatalog:
+    """The task names the worker will accept, with what each declares about its params."""
+
+    tasks: Mapping[str, TaskParams]
+
+    def require(self, task_name: str) -> TaskParams:
+        params = self.tasks.get(task_name)
+        if params is None:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise UnknownTaskError(
+                task_name,
+                f"a schedule can only send a task the worker registers (registered: {known}); "
+                "check the name with `dataforge tasks` or add the task to DATAFORGE_TASK_PACKAGES",
+            )
+        return params
+
+
+def catalog_from_app(app: Celery) -> TaskCatalog:
+    """The schedulable tasks of ``app`` (its task modules imported, as the worker does).
+
+    Celery's registry decides whether a message runs or is discarded as unregistered, so only
+    names a worker runs (``in_celery``) are accepted; REGISTERED_TASKS contributes the params.
+    Built-ins and compat shims are left out by the registry.
+    """
+    return TaskCatalog({
+        name: TaskParams.from_registry(entry.get("params"))
+        for name, entry in get_registered_tasks(app).items()
+        if entry.get("in_celery")
+    })

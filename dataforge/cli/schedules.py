@@ -19,6 +19,7 @@ from kombu.utils.url import maybe_sanitize_url
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from dataforge.catalog.registry import TaskCatalog, catalog_from_app
 from dataforge.cli.common import CliContext, emit_json, pass_cli
 from dataforge.db import Database
 from dataforge.errors import DataForgeError, ScheduleError, UnknownTaskError
@@ -26,9 +27,7 @@ from dataforge.protocol import ExecutionStatus, ScheduleStatus
 from dataforge.scheduler.service import (
     MISSED_RUN_CHOICES,
     ScheduleEdit,
-    TaskCatalog,
     add_schedule,
-    catalog_from_app,
     delete_schedule,
     edit_schedule,
     get_schedule,

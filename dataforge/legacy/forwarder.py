@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dataforge.celery_app import celery_app
+from celery import shared_task
+
 from dataforge.errors import UnknownTaskError
 from dataforge.legacy.executor import LegacyExecutorTask, job_kwargs
 from dataforge.legacy.names import LEGACY_TASK_NAME
@@ -28,7 +29,9 @@ from dataforge.worker.kwargs import split_kwargs
 __all__ = ["execute_scheduled_task"]
 
 
-@celery_app.task(base=LegacyExecutorTask, bind=True, name=LEGACY_TASK_NAME)  # type: ignore[untyped-decorator]
+# A shared task: it registers on the app whose ``include`` imported this module (the worker's
+# or beat's), not on one app chosen by an import.
+@shared_task(base=LegacyExecutorTask, bind=True, name=LEGACY_TASK_NAME)  # type: ignore[untyped-decorator]
 def execute_scheduled_task(
     self: LegacyExecutorTask, scheduled_task_id: Any = None, handler_path: Any = None, **kwargs: Any
 ) -> Any:

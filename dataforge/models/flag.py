@@ -1,6 +1,6 @@
 """``dataforge_flags``: switches every process must agree on, persisted in the database.
 
-Added by the migrations helper for the legacy switch (``dataforge legacy enable|disable``):
+Holds the legacy switch (``dataforge legacy enable|disable``):
 beat and every worker read the same row, so one command flips the whole fleet; an environment
 variable could only flip the processes started with it. ``hits`` counts the runs that went
 through the switch's code path (legacy ``execute_scheduled_task`` messages), so operators can

@@ -21,13 +21,13 @@ __all__ = ["ScheduledTask"]
 class ScheduledTask(Base):
     __tablename__ = "scheduled_tasks"
 
-    # --- legacy columns (../shared/legacy/schema.*.sql), unchanged ---------------------------
+    # --- legacy columns (migrations/legacy_schema.py), unchanged ------------------------------
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
     description: Mapped[str | None] = mapped_column(Text)
     task_type: Mapped[str] = mapped_column(String(16), nullable=False)
     #: The dispatch field: the registered Celery task name beat sends.
-    #: NOT NULL from migration 0004_contract on (migrations helper). Still typed optional: a
+    #: NOT NULL from migration 0004_contract on. Still typed optional: a
     #: database rolled back to 0002_expand for the legacy switch has NULLs again.
     task_name: Mapped[str | None] = mapped_column(String(255), nullable=False)
     #: DEPRECATED. The legacy script reference (``scripts:sync_accounts`` and three other
@@ -69,7 +69,7 @@ class ScheduledTask(Base):
     #: NULL = healthy. Set once by beat, logged once, cleared when the row is fixed.
     invalid_reason: Mapped[str | None] = mapped_column(Text)
     invalid_at: Mapped[datetime | None] = mapped_column(DateTime)
-    #: Added by the migrations helper: JSON of the legacy values the data migration
+    #: JSON of the legacy values the data migration
     #: (0003_data) replaced on this row, with what it wrote (``{"task_name": {"legacy": null,
     #: "migrated": "dataforge.x"}}``); NULL on rows created after it. The downgrade restores a
     #: value only if the row still holds what the migration wrote, so later edits are kept.

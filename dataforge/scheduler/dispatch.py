@@ -27,10 +27,10 @@ from dataforge.protocol import (
 from dataforge.scheduler.schedules import (
     MISSED_RUN_GRACE,
     Definition,
+    definition_of,
     first_run_at,
     parse_db_datetime,
     plan_run,
-    validate_definition,
 )
 
 __all__ = [
@@ -162,18 +162,7 @@ def _reason(exc: ScheduleError) -> str:
 
 def row_definition(row: RowSnapshot) -> Definition:
     """Every user-written column of ``row``, validated (ScheduleError naming the column)."""
-    return validate_definition(
-        task_type=row.task_type,
-        interval_seconds=row.interval_seconds,
-        cron_expression=row.cron_expression,
-        run_at=row.run_at,
-        timezone=row.timezone,
-        handler_kwargs=row.handler_kwargs,
-        timeout_seconds=row.timeout_seconds,
-        max_retries=row.max_retries,
-        missed_run_policy=row.missed_run_policy,
-        schedule_id=row.id,
-    )
+    return definition_of(row, row.id)
 
 
 def resolve_target(row: RowSnapshot, ctx: DispatchContext) -> Target:

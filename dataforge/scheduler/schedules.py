@@ -1,7 +1,9 @@
 """Schedule math: validation and due times for ``interval``, ``cron`` and ``once`` rows.
 
 Pure functions, no I/O: beat uses them to decide what is due and when it is due next, and the
-CLI uses the same functions to refuse a bad schedule before it is written. Every refusal is a
+CLI uses the same functions to refuse a bad schedule before it is written. Parsed cron fields
+and croniter objects are memoized per expression (bounded, thread-safe): a result depends on
+the arguments only, the memo just avoids rebuilding a croniter (~0.4 ms) on every tick. Every refusal is a
 :class:`~dataforge.errors.ScheduleError` naming the column at fault, so a flagged row or a CLI
 error points at the field to fix.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -42,11 +45,13 @@ __all__ = [
     "CRON_NICKNAMES",
     "MISSED_RUN_GRACE",
     "CronSchedule",
+    "DEFINITION_COLUMNS",
     "Definition",
     "IntervalSchedule",
     "OnceSchedule",
     "RunPlan",
     "Schedule",
+    "definition_of",
     "first_run_at",
     "next_run_after",
     "parse_db_datetime",
@@ -324,6 +329,23 @@ def validate_definition(
         raise ScheduleError("max_retries", max_retries, "must be a whole number >= 0", schedule_id)
     policy = validate_missed_run_policy(missed_run_policy, schedule_id)
     return Definition(schedule, kwargs, timeout_seconds, max_retries, policy)
+
+
+#: The user-written columns of ``scheduled_tasks`` that make a :class:`Definition`.
+DEFINITION_COLUMNS: Final = (
+    "task_type", "interval_seconds", "cron_expression", "run_at", "timezone", "handler_kwargs",
+    "timeout_seconds", "max_retries", "missed_run_policy",
+)
+
+
+def definition_of(row: Mapping[str, Any] | object, schedule_id: int | None = None) -> Definition:
+    """:func:`validate_definition` of a row: a mapping of column values, or an object with
+    them as attributes (beat's row snapshot)."""
+    if isinstance(row, Mapping):
+        values = {column: row.get(column) for column in DEFINITION_COLUMNS}
+    else:
+        values = {column: getattr(row, column) for column in DEFINITION_COLUMNS}
+    return validate_definition(**values, schedule_id=schedule_id)
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,28 +30,23 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 
-from dataforge.catalog.params import ParamSpec, TaskParams, check_kwargs
+from dataforge.catalog.params import check_kwargs
+from dataforge.catalog.registry import TaskCatalog
 from dataforge.db import Database, is_postgres
-from dataforge.errors import DataForgeError, ScheduleError, UnknownTaskError
+from dataforge.errors import ScheduleError
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
 from dataforge.protocol import PUBLISH_RETRY_POLICY, ExecutionStatus, MissedRunPolicy, ScheduleStatus, TaskType
 from dataforge.scheduler import schedules
+from dataforge.scheduler.errors import ScheduleNotFoundError, ScheduleStateError
 
 if TYPE_CHECKING:
     from celery import Celery
 
 __all__ = [
     "MISSED_RUN_CHOICES",
-    "ParamSpec",
     "RunNowResult",
     "ScheduleEdit",
-    "ScheduleNotFoundError",
-    "ScheduleStateError",
-    "TaskCatalog",
-    "TaskParams",
     "add_schedule",
-    "catalog_from_app",
-    "check_kwargs",
     "delete_schedule",
     "describe_schedule",
     "edit_schedule",
@@ -72,60 +67,6 @@ __all__ = [
 
 #: ``--missed-runs`` values; ``default`` stores NULL (the global DATAFORGE_MISSED_RUNS applies).
 MISSED_RUN_CHOICES = (*(p.value for p in MissedRunPolicy), "default")
-
-
-class ScheduleNotFoundError(DataForgeError):
-    """No schedule has this id or name."""
-
-    def __init__(self, ref: str) -> None:
-        self.ref = ref
-        super().__init__(f"no schedule with id or name {ref!r}; `dataforge schedules list` shows them")
-
-
-class ScheduleStateError(DataForgeError):
-    """The verb does not apply to the row in its current status (resume a done ``once`` row...)."""
-
-    def __init__(self, schedule_id: int, status: str, reason: str) -> None:
-        self.schedule_id = schedule_id
-        self.status = status
-        super().__init__(f"schedule {schedule_id} is {status}: {reason}")
-
-
-# --- the task catalog ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskCatalog:
-    """The task names the worker will accept, with what each declares about its params."""
-
-    tasks: Mapping[str, TaskParams]
-
-    def require(self, task_name: str) -> TaskParams:
-        params = self.tasks.get(task_name)
-        if params is None:
-            known = ", ".join(sorted(self.tasks)) or "none"
-            raise UnknownTaskError(
-                task_name,
-                f"a schedule can only send a task the worker registers (registered: {known}); "
-                "check the name with `dataforge tasks` or add the task to DATAFORGE_TASK_PACKAGES",
-            )
-        return params
-
-
-def catalog_from_app(app: Celery) -> TaskCatalog:
-    """The schedulable tasks of ``app`` (its task modules imported, as the worker does).
-
-    Celery's registry decides whether a message runs or is discarded as unregistered, so only
-    names a worker runs (``in_celery``) are accepted; REGISTERED_TASKS contributes the params.
-    Built-ins and compat shims are left out by the registry.
-    """
-    from dataforge.catalog.registry import get_registered_tasks
-
-    return TaskCatalog({
-        name: TaskParams.from_registry(entry.get("params"))
-        for name, entry in get_registered_tasks(app).items()
-        if entry.get("in_celery")
-    })
 
 
 # --- parsing user input ---------------------------------------------------------------------------
@@ -236,17 +177,7 @@ def _apply(current: Mapping[str, Any], edit: ScheduleEdit, catalog: TaskCatalog,
     if not task_name:
         raise ScheduleError("task_name", task_name, "the schedule has no task; give --task NAME")
     params = catalog.require(task_name)
-    definition = schedules.validate_definition(
-        task_type=row.get("task_type"),
-        interval_seconds=row.get("interval_seconds"),
-        cron_expression=row.get("cron_expression"),
-        run_at=row.get("run_at"),
-        timezone=row.get("timezone"),
-        handler_kwargs=row.get("handler_kwargs"),
-        timeout_seconds=row.get("timeout_seconds"),
-        max_retries=row.get("max_retries"),
-        missed_run_policy=row.get("missed_run_policy"),
-    )
+    definition = schedules.definition_of(row)
     check_kwargs(task_name, definition.kwargs, params)
     return row, definition.schedule
 
@@ -537,12 +468,7 @@ def run_now(app: Celery, catalog: TaskCatalog, db: Database, ref: str | int) -> 
         raise ScheduleError("task_name", None, "the schedule has no task; give it one with "
                             f"`dataforge schedules edit {row.id} --task NAME`", schedule_id=row.id)
     params = catalog.require(row.task_name)
-    definition = schedules.validate_definition(
-        task_type=row.task_type, interval_seconds=row.interval_seconds, cron_expression=row.cron_expression,
-        run_at=row.run_at, timezone=row.timezone, handler_kwargs=row.handler_kwargs,
-        timeout_seconds=row.timeout_seconds, max_retries=row.max_retries,
-        missed_run_policy=row.missed_run_policy, schedule_id=row.id,
-    )
+    definition = schedules.definition_of(values, row.id)
     check_kwargs(row.task_name, definition.kwargs, params)
     message = build_message(RowSnapshot.from_mapping(values), definition, Target(row.task_name),
                             task_id=str(uuid.uuid4()))

@@ -1,4 +1,4 @@
-"""The task package: ``REGISTERED_TASKS`` (the seed's format) and the example tasks.
+"""The task package: ``REGISTERED_TASKS`` (the design's format) and the example tasks.
 
 Every module of this package is imported by the worker and beat (``DATAFORGE_TASK_PACKAGES``
 lists the packages; :func:`dataforge.celery_app.task_modules` walks them). This ``__init__``
@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["REGISTERED_TASKS"]
 
-#: task name -> {"name", "description", "category", "params"} (the seed's format). ``params``
+#: task name -> {"name", "description", "category", "params"} (the design's format). ``params``
 #: lists dicts {"name", "required", "default", "kind"}; kind "var_keyword" = takes any key.
 REGISTERED_TASKS: dict[str, dict[str, Any]] = {
     "dataforge.example_sync_accounts": {

@@ -37,7 +37,8 @@ from sqlalchemy import text
 
 from dataforge.db import Database
 from dataforge.settings import Settings
-from dataforge.tools.processes import CeleryProcess, ProcessError, beat_command, worker_command
+from dataforge.tools.errors import ProcessError, StepFailed
+from dataforge.tools.processes import CeleryProcess, beat_command, worker_command
 
 __all__ = ["Demo", "DemoObserver", "DemoOptions", "DemoReport", "ModeSummary", "StepResult", "find_examples"]
 
@@ -115,14 +116,8 @@ class DemoObserver(Protocol):
     def on_executions(self, mode: str, rows: list[dict[str, object]], remaining: float) -> None: ...
 
 
-class StepFailed(Exception):
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
 #: Sample schedules of the legacy database: every handler_path spelling and kwargs quirk that
-#: real rows have (../shared/legacy/README.md). Short intervals so each mode shows runs.
+#: real legacy rows have. Short intervals so each mode shows runs.
 LEGACY_ROWS: tuple[tuple[str, str, str | None, str | None, int, str, str], ...] = (
     # name, task_type, task_name, handler_path, interval_seconds, handler_kwargs, status
     ("sync_accounts_every_3s", "interval", None, "scripts:sync_accounts", 3, '{"days": 3}', "active"),

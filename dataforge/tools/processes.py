@@ -18,17 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["CeleryProcess", "ProcessError", "beat_command", "worker_command"]
+from dataforge.tools.errors import ProcessError
 
-
-class ProcessError(RuntimeError):
-    """A child did not reach the awaited state; carries its command and log tail."""
-
-    def __init__(self, name: str, what: str, log: str) -> None:
-        self.name = name
-        self.log = log
-        tail = "\n".join(log.splitlines()[-40:])
-        super().__init__(f"{name}: {what}\n--- last log lines ---\n{tail}")
+__all__ = ["CeleryProcess", "beat_command", "worker_command"]
 
 
 def worker_command(

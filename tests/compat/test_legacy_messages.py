@@ -46,7 +46,7 @@ def _send(settings: Settings, **kwargs: Any) -> Any:
     try:
         return app.send_task(LEGACY_TASK_NAME, kwargs=kwargs).get(timeout=60, propagate=False)
     finally:
-        app.runtime.close()  # type: ignore[attr-defined]
+        app.runtime.close()
 
 
 def _executions(settings: Settings) -> list[dict[str, Any]]:
@@ -102,4 +102,4 @@ def test_unknown_result_never_hangs(settings: Settings) -> None:
     app = create_app(settings)
     with pytest.raises(CeleryTimeout):
         app.send_task(LEGACY_TASK_NAME, kwargs={"handler_path": "scripts:alpha"}).get(timeout=0.5)
-    app.runtime.close()  # type: ignore[attr-defined]
+    app.runtime.close()

@@ -21,18 +21,16 @@ import redis
 from click.testing import CliRunner, Result
 from sqlalchemy import select, update
 
+from dataforge.catalog.params import ParamSpec, TaskParams, check_kwargs
+from dataforge.catalog.registry import TaskCatalog
 from dataforge.cli.main import cli
 from dataforge.db import Database
 from dataforge.errors import ScheduleError, UnknownTaskError
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
 from dataforge.protocol import DUE_AT_HEADER, HARD_LIMIT_GRACE_SECONDS, MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER
+from dataforge.scheduler.errors import ScheduleStateError
 from dataforge.scheduler.service import (
-    ParamSpec,
     ScheduleEdit,
-    ScheduleStateError,
-    TaskCatalog,
-    TaskParams,
-    check_kwargs,
     parse_at,
     plan_add,
     plan_edit,
@@ -118,7 +116,7 @@ NOW = datetime(2030, 6, 1, 12, 0, 0)
 
 
 def test_params_from_registry_reads_names_dicts_and_var_keyword() -> None:
-    assert TaskParams.from_registry([]) == TaskParams()  # the seed's "params": [] declares nothing
+    assert TaskParams.from_registry([]) == TaskParams()  # the design's "params": [] declares nothing
     assert TaskParams.from_registry(None) == TaskParams()
     names = TaskParams.from_registry(["days", "dry_run"])
     assert names.declared and [p.name for p in names.params] == ["days", "dry_run"]

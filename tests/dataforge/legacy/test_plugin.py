@@ -74,7 +74,7 @@ def test_legacy_switch_on_without_the_shim_registered_flags_the_row() -> None:
 def test_legacy_and_new_task_share_the_run_lock_of_a_schedule() -> None:
     app = create_app(Settings.from_env({}))
 
-    @app.task(base=LegacyExecutorTask, bind=True, name="legacy-under-test", shared=False)  # type: ignore[untyped-decorator]
+    @app.task(base=LegacyExecutorTask, bind=True, name="legacy-under-test", shared=False)
     def legacy(self: LegacyExecutorTask, **kwargs: object) -> None:
         return None
 

@@ -26,6 +26,7 @@ from dataforge.models import LockLease, utcnow
 from dataforge.runtime import Runtime
 from dataforge.settings import Settings
 from tests.conftest import create_schema
+from tests.dataforge.worker.helpers import noted
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 UNREACHABLE_PG = "postgresql://nobody@127.0.0.1:1/nothing"
@@ -104,7 +105,8 @@ def test_an_expired_lease_can_be_taken_over_and_the_old_token_is_dead(backend: L
     old = backend.acquire("k", 0.3)
     assert old is not None
     new: list[str | None] = []
-    wait_until(lambda: bool(new.append(backend.acquire("k", 30)) or new[-1]), 10, "expired lease taken over")
+    taken_over = lambda: noted(new, backend.acquire("k", 30), lambda: new[-1] is not None)  # noqa: E731
+    wait_until(taken_over, 10, "expired lease taken over")
     assert backend.renew("k", old, 30) is False
     assert backend.release("k", old) is False
     assert backend.acquire("k", 30) is None  # the new holder still holds it

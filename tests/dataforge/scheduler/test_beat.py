@@ -47,6 +47,7 @@ from tests.dataforge.scheduler.support import (
     run_sql,
     settings_for,
 )
+from tests.dataforge.worker.helpers import noted
 
 MAX_INTERVAL = 5.0
 
@@ -240,6 +241,9 @@ class _AlwaysGrant:
     def close(self) -> None:
         pass
 
+    def after_fork(self) -> None:
+        pass
+
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_two_leaders_on_postgres_send_each_run_once(env: Env) -> None:
@@ -365,7 +369,7 @@ def test_a_committed_change_wakes_a_waiting_tick(tmp_path: Path, database_url: s
 
         feed.wait = observed_wait  # type: ignore[method-assign]
         added: list[int] = []
-        writer = threading.Thread(target=lambda: waiting.wait(20) and added.append(add_row(e.db)))
+        writer = threading.Thread(target=lambda: waiting.wait(20) and noted(added, add_row(e.db), lambda: None))
         writer.start()
         started = time.monotonic()
         assert sch.tick() == 0.0

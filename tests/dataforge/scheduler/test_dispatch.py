@@ -8,11 +8,8 @@ from typing import Any
 
 import pytest
 
-from dataforge.protocol import MAX_RETRIES_HEADER
+from dataforge.protocol import DUE_AT_HEADER, HARD_LIMIT_GRACE_SECONDS, MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER
 from dataforge.scheduler.dispatch import (
-    DUE_AT_HEADER,
-    HARD_LIMIT_GRACE_SECONDS,
-    SCHEDULE_ID_HEADER,
     DispatchContext,
     MarkInvalid,
     Reschedule,

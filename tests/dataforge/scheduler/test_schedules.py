@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from dataforge.errors import ScheduleError
+from dataforge.protocol import MissedRunPolicy
 from dataforge.scheduler.schedules import (
     CronSchedule,
     IntervalSchedule,
@@ -76,7 +77,7 @@ def run_times(schedule: CronSchedule, start: datetime, count: int) -> list[datet
 def test_invalid_schedules_name_the_column(kwargs: dict[str, object], field: str) -> None:
     task_type = kwargs.pop("task_type")
     with pytest.raises(ScheduleError) as info:
-        validate_schedule(task_type, schedule_id=7, **kwargs)  # type: ignore[arg-type]
+        validate_schedule(task_type, schedule_id=7, **kwargs)
     assert info.value.field == field
     assert info.value.schedule_id == 7
     assert str(info.value).startswith(f"schedule 7: {field}=")
@@ -246,22 +247,24 @@ def test_plan_run_interval(policy: str, now: datetime, fire: bool, missed: bool,
 
 def test_plan_run_cron_realigns_after_downtime() -> None:
     daily = validate_cron("0 3 * * *", "UTC")
-    plan = plan_run(daily, D(2024, 1, 1, 3), D(2024, 1, 4, 8), "once")
+    plan = plan_run(daily, D(2024, 1, 1, 3), D(2024, 1, 4, 8), MissedRunPolicy.ONCE)
     assert (plan.fire, plan.missed, plan.next_run_at) == (True, True, D(2024, 1, 5, 3))
-    plan = plan_run(daily, D(2024, 1, 1, 3), D(2024, 1, 4, 8), "skip")
+    plan = plan_run(daily, D(2024, 1, 1, 3), D(2024, 1, 4, 8), MissedRunPolicy.SKIP)
     assert (plan.fire, plan.next_run_at) == (False, D(2024, 1, 5, 3))
 
 
 def test_plan_run_once() -> None:
     once = OnceSchedule(D(2024, 1, 1))
-    assert plan_run(once, D(2024, 1, 1), D(2024, 1, 1, 0, 0, 5), "skip").fire
-    late = plan_run(once, D(2024, 1, 1), D(2024, 1, 2), "skip")
+    assert plan_run(once, D(2024, 1, 1), D(2024, 1, 1, 0, 0, 5), MissedRunPolicy.SKIP).fire
+    late = plan_run(once, D(2024, 1, 1), D(2024, 1, 2), MissedRunPolicy.SKIP)
     assert (late.fire, late.next_run_at) == (False, None)
-    assert plan_run(once, D(2024, 1, 1), D(2024, 1, 2), "once").fire
+    assert plan_run(once, D(2024, 1, 1), D(2024, 1, 2), MissedRunPolicy.ONCE).fire
 
 
 def test_plan_run_custom_grace() -> None:
-    plan = plan_run(IntervalSchedule(3600), D(2024, 1, 1), D(2024, 1, 1, 0, 10), "skip", grace=timedelta(hours=1))
+    plan = plan_run(
+        IntervalSchedule(3600), D(2024, 1, 1), D(2024, 1, 1, 0, 10), MissedRunPolicy.SKIP, grace=timedelta(hours=1)
+    )
     assert plan.fire and not plan.missed
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import redis
 from celery import Celery
 from sqlalchemy import select
 
 from dataforge.models import LockLease, ScheduledTask, TaskExecution, utcnow
 
-__all__ = ["add_schedule", "executions", "lock_held", "schedule"]
+__all__ = ["add_schedule", "executions", "lock_held", "noted", "schedule"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def add_schedule(app: Celery, name: str = "s1", task_name: str = "t.job") -> int:
@@ -26,7 +32,7 @@ def executions(app: Celery) -> list[TaskExecution]:
 
 def schedule(app: Celery, schedule_id: int) -> ScheduledTask:
     with app.runtime.db.session() as s:
-        row = s.get(ScheduledTask, schedule_id)
+        row: ScheduledTask | None = s.get(ScheduledTask, schedule_id)
         assert row is not None
         return row
 
@@ -43,3 +49,9 @@ def lock_held(app: Celery, key: str) -> bool:
     with app.runtime.db.session() as s:
         lease = s.get(LockLease, key)
         return lease is not None and lease.expires_at > utcnow()
+
+
+def noted(log: list[T], item: T, result: Callable[[], R]) -> R:
+    """``log.append(item)``, then ``result()``: a job body that leaves a trace, in a lambda."""
+    log.append(item)
+    return result()

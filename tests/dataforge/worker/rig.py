@@ -86,7 +86,7 @@ class Rig:
 
     def schedule(self, schedule_id: int) -> ScheduledTask:
         with self.app.runtime.db.session() as s:
-            row = s.get(ScheduledTask, schedule_id)
+            row: ScheduledTask | None = s.get(ScheduledTask, schedule_id)
             assert row is not None
             return row
 
@@ -104,7 +104,9 @@ class Rig:
             rows = [r for r in self.executions(task_id) if r.status == status]
             return rows[-1] if rows else None
 
-        return wait_until(probe, timeout, f"execution of {task_id} in status {status}", lambda: self.worker.log)
+        found = wait_until(probe, timeout, f"execution of {task_id} in status {status}", lambda: self.worker.log)
+        assert found is not None
+        return found
 
     # -- locks ----------------------------------------------------------------------------------
     def lock_held(self, key: str) -> bool:

@@ -21,7 +21,7 @@ from dataforge.settings import Settings
 from dataforge.worker.recording.runlog import RUN_LOGGER
 from dataforge.worker.run_state import ATTRIBUTE, RunState
 from dataforge.worker.task import LOCK_UNAVAILABLE_MAX_RETRIES, DataForgeTask, schedule_max_retries
-from tests.dataforge.worker.helpers import add_schedule, executions, lock_held, schedule
+from tests.dataforge.worker.helpers import add_schedule, executions, lock_held, noted, schedule
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 
@@ -235,7 +235,7 @@ def test_lock_store_unreachable_policies(
     app = make_app(server_settings.with_(redis_url=UNREACHABLE_REDIS, lock_unavailable=policy))
     sid = add_schedule(app)
     ran: list[int] = []
-    task = define(app, "t.job", lambda self, **kw: ran.append(1) or "ran")
+    task = define(app, "t.job", lambda self, **kw: noted(ran, 1, lambda: "ran"))
     result = task.apply(kwargs={"scheduled_task_id": sid}, headers={MAX_RETRIES_HEADER: 0})
     rows = executions(app)
     if policy == "skip":
@@ -326,8 +326,8 @@ def dup_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def run_lines(caplog: pytest.LogCaptureFixture, task_id: str) -> list[dict[str, Any]]:
-    return [r.dataforge_run for r in caplog.records  # type: ignore[attr-defined]
-            if r.name == RUN_LOGGER and r.dataforge_run["task_id"] == task_id]
+    lines: list[dict[str, Any]] = [getattr(r, "dataforge_run") for r in caplog.records if r.name == RUN_LOGGER]  # noqa: B009
+    return [line for line in lines if line["task_id"] == task_id]
 
 
 def test_a_duplicate_delivery_of_a_finished_run_does_not_run_again(
@@ -335,7 +335,7 @@ def test_a_duplicate_delivery_of_a_finished_run_does_not_run_again(
 ) -> None:
     sid = add_schedule(app)
     ran: list[int] = []
-    task = traced_task(app, events, lambda self, **kw: ran.append(1) or {"run": len(ran)})
+    task = traced_task(app, events, lambda self, **kw: noted(ran, 1, lambda: {"run": len(ran)}))
     tid = "dup-success"
     assert deliver(task, tid, {"scheduled_task_id": sid}) == states.SUCCESS
     first = executions(app)
@@ -344,7 +344,9 @@ def test_a_duplicate_delivery_of_a_finished_run_does_not_run_again(
     acquired: list[str] = []
     backend = app.runtime.locks
     real_acquire = backend.acquire
-    monkeypatch.setattr(backend, "acquire", lambda key, *a, **kw: acquired.append(key) or real_acquire(key, *a, **kw))
+    monkeypatch.setattr(
+        backend, "acquire", lambda key, *a, **kw: noted(acquired, key, lambda: real_acquire(key, *a, **kw))
+    )
     with caplog.at_level(logging.INFO):
         assert deliver(task, tid, {"scheduled_task_id": sid}) == states.IGNORED
     assert ran == [1]  # the job ran once
@@ -444,7 +446,7 @@ def test_a_redelivery_of_an_unfinished_attempt_runs(app: Celery, left: str) -> N
     with app.runtime.db.session() as s:
         s.execute(update(TaskExecution).where(TaskExecution.celery_task_id == tid).values(status=left))
     ran: list[int] = []
-    task = define(app, "t.job", lambda self, **kw: ran.append(1) or "ran")
+    task = define(app, "t.job", lambda self, **kw: noted(ran, 1, lambda: "ran"))
     assert deliver(task, tid, {"scheduled_task_id": sid}) == states.SUCCESS
     assert ran == [1]
     [row] = executions(app)
@@ -455,12 +457,12 @@ def test_a_redelivery_of_an_unfinished_attempt_runs(app: Celery, left: str) -> N
 def test_a_message_header_cannot_mark_a_delivery_as_a_duplicate(app: Celery) -> None:
     """Celery copies message headers onto the request: only task_prerun's mark counts."""
     ran: list[int] = []
-    task = define(app, "t.job", lambda self, **kw: ran.append(1) or "ran")
+    task = define(app, "t.job", lambda self, **kw: noted(ran, 1, lambda: "ran"))
 
     class Unrecorded(DataForgeTask):
         dataforge_record = False
 
-    plain = define(app, "t.unrecorded", lambda self, **kw: ran.append(2) or "ran", base=Unrecorded)
+    plain = define(app, "t.unrecorded", lambda self, **kw: noted(ran, 2, lambda: "ran"), base=Unrecorded)
     headers: list[Any] = ["success", {"duplicate_of": "success"}]
     for n, header in enumerate(headers):
         for t in (task, plain):
@@ -473,7 +475,7 @@ def test_a_message_header_cannot_mark_a_delivery_as_a_duplicate(app: Celery) -> 
 def test_eager_mode_and_unrecorded_tasks_run_every_time(app: Celery) -> None:
     sid = add_schedule(app)
     ran: list[str] = []
-    task = define(app, "t.job", lambda self, **kw: ran.append("eager") or len(ran))
+    task = define(app, "t.job", lambda self, **kw: noted(ran, "eager", lambda: len(ran)))
     for _ in range(2):  # an explicit in-process call always runs (and is recorded, as before)
         assert task.apply(kwargs={"scheduled_task_id": sid}, task_id="eager-same-id").get() == len(ran)
     assert ran == ["eager", "eager"]

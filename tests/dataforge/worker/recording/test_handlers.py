@@ -19,6 +19,7 @@ from dataforge.celery_app import create_app
 from dataforge.models import ScheduledTask, utcnow
 from dataforge.settings import Settings
 from dataforge.worker.recording.handlers import on_task_failure, on_task_revoked
+from dataforge.worker.recording.recorder import Recorder
 from dataforge.worker.recording.runlog import RUN_LOGGER
 from dataforge.worker.task import DataForgeTask
 from tests.dataforge.worker.helpers import add_schedule, executions, lock_held, schedule
@@ -99,7 +100,8 @@ def test_a_redelivered_message_reuses_its_row(app: Celery) -> None:
 
 
 def _start(app: Celery, task_id: str = "tid", attempt: int = 0, worker: str = "w:1", **kw: Any) -> str | None:
-    return app.runtime.recorder.start(task_id=task_id, task_name="t.job", attempt=attempt,
+    recorder: Recorder = app.runtime.recorder
+    return recorder.start(task_id=task_id, task_name="t.job", attempt=attempt,
                                     kwargs={}, worker=worker, started_at=utcnow(), **kw)
 
 

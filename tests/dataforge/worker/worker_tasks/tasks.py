@@ -173,7 +173,7 @@ async def loop_client_job() -> dict[str, Any]:
     """Keeps a loop-bound client between runs, as real async jobs keep engines and pools."""
     global _client
     if _client is None:
-        _client = aioredis.Redis.from_url(celery_app.runtime.settings.redis_url)
+        _client = aioredis.Redis.from_url(str(celery_app.runtime.settings.redis_url))
     return {"pid": os.getpid(), "loop": id(asyncio.get_running_loop()), "ping": await _client.ping()}
 
 
