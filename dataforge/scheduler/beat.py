@@ -63,6 +63,7 @@ from dataforge.scheduler.dispatch import (
     plan_due_row,
     plan_unscheduled_row,
 )
+from dataforge.scheduler.duties import DutyRunner, leader_duties
 from dataforge.scheduler.leader import LeaderLease, lease_timing
 from dataforge.scheduler.schedules import parse_db_datetime
 
@@ -141,6 +142,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self._broker_outage = _Outage("broker")
         self._closed = False
         self._static_due_at = float("-inf")
+        self._duties = DutyRunner(leader_duties(self.runtime), clock=self.monotonic)
         #: Counters since start (tests, benchmarks, `celery inspect`-style introspection).
         self.stats: dict[str, int] = dict.fromkeys(
             ("sent", "lost_cas", "publish_failed", "skipped_missed", "flagged", "revived", "done", "scheduled"), 0
@@ -329,6 +331,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         if full or self._need_refresh:
             self._refresh(include_flagged=full)
         static_in = self._tick_static()
+        duties_in = self._duties.run_due(self.runtime)
         now = self.now()
         if self._next_due is not None and self._next_due <= now:
             if not self._dispatch_due(now, lease):
@@ -337,7 +340,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         delay = self.max_interval
         if self._next_due is not None:
             delay = (self._next_due - self.now()).total_seconds()
-        return min(delay, static_in, lease.seconds_until_attention())
+        return min(delay, static_in, duties_in, lease.seconds_until_attention())
 
     # -- leadership ---------------------------------------------------------------------------------
     def _lease_for(self) -> LeaderLease:
@@ -349,6 +352,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def _start_leading(self) -> None:
         self._feed = self._make_feed()  # may fail (database down): then we start again next tick
         self._leading = True
+        self._duties.reset()
         self._need_refresh = True
         self._last_full = float("-inf")
 
