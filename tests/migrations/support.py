@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
@@ -27,6 +28,7 @@ __all__ = [
     "QUIRK_EXECUTIONS",
     "QUIRK_SCHEDULES",
     "build_legacy_db",
+    "any_db_url",
     "downgrade",
     "engine_for",
     "offline_sql",
@@ -110,6 +112,14 @@ QUIRK_EXECUTIONS: list[tuple[Any, ...]] = [
     (7, None, None, "dataforge.report", None, "success", T0, T0, 1, "{}", None),
     (8, 5, "c-single", "dataforge.report", None, "success", T0, T0, 1, "{}", None),
 ]  # fmt: skip
+
+
+@pytest.fixture(name="db_url", params=["sqlite", "postgresql"])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each supported dialect (SQLite file, fresh PostgreSQL)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'legacy.db'}"
+    return str(request.getfixturevalue("pg_url"))
 
 
 def engine_for(url: str) -> Engine:

@@ -13,6 +13,7 @@ from dataforge.cli.main import cli
 from tests.migrations.support import (
     BLOCKING_ROWS,
     QUIRK_SCHEDULES,
+    any_db_url,  # noqa: F401 (the fixture db_url)
     build_legacy_db,
     engine_for,
     rows,
