@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, create_engine, make_url, pool
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from dataforge.db import Database, is_sqlite
 from migrations.errors import DatabaseUnavailableError
@@ -30,7 +30,7 @@ def redacted(url: str) -> str:
     """``url`` without its password, for messages and scripts."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is echoed without anything after a '@'
+    except (ArgumentError, ValueError):  # unparsable: keep only what follows the credentials
         return url.rsplit("@", 1)[-1]
 
 
