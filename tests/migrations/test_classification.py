@@ -168,7 +168,10 @@ def test_python_repr_conversion_is_exact_or_has_no_json_form(db_url: str) -> Non
     texts += ["", "null", "None", "  ", "[1, 2]", '"x"', "5", "{'a': (1, 2)}", "{'a': inf}", "{1: 'a'}",
               "{'a': 1,}", "{'a': set()}", "{'a': b'x'}", "not json", "{'a': true}", "{'a': NaN}",
               "{'a': 1e999}", "{'a': 1e5}", "{'a': " + "9" * 400 + ".0}", "{'a': " + "9" * 400 + "}",
-              '{"u": "\\/"}', "{'a': 'x' 'y'}", "({'a': 1})", "{'a': 1} # note", "{'a': '\\d'}"]  # fmt: skip
+              '{"u": "\\/"}', "{'a': 'x' 'y'}", "({'a': 1})", "{'a': 1} # note", "{'a': '\\d'}",
+              # Leaked keys beside numbers a re-serialisation would rewrite, and written twice.
+              '{"_lock_key": 1, "x": 1e300, "y": 1.50, "z": 123456789012345678901234567890}',
+              '{"_lock_key": 1, "n": 2, "_lock_key": 3}', "{'_lock_key': 1, 'n': 2, '_lock_key': 3}"]  # fmt: skip
     result = _classify(db_url, [("scripts:x", t) for t in texts], MigrationOptions())
     by_sql = _sql_kinds(db_url)
     for row in result:
