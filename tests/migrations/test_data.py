@@ -14,6 +14,7 @@ from migrations.errors import MigrationRefusedError
 from migrations.legacy_data import UNMAPPED_TASK_NAME
 from migrations.options import REPORTS_KEY
 from migrations.report import STOPPED, MigrationReport
+from migrations.sql import lit
 from tests.migrations.support import (
     BLOCKING_ROWS,
     NO_JSON_FORM,
@@ -272,3 +273,31 @@ def test_contract_refuses_rows_without_task_name(db_url: str) -> None:
     downgrade(db_url, "0002_expand")
     upgrade(db_url)  # the data step picks the late row up
     assert _by_id(db_url)[200]["task_name"] == "dataforge.late"
+
+
+def test_a_database_migrated_before_the_python_step_is_repaired_by_down_and_up(db_url: str) -> None:
+    """Until the Python step existed, 0003 kept such rows as they were and flagged them. Going
+    down to 0002 and up again converts them: 0003's downgrade clears its own flags, and the
+    kwargs still hold their original text."""
+    build_legacy_db(db_url, literal_schedules(), [])
+    data = rows(db_url)
+    upgrade(db_url)
+    old_flag = "data migration: handler_kwargs is not a JSON object (kept as is): rewrite it as JSON"
+    no_kwargs_record = (
+        "json_remove(legacy_values, '$.handler_kwargs')" if "sqlite" in db_url
+        else "(CAST(legacy_values AS jsonb) - 'handler_kwargs')::text"
+    )  # fmt: skip
+    for i, text_ in PYTHON_LITERAL_SHAPES.items():  # what the former 0003 left behind
+        _exec(
+            db_url,
+            f"UPDATE scheduled_tasks SET handler_kwargs = {lit(text_)}, handler_kwargs_legacy = NULL, "
+            f"invalid_reason = {lit(old_flag)}, legacy_values = {no_kwargs_record} WHERE id = {i}",
+        )
+    downgrade(db_url, "0002_expand")
+    upgrade(db_url)
+    s = _by_id(db_url)
+    for i, text_ in PYTHON_LITERAL_SHAPES.items():
+        assert json.loads(s[i]["handler_kwargs"]) == _normalised(ast.literal_eval(text_))
+        assert (s[i]["handler_kwargs_legacy"], s[i]["invalid_reason"]) == (text_, None)
+    downgrade(db_url, "0001_legacy_baseline")
+    assert rows(db_url) == data
