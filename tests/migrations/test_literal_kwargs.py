@@ -16,11 +16,21 @@ from tests.migrations.literal_strategies import literal_dicts, normalised
 from tests.migrations.support import NO_JSON_FORM, PYTHON_LITERAL_SHAPES
 
 
+def _is_json(text: str) -> bool:
+    """Some reprs are JSON too ({}, {"it's": []}): they read as JSON, to the same value."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 @settings(max_examples=300, database=None)
 @given(literal_dicts)
 def test_the_repr_of_any_json_able_dict_converts_to_the_equal_object(value: dict[str, Any]) -> None:
-    result = convert_kwargs(repr(value), RESERVED_KWARGS)
-    assert result.kind == ("json" if value == {} else "repr") and result.problem is None
+    text = repr(value)
+    result = convert_kwargs(text, RESERVED_KWARGS)
+    assert result.kind == ("json" if _is_json(text) else "repr") and result.problem is None
     assert result.json is not None and json.loads(result.json) == normalised(value)
     assert result.reserved == any(key in value for key in RESERVED_KWARGS)
 
