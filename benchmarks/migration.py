@@ -2,9 +2,11 @@
 
 Builds a legacy database from the legacy contract's schema.postgresql.sql with 50,000 schedules and
 1,000,000 executions (all the quirks: four handler_path spellings, task_name-only rows,
-Python-repr / empty / 'null' kwargs, leaked _lock_key, legacy retries sharing a
-celery_task_id), then times ``dataforge db check`` and every revision up to head and back to
-the legacy baseline. Target: <= 60 s each way.
+Python-repr / empty / 'null' kwargs, 10% of the rows in Python literals only Python can convert
+(a tuple, a quote inside a string, 'True' inside a string), leaked _lock_key, legacy retries
+sharing a celery_task_id), then times ``dataforge db check`` and every revision up to head and back to
+the legacy baseline, and the rendering of the offline script from the legacy database
+(``dataforge db sql --legacy-db``). Target: <= 60 s each way.
 
     python benchmarks/migration.py [--schedules 50000] [--executions 1000000] [--pg-url URL]
 
@@ -15,6 +17,7 @@ the machine (docs/benchmarks.md has the ones measured).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -32,9 +35,9 @@ from alembic import command
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dataforge.cli.db import preflight  # noqa: E402
 from dataforge.settings import Settings  # noqa: E402
 from migrations.config import alembic_config  # noqa: E402
+from migrations.preflight import preflight  # noqa: E402
 
 LEGACY_SCHEMA = (
     Path(os.environ.get("DATAFORGE_LEGACY_DIR", REPO / "tests" / "migrations" / "legacy_contract"))
@@ -78,9 +81,15 @@ def fill_legacy(url: str, schedules: int, executions: int) -> None:
                    CASE WHEN g % 3 = 0 THEN NULL ELSE 60 + g % 3600 END,
                    CASE WHEN g % 3 = 0 THEN '*/5 * * * *' END,
                    CASE WHEN g % 97 = 0 THEN 'Europe/Berlin' ELSE 'UTC' END,
-                   (ARRAY['{{}}', '{{"days": 7}}', '', 'null', '{{''days'': 7, ''full'': True}}',
+                   CASE WHEN g % 10 = 5 THEN (ARRAY[                      -- 10%: only Python converts these
+                          '{{''years'': (2021, ' || g || '), ''force'': False}}',
+                          '{{''label'': "o''clock", ''n'': ' || g || '}}',
+                          '{{''limits'': {{''soft'': 0.5}}, ''tags'': [''a'', ''b''], '
+                            || '''note'': ''True story ' || g || '''}}',
+                          '{{''sep'': ''"'', ''n'': ' || g || '}}'])[g / 10 % 4 + 1]
+                        ELSE (ARRAY['{{}}', '{{"days": 7}}', '', 'null', '{{''days'': 7, ''full'': True}}',
                           '{{"_lock_key": "k", "scheduled_task_id": 1, "n": 1}}', '{{"a": [1, 2]}}',
-                          '{{}}'])[g % 8 + 1],
+                          '{{}}'])[g % 8 + 1] END,
                    CASE WHEN g % 200 = 7 THEN 'paused' WHEN g % 50 = 0 THEN 'disabled' ELSE 'active' END,
                    CASE WHEN g % 5 = 0 THEN NULL ELSE timestamp '2024-01-01' + g * interval '1 minute' END
             FROM generate_series(1, {int(schedules)}) AS g
@@ -121,6 +130,12 @@ def run(admin_url: str, schedules: int, executions: int) -> dict[str, Any]:
         report: dict[str, Any] = {}
         check = timed("dataforge db check (preflight)", lambda: report.update(r=preflight(settings, x)[0]))
         groups = {code: report["r"].count(code) for code in report["r"].groups}
+        script = io.StringIO()
+        offline_cfg = alembic_config(settings, x_args={**x, "legacy_db": url}, output=script)
+        render = timed(
+            "dataforge db sql --legacy-db (render, reads the rows)",
+            lambda: command.upgrade(offline_cfg, "base:head", sql=True),
+        )
         up, down = [], []
         previous = "legacy"
         for rev in MAIN_LINE:
@@ -136,6 +151,7 @@ def run(admin_url: str, schedules: int, executions: int) -> dict[str, Any]:
             "executions": executions,
             "check": check,
             "check_groups": groups,
+            "offline_render": {**render, "script_bytes": len(script.getvalue().encode())},
             "upgrade": up,
             "downgrade": down,
             "upgrade_total_seconds": round(sum(s["seconds"] for s in up), 3),

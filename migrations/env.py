@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, pool
 from dataforge.db import Database, is_sqlite
 from dataforge.settings import Settings
 from migrations.compare import compare_type
+from migrations.errors import MigrationOptionError
 from migrations.options import OPTIONS_KEY, REPORTS_KEY, SETTINGS_KEY, MigrationOptions
 
 log = logging.getLogger("dataforge.migrations")
@@ -49,9 +50,11 @@ def _target_metadata() -> Any:
     return None
 
 
-def _url(settings: Settings) -> str:
+def _url(settings: Settings, options: MigrationOptions) -> str:
+    """The database URL; offline, the legacy database given to read comes before the config's
+    (it is the database the script is for, so it decides the dialect)."""
     x = context.get_x_argument(as_dictionary=True)
-    url = x.get("url") or config.get_main_option("sqlalchemy.url") or settings.database_url
+    url = x.get("url") or options.legacy_db or config.get_main_option("sqlalchemy.url") or settings.database_url
     return Database(url).url  # normalised driver (postgresql:// -> psycopg 3)
 
 
@@ -87,22 +90,26 @@ def _configure_kwargs(dialect_name: str) -> dict[str, Any]:
     }
 
 
-def run_migrations_offline() -> None:
-    url = _url(_settings())
+def run_migrations_offline(options: MigrationOptions) -> None:
+    url = _url(_settings(), options)
     dialect = "sqlite" if is_sqlite(url) else "postgresql"
     context.configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"}, **_configure_kwargs(dialect))
     with context.begin_transaction():
         context.run_migrations()
 
 
-def run_migrations_online() -> None:
+def run_migrations_online(options: MigrationOptions) -> None:
+    if options.legacy_db is not None:
+        raise MigrationOptionError(
+            "legacy_db", "...", "is for --sql only: an online upgrade reads the database it migrates"
+        )
     given = config.attributes.get("connection")
     if isinstance(given, Connection):
         context.configure(connection=given, **_configure_kwargs(given.dialect.name))
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = _engine(_url(_settings()))
+    engine = _engine(_url(_settings(), options))
     try:
         with engine.connect() as connection:
             context.configure(connection=connection, **_configure_kwargs(connection.dialect.name))
@@ -112,9 +119,10 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
-config.attributes[OPTIONS_KEY] = MigrationOptions.resolve(context.get_x_argument(as_dictionary=True), _settings())
+_options = MigrationOptions.resolve(context.get_x_argument(as_dictionary=True), _settings())
+config.attributes[OPTIONS_KEY] = _options
 config.attributes.setdefault(REPORTS_KEY, [])
 if context.is_offline_mode():
-    run_migrations_offline()
+    run_migrations_offline(_options)
 else:
-    run_migrations_online()
+    run_migrations_online(_options)

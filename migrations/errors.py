@@ -9,7 +9,7 @@ from dataforge.errors import DataForgeError
 if TYPE_CHECKING:
     from migrations.report import MigrationReport
 
-__all__ = ["MigrationOptionError", "MigrationRefusedError"]
+__all__ = ["DatabaseUnavailableError", "MigrationOptionError", "MigrationRefusedError"]
 
 
 class MigrationRefusedError(DataForgeError):
@@ -37,3 +37,15 @@ class MigrationOptionError(DataForgeError):
         self.value = value
         self.reason = reason
         super().__init__(f"-x {option}={value!r}: {reason}")
+
+
+class DatabaseUnavailableError(DataForgeError):
+    """A database the command must read cannot be opened (unreachable, missing, not legacy).
+
+    ``url`` is shown without its password.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"database {url}: {reason}")

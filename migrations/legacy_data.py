@@ -4,58 +4,62 @@
 row, the task name its ``handler_path`` maps to, the JSON object its ``handler_kwargs``
 become, the row's reason codes (see :data:`migrations.report.REASONS`) and what the
 migration writes. The data revision (0003) materialises it into a temporary table and
-updates from it; ``dataforge db check`` runs the very same ``SELECT`` read-only and prints
-the rows that have reasons. So the preflight and the upgrade cannot disagree.
+updates from it; ``dataforge db check`` runs the very same statements in a transaction it
+rolls back (:mod:`migrations.data_step`). So the preflight and the upgrade cannot disagree.
 
-Pure SQL, no Python loop over rows, so ``--sql`` renders a script that does the same thing
-(the handler map becomes a ``VALUES`` list). The rules, and where SQL had to be conservative:
+Set-based: SQL does every row it can prove, and only the rest of the ``handler_kwargs`` go
+to Python (:mod:`migrations.python_kwargs`), in batches. ``--sql`` renders the same
+statements (the handler map becomes a ``VALUES`` list, the Python results literal
+``UPDATE`` statements when the legacy database is given to read). The rules:
 
 * ``handler_path`` → task name follows :class:`dataforge.legacy.paths.HandlerMap` exactly:
   the map's exact spelling, else the module parsed from the four spellings (map's module
   entry, else ``dataforge.<module>``). ``tests/migrations`` compares this SQL with the Python
   on a corpus of spellings.
-* ``handler_kwargs``: JSON objects stay byte-identical unless they hold ``_lock_key`` /
-  ``scheduled_task_id`` (removed); ``''``, ``'null'``, ``'None'`` become ``{}``; a Python repr
-  is converted only when the conversion is provably exact (below); anything else is kept,
-  flagged and reported. Every rewritten value keeps its original in ``handler_kwargs_legacy``.
-* Python repr in SQL: a ``{...}`` text with no ``"`` and no backslash, where every ``'`` is
-  therefore a string delimiter, becomes JSON by swapping quotes and ``True``/``False``/``None``
+* ``handler_kwargs`` (:func:`kwargs_sql`): JSON objects stay byte-identical unless they hold
+  ``_lock_key`` / ``scheduled_task_id`` (removed, every other value's text kept); ``''``,
+  ``'null'``, ``'None'`` become ``{}``; JSON that is not an object is kept, flagged and
+  reported; a Python repr is converted in SQL only when the conversion is provably exact
+  (below), else by Python (``ast.literal_eval``, exactly, or the exact reason there is no
+  JSON form: :mod:`migrations.literal_kwargs`). Every rewritten value keeps its original in
+  ``handler_kwargs_legacy``.
+* Python repr in SQL: a ``{...}`` text with no ``"``, no backslash and no number that could
+  overflow to ``inf`` (an exponent, or 250 digits in a row), where every ``'`` is therefore a
+  string delimiter, becomes JSON by swapping quotes and ``True``/``False``/``None``
   for ``true``/``false``/``null``. The result is accepted only if it is a valid JSON object
   AND it holds exactly as many ``true``/``false``/``null`` values as the text held ``True``/
-  ``False``/``None`` words, which proves no word inside a string was rewritten. Everything
-  else (escapes, nested quotes, tuples, ``True`` inside a string...) is reported, not guessed:
-  the tests check that every accepted conversion equals ``ast.literal_eval``.
+  ``False``/``None`` words, which proves no word inside a string was rewritten. The swapped
+  text itself is written (not the database's re-serialisation, which may rewrite numbers).
+  Everything else (escapes, quotes inside strings, tuples, ``True`` inside a string...) is
+  left to Python: the tests check that SQL and Python agree with ``ast.literal_eval``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sqlalchemy import Connection
-
 from migrations.options import MigrationOptions
-from migrations.report import Item, MigrationReport
-from migrations.sql import is_ident, json_quote, lit, sql, trim_ws, values_cte
+from migrations.sql import is_ident, json_quote, lit, trim_ws, values_cte
 
 __all__ = [
     "INVALID_PREFIX",
+    "KWARGS_ROWS",
     "MIGRATION_ROWS",
+    "NOT_CONVERTED",
     "RESERVED_KWARGS",
     "UNMAPPED_TASK_NAME",
-    "Classified",
     "attempt_numbering_sql",
     "classification_sql",
     "cleanup_statements",
-    "collect_report",
     "duplicate_executions_sql",
     "handler_path_for_task_sql",
+    "kwargs_sql",
+    "kwargs_table_statements",
     "lv_carry_kwargs",
     "lv_get",
     "lv_has",
     "lv_kwargs_only",
-    "restorable",
     "now_utc",
     "prepare_statements",
+    "restorable",
 ]
 
 #: Keys old messages leaked into rows; never job input.
@@ -67,6 +71,11 @@ UNMAPPED_TASK_NAME = "dataforge.legacy_unmapped"
 INVALID_PREFIX = "data migration: "
 #: The temporary table 0003 materialises the classification into.
 MIGRATION_ROWS = "df_migration_rows"
+#: The temporary table of the kwargs stage (:func:`kwargs_sql`), which the Python step completes.
+KWARGS_ROWS = "df_migration_kwargs"
+#: The reason a row gets when the Python step did not run for it (an offline script rendered
+#: without the legacy database stops before that can be written: see 0003).
+NOT_CONVERTED = "only the Python conversion can tell, and it did not run for this row"
 
 _PG_JSONB = "pg_temp.df_jsonb"
 
@@ -105,71 +114,161 @@ def _repr_to_json_text(expr: str) -> str:
     return out
 
 
-def _kwargs_sqlite() -> tuple[str, str, str]:
-    """Columns of the three kwargs stages (parse, repr check, outcome) for SQLite."""
+#: A float literal reaches ``inf`` (no JSON form; Python reads ``1e999`` as inf from JSON as
+#: well) only with an exponent or 309 integer digits: texts with an exponent or a run of this
+#: many digits go to Python (a PostgreSQL regular expression repeats at most 255 times).
+_FLOAT_DIGITS = 250
+
+
+def _kwargs_columns(dialect: str) -> tuple[str, str, str, str]:
+    """The per-dialect pieces of :func:`kwargs_sql`: parse, stage, reserved check, strip.
+
+    ``kw_stage`` (over the parsed columns): ``empty``, ``json`` (a JSON object), ``not_object``
+    (JSON, but a list, number...), ``repr`` (the quote swap is proven exact) or ``python``.
+    ``kw_src`` is the JSON object text a ``json``/``repr`` row stands for (the original text,
+    or the swapped one); stripping reserved keys must keep every other value's text as it is
+    (PostgreSQL's ``jsonb`` would rewrite ``1e300`` as 301 digits, a different float).
+    """
+    if dialect == "postgresql":
+        repr_pre = (
+            "left(kw_trim, 1) = '{' AND right(kw_trim, 1) = '}' "
+            "AND strpos(kw_trim, '\"') = 0 AND strpos(kw_trim, chr(92)) = 0 "
+            f"AND kw_trim !~ '[0-9][eE]' AND kw_trim !~ '[0-9]{{{_FLOAT_DIGITS}}}'"
+        )
+        parse = (
+            f"{_PG_JSONB}(handler_kwargs) AS kw_json, "
+            f"CASE WHEN {repr_pre} THEN {_repr_to_json_text('kw_trim')} END AS kw_repr_text"
+        )
+        counts = " AND ".join(
+            f"{_count_word('kw_trim', word)} = "
+            f"(SELECT count(*) FROM jsonb_path_query(kw_repr, 'strict $.**') AS v WHERE v = {lit(jword)}::jsonb)"
+            for word, jword in (("True", "true"), ("False", "false"), ("None", "null"))
+        )
+        stage = (
+            "CASE WHEN kw_trim IN ('', 'null', 'None') THEN 'empty' "
+            "WHEN kw_json IS NOT NULL THEN CASE WHEN jsonb_typeof(kw_json) = 'object' THEN 'json' "
+            "ELSE 'not_object' END "
+            f"WHEN kw_repr IS NOT NULL AND jsonb_typeof(kw_repr) = 'object' AND {counts} THEN 'repr' "
+            "ELSE 'python' END AS kw_stage, "
+            "CASE WHEN kw_json IS NOT NULL THEN jsonb_typeof(kw_json) END AS kw_json_type"
+        )
+        src_jsonb = "CASE kw_stage WHEN 'json' THEN kw_json WHEN 'repr' THEN kw_repr END"
+        reserved = " OR ".join(f"jsonb_exists({src_jsonb}, {lit(key)})" for key in RESERVED_KWARGS)
+        keys = ", ".join(lit(key) for key in RESERVED_KWARGS)
+        # json (not jsonb) keeps each value's text exactly; json_object_agg puts them back in order.
+        strip = (
+            "COALESCE((SELECT json_object_agg(e.key, e.value ORDER BY e.n) "
+            "FROM json_each(CAST(kw_src AS json)) WITH ORDINALITY AS e(key, value, n) "
+            f"WHERE e.key NOT IN ({keys}))::text, '{{}}')"
+        )
+        return parse, stage, f"CASE WHEN {reserved} THEN 1 ELSE 0 END", strip
     repr_pre = (
         "substr(kw_trim, 1, 1) = '{' AND substr(kw_trim, length(kw_trim), 1) = '}' "
-        "AND instr(kw_trim, '\"') = 0 AND instr(kw_trim, char(92)) = 0"
+        "AND instr(kw_trim, '\"') = 0 AND instr(kw_trim, char(92)) = 0 "
+        f"AND kw_trim NOT GLOB '*[0-9][eE]*' AND kw_trim NOT GLOB '*{'[0-9]' * _FLOAT_DIGITS}*'"
     )
     parse = (
         "CASE WHEN json_valid(handler_kwargs) THEN handler_kwargs END AS kw_json, "
-        f"CASE WHEN NOT json_valid(handler_kwargs) AND {repr_pre} THEN {_repr_to_json_text('kw_trim')} END AS kw_repr"
+        f"CASE WHEN NOT json_valid(handler_kwargs) AND {repr_pre} THEN {_repr_to_json_text('kw_trim')} END "
+        "AS kw_repr_text"
     )
     counts = " AND ".join(
-        f"{_count_word('kw_trim', word)} = (SELECT count(*) FROM json_tree(kw_repr) WHERE type = {lit(jtype)})"
+        f"{_count_word('kw_trim', word)} = (SELECT count(*) FROM json_tree(kw_repr_text) WHERE type = {lit(jtype)})"
         for word, jtype in (("True", "true"), ("False", "false"), ("None", "null"))
     )
-    check = (
-        "CASE WHEN kw_repr IS NOT NULL AND json_valid(kw_repr) AND json_type(kw_repr) = 'object' "
-        f"AND {counts} THEN 1 ELSE 0 END AS kw_repr_ok"
-    )
-    reserved = " OR ".join(f"json_type(%s, {lit('$.' + key)}) IS NOT NULL" for key in RESERVED_KWARGS)
-    strip = "json_remove(%s, " + ", ".join(lit("$." + key) for key in RESERVED_KWARGS) + ")"
-    outcome = (
+    stage = (
         "CASE WHEN kw_trim IN ('', 'null', 'None') THEN 'empty' "
-        "WHEN kw_json IS NOT NULL THEN CASE WHEN json_type(kw_json) = 'object' THEN 'json' ELSE 'unconvertible' END "
-        "WHEN kw_repr_ok = 1 THEN 'repr' ELSE 'unconvertible' END AS kw_kind, "
-        f"CASE WHEN kw_json IS NOT NULL AND json_type(kw_json) = 'object' THEN ({reserved % ('kw_json', 'kw_json')}) "
-        f"WHEN kw_repr_ok = 1 THEN ({reserved % ('kw_repr', 'kw_repr')}) ELSE 0 END AS kw_reserved, "
-        f"CASE WHEN kw_json IS NOT NULL THEN {strip % 'kw_json'} WHEN kw_repr_ok = 1 THEN {strip % 'kw_repr'} END "
-        "AS kw_stripped"
+        "WHEN kw_json IS NOT NULL THEN CASE WHEN json_type(kw_json) = 'object' THEN 'json' ELSE 'not_object' END "
+        "WHEN kw_repr_text IS NOT NULL AND json_valid(kw_repr_text) AND json_type(kw_repr_text) = 'object' "
+        f"AND {counts} THEN 'repr' "
+        "ELSE 'python' END AS kw_stage, "
+        "CASE WHEN kw_json IS NOT NULL THEN json_type(kw_json) END AS kw_json_type"
     )
-    return parse, check, outcome
+    reserved = " OR ".join(f"json_type(kw_src, {lit('$.' + key)}) IS NOT NULL" for key in RESERVED_KWARGS)
+    # json_remove keeps the text of numbers; a key written twice loses only its first copy,
+    # which kwargs_sql catches (the row goes to Python).
+    strip = "json_remove(kw_src, " + ", ".join(lit("$." + key) for key in RESERVED_KWARGS) + ")"
+    return parse, stage, f"CASE WHEN kw_src IS NOT NULL AND ({reserved}) THEN 1 ELSE 0 END", strip
 
 
-def _kwargs_postgresql() -> tuple[str, str, str]:
-    """Columns of the three kwargs stages (parse, repr check, outcome) for PostgreSQL."""
-    repr_pre = (
-        "left(kw_trim, 1) = '{' AND right(kw_trim, 1) = '}' "
-        "AND strpos(kw_trim, '\"') = 0 AND strpos(kw_trim, chr(92)) = 0"
+def _reserved_left(expr: str, dialect: str) -> str:
+    """``expr`` (a JSON object text) still holds a reserved key."""
+    if dialect == "postgresql":
+        return "(" + " OR ".join(f"jsonb_exists(CAST({expr} AS jsonb), {lit(k)})" for k in RESERVED_KWARGS) + ")"
+    return "(" + " OR ".join(f"json_type({expr}, {lit('$.' + k)}) IS NOT NULL" for k in RESERVED_KWARGS) + ")"
+
+
+#: The words the report uses for a JSON value that is not an object, per dialect's type name.
+_JSON_TYPE_WORDS = {
+    "array": "an array", "string": "a string", "text": "a string", "number": "a number", "integer": "a number",
+    "real": "a number", "boolean": "a boolean", "true": "a boolean", "false": "a boolean", "null": "null",
+}  # fmt: skip
+
+
+def kwargs_sql(dialect: str) -> str:
+    """The ``SELECT`` that rows of :data:`KWARGS_ROWS` are made of: per schedule row, what SQL
+    can prove about its ``handler_kwargs`` (see the module doc).
+
+    Columns: ``id, handler_kwargs, kw_kind, kw_reserved, kw_new, kw_problem``. ``kw_kind``:
+    ``empty`` (becomes ``{}``), ``json`` (a JSON object; kept, or stripped of reserved keys),
+    ``repr`` (converted by the quote swap), ``unconvertible`` (JSON, not an object) or
+    ``python``: SQL proves nothing, :mod:`migrations.python_kwargs` decides. ``kw_new``: the
+    text 0003 writes (``NULL`` for ``python`` and ``unconvertible``).
+    """
+    parse, stage, reserved, strip = _kwargs_columns(dialect)
+    repr_parse = (
+        f", CASE WHEN kw_json IS NULL THEN {_PG_JSONB}(kw_repr_text) END AS kw_repr" if dialect == "postgresql" else ""
     )
-    parse = (
-        f"{_PG_JSONB}(handler_kwargs) AS kw_json, "
-        f"CASE WHEN {repr_pre} THEN {_PG_JSONB}({_repr_to_json_text('kw_trim')}) END AS kw_repr"
-    )
-    counts = " AND ".join(
-        f"{_count_word('kw_trim', word)} = "
-        f"(SELECT count(*) FROM jsonb_path_query(kw_repr, 'strict $.**') AS v WHERE v = {lit(jword)}::jsonb)"
-        for word, jword in (("True", "true"), ("False", "false"), ("None", "null"))
-    )
-    check = (
-        "CASE WHEN kw_json IS NULL AND kw_repr IS NOT NULL AND jsonb_typeof(kw_repr) = 'object' "
-        f"AND {counts} THEN 1 ELSE 0 END AS kw_repr_ok"
-    )
-    reserved = " OR ".join(f"jsonb_exists(%s, {lit(key)})" for key in RESERVED_KWARGS)
-    strip = "(%s" + "".join(f" - {lit(key)}" for key in RESERVED_KWARGS) + ")::text"
-    is_object = "kw_json IS NOT NULL AND jsonb_typeof(kw_json) = 'object'"
-    outcome = (
-        "CASE WHEN kw_trim IN ('', 'null', 'None') THEN 'empty' "
-        f"WHEN kw_json IS NOT NULL THEN CASE WHEN {is_object} THEN 'json' ELSE 'unconvertible' END "
-        "WHEN kw_repr_ok = 1 THEN 'repr' ELSE 'unconvertible' END AS kw_kind, "
-        f"CASE WHEN {is_object} THEN CASE WHEN {reserved % ('kw_json', 'kw_json')} THEN 1 ELSE 0 END "
-        f"WHEN kw_repr_ok = 1 THEN CASE WHEN {reserved % ('kw_repr', 'kw_repr')} THEN 1 ELSE 0 END ELSE 0 END "
-        "AS kw_reserved, "
-        f"CASE WHEN {is_object} THEN {strip % 'kw_json'} WHEN kw_repr_ok = 1 THEN {strip % 'kw_repr'} END "
-        "AS kw_stripped"
-    )
-    return parse, check, outcome
+    type_words = " ".join(f"WHEN {lit(name)} THEN {lit(word)}" for name, word in _JSON_TYPE_WORDS.items())
+    return f"""WITH
+k0 AS MATERIALIZED (
+  SELECT s.id, s.handler_kwargs, {trim_ws("s.handler_kwargs", dialect)} AS kw_trim FROM scheduled_tasks s
+),
+k1 AS MATERIALIZED (
+  SELECT k0.*, {parse} FROM k0
+),
+k2 AS MATERIALIZED (
+  SELECT k1.*{repr_parse} FROM k1
+),
+k3 AS MATERIALIZED (
+  SELECT k2.*, {stage} FROM k2
+),
+k4 AS MATERIALIZED (
+  SELECT k3.*, CASE kw_stage WHEN 'json' THEN handler_kwargs WHEN 'repr' THEN kw_repr_text END AS kw_src FROM k3
+),
+k5 AS MATERIALIZED (
+  SELECT k4.*, {reserved} AS kw_reserved FROM k4
+),
+k6 AS MATERIALIZED (
+  SELECT k5.*, CASE WHEN kw_reserved = 1 THEN {strip} END AS kw_stripped FROM k5
+),
+k7 AS MATERIALIZED (
+  SELECT k6.*,
+         CASE WHEN kw_stage = 'not_object' THEN 'unconvertible'
+              WHEN kw_reserved = 1 AND {_reserved_left("kw_stripped", dialect)} THEN 'python'
+              ELSE kw_stage END AS kw_kind
+  FROM k6
+)
+SELECT id, handler_kwargs, kw_kind,
+       CASE WHEN kw_kind = 'python' THEN 0 ELSE kw_reserved END AS kw_reserved,
+       CASE WHEN kw_kind = 'empty' THEN '{{}}'
+            WHEN kw_kind IN ('json', 'repr') AND kw_reserved = 1 THEN kw_stripped
+            WHEN kw_kind = 'json' THEN handler_kwargs
+            WHEN kw_kind = 'repr' THEN kw_repr_text END AS kw_new,
+       CASE WHEN kw_kind = 'unconvertible' THEN
+         'JSON ' || CASE kw_json_type {type_words} ELSE kw_json_type END || ', not an object' END AS kw_problem
+FROM k7"""
+
+
+def kwargs_table_statements(dialect: str) -> list[str]:
+    """Create :data:`KWARGS_ROWS` and fill it from :func:`kwargs_sql` (declared with a primary
+    key: the Python step updates it by id, and the classification joins it by id)."""
+    return [
+        f"CREATE TEMPORARY TABLE {KWARGS_ROWS} (id INTEGER PRIMARY KEY, handler_kwargs TEXT NOT NULL, "
+        "kw_kind VARCHAR(16) NOT NULL, kw_reserved INTEGER NOT NULL, kw_new TEXT, kw_problem TEXT)",
+        f"INSERT INTO {KWARGS_ROWS} (id, handler_kwargs, kw_kind, kw_reserved, kw_new, kw_problem) "
+        f"SELECT id, handler_kwargs, kw_kind, kw_reserved, kw_new, kw_problem FROM ({kwargs_sql(dialect)}) AS k",
+    ]
 
 
 def _module_expr(dialect: str, package: str) -> tuple[str, str]:
@@ -196,9 +295,10 @@ def classification_sql(dialect: str, options: MigrationOptions) -> str:
     """The ``SELECT`` that classifies every ``scheduled_tasks`` row (see the module doc).
 
     Columns: ``id, name, status, task_name, handler_path, handler_kwargs, mapped_task_name,
-    kw_kind, blocking, reasons`` (comma-separated codes), and what 0003 writes:
+    kw_kind, kw_problem, blocking, reasons`` (comma-separated codes), and what 0003 writes:
     ``new_task_name, new_status, new_kwargs, kwargs_changed, invalid_reason, legacy_values``.
-    Reads only legacy columns, so it runs on a legacy database as well as after 0002.
+    Reads only legacy columns and :data:`KWARGS_ROWS` (which must exist, completed by the
+    Python step), so it runs on a legacy database as well as after 0002.
 
     Every stage is ``MATERIALIZED``: otherwise PostgreSQL inlines the CTEs and evaluates the
     JSON parse (a function with an exception handler) once per *reference* instead of once
@@ -206,7 +306,6 @@ def classification_sql(dialect: str, options: MigrationOptions) -> str:
     """
     pause = options.on_unmappable == "pause"
     module_expr, raw_module = _module_expr(dialect, options.scripts_package)
-    k_parse, k_check, k_outcome = _kwargs_postgresql() if dialect == "postgresql" else _kwargs_sqlite()
     handlers = values_cte("df_handlers", ("spelling", "task_name"), sorted(options.handlers.items()))
     modules = values_cte("df_modules", ("module", "task_name"), sorted(options.modules.items()))
     placeholder = lit(UNMAPPED_TASK_NAME)
@@ -233,15 +332,11 @@ def classification_sql(dialect: str, options: MigrationOptions) -> str:
             flag("c3.kw_kind = 'empty'", "kwargs_empty"),
             flag("c3.kw_kind = 'repr'", "kwargs_python_repr"),
             flag("c3.kw_kind IN ('json', 'repr') AND c3.kw_reserved = 1", "kwargs_reserved_keys"),
-            flag("c3.kw_kind = 'unconvertible'", "kwargs_unconvertible"),
+            flag("c3.kw_kind IN ('unconvertible', 'python')", "kwargs_unconvertible"),
         ]
     )
-    new_kwargs = (
-        "CASE WHEN c3.kw_kind = 'empty' THEN '{}' "
-        "WHEN c3.kw_kind = 'repr' OR (c3.kw_kind = 'json' AND c3.kw_reserved = 1) THEN c3.kw_stripped "
-        "ELSE c3.handler_kwargs END"
-    )
     kwargs_changed = "(c3.kw_kind IN ('empty', 'repr') OR (c3.kw_kind = 'json' AND c3.kw_reserved = 1))"
+    new_kwargs = f"CASE WHEN {kwargs_changed} THEN c3.kw_new ELSE c3.handler_kwargs END"
     new_task = f"CASE WHEN c3.has_task = 1 THEN c3.task_name ELSE COALESCE(c3.mapped_task_name, {placeholder}) END"
     paused = f"{active} AND {no_task}" if pause else "1 = 0"
     new_status = f"CASE WHEN {paused} THEN 'paused' ELSE c3.status END"
@@ -249,8 +344,9 @@ def classification_sql(dialect: str, options: MigrationOptions) -> str:
     invalid = (
         f"CASE WHEN {paused} THEN {lit(INVALID_PREFIX + paused_text)}"
         f" WHEN {no_task} THEN {lit(INVALID_PREFIX + 'no task for handler_path: set task_name before activating')}"
-        f" WHEN c3.kw_kind = 'unconvertible' THEN "
-        f"{lit(INVALID_PREFIX + 'handler_kwargs is not a JSON object (kept as is): rewrite it as JSON')} END"
+        f" WHEN c3.kw_kind IN ('unconvertible', 'python') THEN "
+        f"{lit(INVALID_PREFIX + 'handler_kwargs is not a JSON object (kept as is): ')} || "
+        f"COALESCE(c3.kw_problem, {lit(NOT_CONVERTED)}) || '; rewrite it as JSON' END"
     )
 
     def jq(expr: str) -> str:
@@ -272,18 +368,15 @@ def classification_sql(dialect: str, options: MigrationOptions) -> str:
 c0 AS MATERIALIZED (
   SELECT s.id, s.name, s.status, s.task_name, s.handler_path, s.handler_kwargs,
          {trim_ws("s.handler_path", dialect)} AS hp,
-         {trim_ws("s.handler_kwargs", dialect)} AS kw_trim,
-         CASE WHEN s.task_name IS NOT NULL AND {trim_ws("s.task_name", dialect)} <> '' THEN 1 ELSE 0 END AS has_task
-  FROM scheduled_tasks s
+         CASE WHEN s.task_name IS NOT NULL AND {trim_ws("s.task_name", dialect)} <> '' THEN 1 ELSE 0 END AS has_task,
+         k.kw_kind, k.kw_reserved, k.kw_new, k.kw_problem
+  FROM scheduled_tasks s JOIN {KWARGS_ROWS} k ON k.id = s.id
 ),
 c1 AS MATERIALIZED (
-  SELECT c0.*, {raw_module} AS raw_module, {k_parse} FROM c0
-),
-c2a AS MATERIALIZED (
-  SELECT c1.*, {module_expr} AS module, {k_check} FROM c1
+  SELECT c0.*, {raw_module} AS raw_module FROM c0
 ),
 c2 AS MATERIALIZED (
-  SELECT c2a.*, {k_outcome} FROM c2a
+  SELECT c1.*, {module_expr} AS module FROM c1
 ),
 c3 AS MATERIALIZED (
   SELECT c2.*,
@@ -295,7 +388,7 @@ c3 AS MATERIALIZED (
   FROM c2
 )
 SELECT c3.id, c3.name, c3.status, c3.task_name, c3.handler_path, c3.handler_kwargs, c3.mapped_task_name,
-       c3.kw_kind,
+       c3.kw_kind, c3.kw_problem,
        {blocking} AS blocking,
        substr({reasons}, 2) AS reasons,
        {new_task} AS new_task_name,
@@ -392,78 +485,3 @@ def lv_carry_kwargs(new: str, old: str, dialect: str) -> str:
             "::text"
         )
     return f"json_set({new}, '$.handler_kwargs', json(json_extract({old}, '$.handler_kwargs')))"
-
-
-@dataclass(frozen=True)
-class Classified:
-    """One classified row as the report needs it."""
-
-    id: int
-    name: str
-    status: str
-    task_name: str | None
-    handler_path: str | None
-    handler_kwargs: str
-    mapped_task_name: str | None
-    new_task_name: str
-    reasons: tuple[str, ...]
-
-    def detail(self, code: str) -> str:
-        if code.startswith("kwargs_"):
-            return f"handler_kwargs={_clip(self.handler_kwargs)!r}"
-        if code == "task_name_disagrees_with_handler_path":
-            return f"task_name={self.task_name!r}, handler_path={self.handler_path!r} -> {self.mapped_task_name!r}"
-        if code == "task_name_from_handler_path":
-            return f"{self.handler_path!r} -> {self.new_task_name!r}"
-        return f"status={self.status!r}, handler_path={self.handler_path!r}, task_name={self.task_name!r}"
-
-
-def _clip(value: str, width: int = 80) -> str:
-    return value if len(value) <= width else value[: width - 3] + "..."
-
-
-def collect_report(
-    connection: Connection,
-    dialect: str,
-    options: MigrationOptions,
-    *,
-    source: str | None = None,
-    include_executions: bool = True,
-    sample: int = 1000,
-) -> MigrationReport:
-    """Run the classification (``source``: a table already holding it, else the SELECT itself)
-    and group the rows that have reasons. Read-only; on PostgreSQL the caller must have run
-    :func:`prepare_statements` in the same transaction when ``source`` is None."""
-    origin = source or f"({classification_sql(dialect, options)}) AS q"
-    report = MigrationReport(title="DataForge data migration report (scheduled_tasks, task_executions)")
-    if options.map_source:
-        report.notes.append(f"handler map: {options.map_source}")
-    else:
-        report.notes.append("no handler map: task names follow the rule scripts:<m> -> dataforge.<m>")
-    report.notes.append(f"on_unmappable={options.on_unmappable}; scripts package {options.scripts_package!r}")
-    rows = connection.execute(
-        sql(
-            "SELECT id, name, status, task_name, handler_path, handler_kwargs, mapped_task_name, new_task_name, "
-            f"reasons FROM {origin} WHERE reasons <> '' ORDER BY id"
-        )
-    )
-    for row in rows:
-        item = Classified(
-            id=row.id, name=row.name, status=row.status, task_name=row.task_name, handler_path=row.handler_path,
-            handler_kwargs=row.handler_kwargs, mapped_task_name=row.mapped_task_name,
-            new_task_name=row.new_task_name, reasons=tuple(row.reasons.split(",")),
-        )  # fmt: skip
-        for code in item.reasons:
-            report.add(code, Item(item.id, item.name, item.detail(code)))
-    if include_executions:
-        total = connection.execute(sql(f"SELECT count(*) FROM ({duplicate_executions_sql()}) AS d")).scalar_one()
-        if total:
-            found = connection.execute(
-                sql(
-                    f"SELECT id, celery_task_id, attempt FROM ({duplicate_executions_sql()}) AS d "
-                    f"ORDER BY id LIMIT {sample}"
-                )
-            )
-            items = [Item(r.id, str(r.celery_task_id), f"attempt {r.attempt}") for r in found]
-            report.add_total("executions_attempts_numbered", int(total), items)
-    return report

@@ -16,6 +16,9 @@ Options (``alembic -x key=value`` or ``dataforge db ... -x key=value``):
 ``legacy_tables``     ``adopt``: for ``--sql`` only, the target database already has the legacy
                       tables (an online run finds that out by itself), so the script from
                       ``base`` creates alembic_version but not the tables
+``legacy_db``         for ``--sql`` only: the legacy database to read (read-only), so the script
+                      carries the Python step's conversions as literal UPDATEs (implies
+                      ``legacy_tables=adopt``; ``dataforge db sql --legacy-db URL``)
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ REPORTS_KEY = "dataforge_reports"
 
 UnmappablePolicy = Literal["refuse", "pause"]
 _TRUE = {"1", "true", "yes", "on"}
-_KNOWN = {"url", "map", "scripts_package", "on_unmappable", "allow_drop_data", "legacy_tables"}
+_KNOWN = {"url", "map", "scripts_package", "on_unmappable", "allow_drop_data", "legacy_tables", "legacy_db"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class MigrationOptions:
     adopt_legacy_tables: bool = False
     #: Where the map came from, for reports (``None``: the rule ``dataforge.<module>`` only).
     map_source: str | None = None
+    #: Offline only: the legacy database the Python step reads its rows from.
+    legacy_db: str | None = None
 
     @classmethod
     def resolve(cls, x_args: Mapping[str, str], settings: Settings) -> MigrationOptions:
@@ -80,6 +85,9 @@ class MigrationOptions:
         adopt = x_args.get("legacy_tables", "").strip().lower()
         if adopt not in ("", "adopt", "create"):
             raise MigrationOptionError("legacy_tables", adopt, "expected adopt or create")
+        legacy_db = x_args.get("legacy_db", "").strip() or None
+        if legacy_db is not None and adopt == "create":
+            raise MigrationOptionError("legacy_tables", adopt, "legacy_db= reads an existing legacy database: adopt")
         scripts_package = (
             x_args.get("scripts_package")
             or (handler_map.scripts_package if handler_map is not None else None)
@@ -94,8 +102,9 @@ class MigrationOptions:
             on_unmappable=policy,  # type: ignore[arg-type]
             legacy_switch_env=settings.legacy_tasks,
             allow_drop_data=x_args.get("allow_drop_data", "").strip().lower() in _TRUE,
-            adopt_legacy_tables=adopt == "adopt",
+            adopt_legacy_tables=adopt == "adopt" or legacy_db is not None,
             map_source=str(map_path) if map_path is not None else None,
+            legacy_db=legacy_db,
         )
 
 

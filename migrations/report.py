@@ -10,13 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["REASONS", "Item", "MigrationReport", "Reason", "Severity"]
+__all__ = ["REASONS", "STOPPED", "Item", "MigrationReport", "Reason", "Severity"]
 
-#: ``block``: the upgrade refuses (under the default policy); ``flag``: migrated, but a person
-#: should look; ``change``: the upgrade rewrites it (losslessly, the downgrade restores it);
-#: ``info``: the downgrade could not express something in the legacy schema.
-Severity = Literal["block", "flag", "change", "info"]
-_ORDER: dict[str, int] = {"block": 0, "flag": 1, "change": 2, "info": 3}
+#: ``block``: the upgrade refuses (under the default policy); ``stop``: active rows the upgrade
+#: leaves unable to run; ``flag``: migrated, but a person should look; ``change``: the upgrade
+#: rewrites it (losslessly, the downgrade restores it); ``info``: the downgrade could not
+#: express something in the legacy schema.
+Severity = Literal["block", "stop", "flag", "change", "info"]
+_ORDER: dict[str, int] = {"block": 0, "stop": 1, "flag": 2, "change": 3, "info": 4}
+
+#: The group of every active row that will not run after the upgrade, each with all its reasons.
+STOPPED = "active_rows_stop_running"
 
 
 @dataclass(frozen=True)
@@ -25,25 +29,32 @@ class Reason:
     severity: Severity
     #: What the rows have in common, what the migration does with them, what to do.
     summary: str
+    #: An *active* row with this reason does not run after the upgrade (paused, unmapped, or
+    #: flagged so that beat refuses it): it is listed under :data:`STOPPED` as well.
+    stops: bool = False
 
 
-def _r(code: str, severity: Severity, summary: str) -> tuple[str, Reason]:
-    return code, Reason(code, severity, summary)
+def _r(code: str, severity: Severity, summary: str, *, stops: bool = False) -> tuple[str, Reason]:
+    return code, Reason(code, severity, summary, stops)
 
 
 REASONS: dict[str, Reason] = dict(
     [
         _r("blocked_unrecognised_handler_path", "block",
            "active, no task_name, and handler_path is none of the four known spellings: set task_name (or fix "
-           "handler_path, or add it to the map file), or run with -x on_unmappable=pause"),
+           "handler_path, or add it to the map file), or run with -x on_unmappable=pause", stops=True),
         _r("blocked_no_task_name_or_handler_path", "block",
-           "active with neither task_name nor handler_path: set task_name, or run with -x on_unmappable=pause"),
+           "active with neither task_name nor handler_path: set task_name, or run with -x on_unmappable=pause",
+           stops=True),
+        _r(STOPPED, "stop",
+           "active now, and will not run after the upgrade (paused, unmapped, or flagged so that beat refuses it); "
+           "every reason of each row is listed: fix them (before, or after the upgrade), or accept it knowingly"),
         _r("paused_unrecognised_handler_path", "change",
            "active, handler_path names no task: paused (on_unmappable=pause), task_name set to the placeholder, "
-           "invalid_reason says why; the downgrade makes them active again"),
+           "invalid_reason says why; the downgrade makes them active again", stops=True),
         _r("paused_no_task_name_or_handler_path", "change",
            "active with neither task_name nor handler_path: paused (on_unmappable=pause), task_name set to the "
-           "placeholder; the downgrade makes them active again"),
+           "placeholder; the downgrade makes them active again", stops=True),
         _r("inactive_unrecognised_handler_path", "flag",
            "paused/disabled, handler_path names no task: task_name set to the placeholder, invalid_reason set; "
            "set a real task_name before activating"),
@@ -57,15 +68,20 @@ REASONS: dict[str, Reason] = dict(
            "task_name kept; handler_path is not a known spelling (the legacy shim could not run this row)"),
         _r("kwargs_empty", "change", "handler_kwargs '' / 'null' / 'None' becomes {} (original kept for downgrade)"),
         _r("kwargs_python_repr", "change",
-           "handler_kwargs was a Python repr; converted to the equal JSON object (original kept for downgrade)"),
+           "handler_kwargs was a Python literal (repr); converted to the equal JSON object, tuples as lists "
+           "(original kept for downgrade)"),
         _r("kwargs_reserved_keys", "change",
            "handler_kwargs held _lock_key / scheduled_task_id copied from old messages; removed (original kept)"),
         _r("kwargs_unconvertible", "flag",
-           "handler_kwargs is not a JSON object and not a simple Python repr: kept as is, invalid_reason set, "
-           "beat will not run the row until it is fixed"),
-        _r("invalid_cron", "flag", "cron_expression cannot be evaluated: migrated unchanged, beat flags the row"),
-        _r("unknown_timezone", "flag", "timezone is unknown: migrated unchanged, beat flags the row"),
-        _r("invalid_schedule", "flag", "the schedule definition is incomplete: migrated unchanged, beat flags it"),
+           "handler_kwargs has no JSON object form (a set, bytes, a complex number, inf, a non-string key, not a "
+           "Python literal, not a dict...; the detail says which): kept as is, invalid_reason set, beat will not "
+           "run the row until it is rewritten as JSON", stops=True),
+        _r("invalid_cron", "flag", "cron_expression cannot be evaluated: migrated unchanged, beat flags the row",
+           stops=True),
+        _r("unknown_timezone", "flag", "timezone is unknown: migrated unchanged, beat flags the row", stops=True),
+        _r("invalid_schedule", "flag",
+           "a schedule column beat checks is missing or invalid (task_type, interval_seconds, run_at, "
+           "timeout_seconds, max_retries): migrated unchanged, beat flags the row", stops=True),
         _r("executions_attempts_numbered", "change",
            "executions sharing a celery_task_id (legacy retries): numbered attempt 0, 1, ... by id so the new "
            "unique (celery_task_id, attempt) holds; the downgrade drops the column, the rows stay"),
@@ -94,6 +110,8 @@ class Item:
     id: int | str
     label: str = ""
     detail: str = ""
+    #: Every reason code of the row (the :data:`STOPPED` group lists them all).
+    reasons: tuple[str, ...] = ()
 
 
 @dataclass
@@ -124,6 +142,11 @@ class MigrationReport:
     def blocking(self) -> bool:
         return any(REASONS[code].severity == "block" for code in self.groups)
 
+    @property
+    def stops_rows(self) -> bool:
+        """Active rows would not run after the upgrade (``dataforge db check`` then exits 1)."""
+        return bool(self.groups.get(STOPPED))
+
     def ids(self, code: str) -> list[int | str]:
         return [item.id for item in self.groups.get(code, [])]
 
@@ -139,8 +162,8 @@ class MigrationReport:
             items = self.groups[code]
             lines.append(f"  [{reason.severity.upper()}] {code} ({self.count(code)}): {reason.summary}")
             for item in items[:max_items]:
-                label = f" {item.label}" if item.label else ""
-                detail = f": {item.detail}" if item.detail else ""
+                label = f" {_printable(item.label)}" if item.label else ""
+                detail = f": {_printable(item.detail)}" if item.detail else ""
                 lines.append(f"      id={item.id}{label}{detail}")
             hidden = self.count(code) - min(len(items), max_items)
             if hidden > 0:
@@ -152,14 +175,28 @@ class MigrationReport:
         return {
             "title": self.title,
             "blocking": self.blocking,
+            "stops_rows": self.stops_rows,
             "groups": {
                 code: {
                     "severity": REASONS[code].severity,
                     "summary": REASONS[code].summary,
                     "count": self.count(code),
-                    "rows": [{"id": i.id, "label": i.label, "detail": i.detail} for i in self.groups[code]],
+                    "rows": [_row_json(i) for i in self.groups[code]],
                 }
                 for code in self._codes()
             },
             "notes": list(self.notes),
         }
+
+
+def _row_json(item: Item) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": item.id, "label": item.label, "detail": item.detail}
+    if item.reasons:
+        out["reasons"] = list(item.reasons)
+    return out
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: a row's name or value may hold line breaks (or anything else
+    that is not printable), which would forge report lines in a log."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

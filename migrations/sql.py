@@ -15,9 +15,12 @@ from sqlalchemy import TextClause, text
 
 __all__ = [
     "SUPPORTED_DIALECTS",
+    "comment",
+    "data_literal",
     "dialect_name",
     "execute",
     "guard",
+    "guard_statements",
     "is_ident",
     "json_quote",
     "lit",
@@ -60,6 +63,55 @@ def lit(value: str | int | None) -> str:
     if "\x00" in value:
         raise ValueError(f"NUL character in SQL literal {value!r}")
     return "'" + value.replace("'", "''") + "'"
+
+
+def data_literal(value: str, dialect: str) -> str:
+    """A SQL literal for row data, whatever it holds, that means the same when a script is
+    run by ``psql`` or ``sqlite3`` long after it was written.
+
+    PostgreSQL: ``E'...'`` with every character outside printable ASCII written as
+    ``\\uXXXX`` / ``\\UXXXXXXXX``: the same value under any ``standard_conforming_strings``
+    and any ``client_encoding``; NUL cannot be stored and is refused. SQLite (whose literals
+    have no escapes): control characters as ``char(n)`` pieces, so no literal holds a raw line
+    break or tab (Alembic's offline output rewrites tabs).
+    """
+    if dialect == "postgresql":
+        if "\x00" in value:
+            raise ValueError(f"NUL character in SQL literal {value[:40]!r}")
+        out = []
+        for char in value:
+            code = ord(char)
+            if char == "\\":
+                out.append("\\\\")
+            elif char == "'":
+                out.append("''")
+            elif 0x20 <= code < 0x7F:
+                out.append(char)
+            elif code <= 0xFFFF:
+                out.append(f"\\u{code:04X}")
+            else:
+                out.append(f"\\U{code:08X}")
+        return "E'" + "".join(out) + "'"
+    pieces: list[str] = []
+    run: list[str] = []
+    for char in value:
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            if run:
+                pieces.append(lit("".join(run)))
+                run = []
+            pieces.append(f"char({ord(char)})")
+        else:
+            run.append(char)
+    if run or not pieces:
+        pieces.append(lit("".join(run)))
+    return pieces[0] if len(pieces) == 1 else "(" + " || ".join(pieces) + ")"
+
+
+def comment(line: str) -> str:
+    """``line`` as one SQL comment line: every character outside printable ASCII escaped, so
+    no text (row data included) can end the comment and start a statement."""
+    safe = "".join(c if " " <= c <= "~" else f"\\u{ord(c):04x}" for c in line)
+    return f"-- {safe}"
 
 
 def trim_ws(expr: str, dialect: str) -> str:
@@ -108,13 +160,19 @@ def guard(constraint: str, count_query: str) -> None:
     is what stops the offline script (``--sql``), where no Python runs against the data. The
     error names ``constraint``, which says what to do (e.g. ``run_dataforge_db_check``).
     """
+    for statement in guard_statements(constraint, count_query):
+        execute(statement)
+
+
+def guard_statements(constraint: str, count_query: str) -> list[str]:
+    """The statements of :func:`guard`, for callers that run them on their own connection."""
     table = f"df_guard_{constraint}"[:60]
-    execute(
+    return [
         f"CREATE TEMPORARY TABLE {table} (blocking_rows INTEGER NOT NULL, "
-        f"CONSTRAINT {constraint} CHECK (blocking_rows = 0))"
-    )
-    execute(f"INSERT INTO {table} (blocking_rows) {count_query}")
-    execute(f"DROP TABLE {table}")
+        f"CONSTRAINT {constraint} CHECK (blocking_rows = 0))",
+        f"INSERT INTO {table} (blocking_rows) {count_query}",
+        f"DROP TABLE {table}",
+    ]
 
 
 @contextmanager

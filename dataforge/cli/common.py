@@ -13,13 +13,18 @@ from rich.console import Console
 
 from dataforge.settings import Settings
 
-__all__ = ["CliContext", "EXIT_FAILED", "EXIT_CHANGED", "EXIT_OK", "emit_json", "pass_cli", "stderr_console"]
+__all__ = [
+    "CliContext", "EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_CHANGED", "EXIT_OK", "emit_json", "pass_cli",
+    "stderr_console",
+]  # fmt: skip
 
 EXIT_OK = 0
 #: --check found something to change; a preflight found a blocker.
 EXIT_CHANGED = 1
 #: Some item failed (a file that did not parse, a row that cannot be migrated...).
 EXIT_FAILED = 2
+#: The environment is not usable: database unreachable, schema missing or outdated.
+EXIT_ENVIRONMENT = 3
 
 F = TypeVar("F", bound=Callable[..., Any])
 

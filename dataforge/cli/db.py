@@ -2,10 +2,15 @@
 
 ``upgrade``, ``downgrade``, ``current`` and ``sql`` wrap Alembic's commands with the config of
 :mod:`migrations.config` (the environment shipped in the package, the URL from the settings).
-``check`` is the preflight: it runs the data migration's own classification ``SELECT``
-(:mod:`migrations.legacy_data`) read-only and prints every row the upgrade would change, flag
-or refuse, grouped by reason, with ids. Exit codes: 0 fine, 1 the upgrade would refuse (or
-refused), 2 the command failed (database unreachable, bad option).
+``check`` is the preflight (:mod:`migrations.preflight`): the data migration's own staging,
+on a connection that cannot change the database, and the report of every row the upgrade
+would change, flag or refuse, grouped by reason, with ids, and of every active row it would
+leave unable to run.
+
+Exit codes: 0 done / nothing stops; 1 the answer is "no": the upgrade would refuse (or
+refused), or ``check`` finds active rows the upgrade would leave unable to run; 2 bad input
+(usage, an option, a revision Alembic does not know); 3 the environment: the database cannot
+be reached or read, or is stamped with a revision id that was renamed.
 """
 
 from __future__ import annotations
@@ -14,37 +19,17 @@ import io
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import click
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from dataforge.cli.common import EXIT_CHANGED, EXIT_FAILED, CliContext, emit_json, pass_cli
-from dataforge.db import Database
-from dataforge.errors import DataForgeError, ScheduleError
+from dataforge.cli.common import EXIT_CHANGED, EXIT_ENVIRONMENT, EXIT_FAILED, CliContext, emit_json, pass_cli
+from dataforge.errors import DataForgeError
 from dataforge.settings import Settings
 
-__all__ = ["db", "preflight"]
-
-#: Revisions after which the data step has run (the preflight has nothing left to classify).
-_DATA_APPLIED = (
-    "0003_data", "0004_contract", "0005_change_triggers", "0006_executions_hot_close", "0007_drop_handler_path",
-)  # fmt: skip
-_BEFORE_EXPAND = (None, "0001_legacy_baseline")
-_OPTIONAL_REVISIONS = ("0007_drop_handler_path",)
-#: Former id -> what to run on a database stamped with it (Alembic cannot read such a database).
-#: The optional drop was ``0006_drop_handler_path`` (after 0005_change_triggers) until
-#: 0006_executions_hot_close took its place; docs/migrations.md, "Renamed revision".
-_RENAMED_REVISIONS = {
-    "0006_drop_handler_path": (
-        "DROP INDEX ix_task_executions_status_started_at; "
-        "UPDATE alembic_version SET version_num = '0007_drop_handler_path' "
-        "WHERE version_num = '0006_drop_handler_path';"
-    ),
-}
-#: ScheduleError.field -> report reason of the preflight.
-_FLAG_FOR_FIELD = {"cron_expression": "invalid_cron", "timezone": "unknown_timezone"}
+__all__ = ["db"]
 
 
 def _x_options(x: tuple[str, ...], **named: str | None) -> dict[str, str]:
@@ -58,36 +43,37 @@ def _x_options(x: tuple[str, ...], **named: str | None) -> dict[str, str]:
     return out
 
 
-def _engine_url(settings: Settings, x_args: Mapping[str, str]) -> str:
-    return Database(x_args.get("url") or settings.database_url).url
+def _url(settings: Settings, x_args: Mapping[str, str]) -> str:
+    return x_args.get("url") or settings.database_url
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
 
 
 @contextmanager
-def _connection(url: str) -> Iterator[Connection]:
-    """A connection whose transaction is always rolled back: the preflight changes nothing."""
-    db = Database(url)
+def _inspect(url: str) -> Iterator[Connection | None]:
+    """A connection that cannot change the database (``None``: a SQLite file that does not
+    exist yet); exit 3 when it cannot be opened."""
+    from migrations.connections import inspection_connection
+    from migrations.errors import DatabaseUnavailableError
+
     try:
-        with db.engine.connect() as conn:
-            try:
-                yield conn
-            finally:
-                conn.rollback()
+        with inspection_connection(url, missing_ok=True) as conn:
+            yield conn
+    except DatabaseUnavailableError as exc:
+        _fail(EXIT_ENVIRONMENT, str(exc))
     except SQLAlchemyError as exc:
-        raise click.ClickException(
-            f"database {db.engine.url.render_as_string(hide_password=True)}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from exc
-    finally:
-        db.dispose()
+        _fail(EXIT_ENVIRONMENT, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
 
 
-def _current(conn: Connection) -> tuple[str | None, bool]:
-    """(current revision, legacy tables present)."""
-    from alembic.migration import MigrationContext
+def _current(url: str) -> tuple[str | None, bool]:
+    """(current revision, legacy tables present) of the database at ``url``."""
+    from migrations.preflight import current
 
-    current = MigrationContext.configure(conn).get_current_revision()
-    tables = set(inspect(conn).get_table_names())
-    return current, {"scheduled_tasks", "task_executions"} <= tables
+    with _inspect(url) as conn:
+        return (None, False) if conn is None else current(conn)
 
 
 def _config(cli: CliContext, x_args: Mapping[str, str], *, optional: bool, output: Any = None) -> Any:
@@ -100,14 +86,11 @@ def _config(cli: CliContext, x_args: Mapping[str, str], *, optional: bool, outpu
 
 def _needs_optional(cli: CliContext, x_args: Mapping[str, str], revision: str | None, flag: bool) -> bool:
     """The optional revisions are loaded when asked for, named, or where the database already is."""
-    if flag or (revision is not None and revision.split("@")[-1] in _OPTIONAL_REVISIONS):
+    from migrations.preflight import OPTIONAL_REVISIONS
+
+    if flag or (revision is not None and revision.split("@")[-1] in OPTIONAL_REVISIONS):
         return True
-    try:
-        with _connection(_engine_url(cli.settings, x_args)) as conn:
-            current, _ = _current(conn)
-    except click.ClickException:
-        return False
-    return current in _OPTIONAL_REVISIONS
+    return _current(_url(cli.settings, x_args))[0] in OPTIONAL_REVISIONS
 
 
 def _print_reports(cli: CliContext, cfg: Any, as_json: bool, extra: Mapping[str, Any]) -> None:
@@ -120,36 +103,37 @@ def _print_reports(cli: CliContext, cfg: Any, as_json: bool, extra: Mapping[str,
     for report in reports:
         if report.groups:
             click.echo(report.render())
-    with _connection(_engine_url(cli.settings, extra.get("x_args", {}))) as conn:
-        revision, _ = _current(conn)
+    revision, _ = _current(_url(cli.settings, extra.get("x_args", {})))
     click.echo(f"database at {revision or 'base (no revision)'}")
 
 
 def _renamed_hint(revision: str) -> str:
+    from migrations.preflight import RENAMED_REVISIONS
+
     return (
         f"the database is stamped {revision!r}, a revision id that was renamed; run, in one transaction: "
-        f'{_RENAMED_REVISIONS[revision]} (docs/migrations.md, "Renamed revision")'
+        f'{RENAMED_REVISIONS[revision]} (docs/migrations.md, "Renamed revision")'
     )
 
 
 def _run_alembic(cli: CliContext, action: str, fn: Any, as_json: bool, x_args: Mapping[str, str] | None = None) -> None:
     from alembic.util import CommandError
 
-    from migrations.errors import MigrationOptionError, MigrationRefusedError
+    from migrations.errors import DatabaseUnavailableError, MigrationOptionError, MigrationRefusedError
+    from migrations.preflight import RENAMED_REVISIONS, preflight
 
     try:
         fn()
     except CommandError as exc:
-        renamed = [old for old in _RENAMED_REVISIONS if f"'{old}'" in str(exc)]
-        if not renamed:
-            raise
-        click.echo(f"error: {exc}; {_renamed_hint(renamed[0])}", err=True)
-        raise SystemExit(EXIT_FAILED) from exc
+        renamed = [old for old in RENAMED_REVISIONS if f"'{old}'" in str(exc)]
+        if renamed:
+            _fail(EXIT_ENVIRONMENT, f"{exc}; {_renamed_hint(renamed[0])}")
+        _fail(EXIT_FAILED, str(exc))
     except MigrationRefusedError as exc:
         report = exc.report
         if exc.revision == "0003_data" and x_args is not None:
-            # Nothing was changed: the preflight's report is the refusal's (same SELECT, same
-            # blocking rows) plus the schedule flags only Python can check (cron, time zone).
+            # Nothing was changed: the preflight's report is the refusal's (same staging, same
+            # rows), with the legacy retries the rolled-back 0002 had numbered.
             report = preflight(cli.settings, x_args)[0]
         if as_json:
             emit_json({"action": action, "refused": True, "revision": exc.revision, "reason": exc.reason,
@@ -159,17 +143,18 @@ def _run_alembic(cli: CliContext, action: str, fn: Any, as_json: bool, x_args: M
             if report is not None:
                 click.echo(report.render(), err=True)
         raise SystemExit(EXIT_CHANGED) from exc
+    except DatabaseUnavailableError as exc:
+        _fail(EXIT_ENVIRONMENT, str(exc))
     except (MigrationOptionError, DataForgeError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(EXIT_FAILED) from exc
+        _fail(EXIT_FAILED, str(exc))
     except SQLAlchemyError as exc:
-        click.echo(f"error: {type(exc).__name__}: {str(exc).splitlines()[0]}", err=True)
-        raise SystemExit(EXIT_FAILED) from exc
+        _fail(EXIT_ENVIRONMENT, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
 
 
 _x_option = click.option(
     "-x", "x", multiple=True, metavar="KEY=VALUE",
-    help="Alembic -x option (map=, on_unmappable=, scripts_package=, url=, allow_drop_data=, legacy_tables=).",
+    help="Alembic -x option (map=, on_unmappable=, scripts_package=, url=, allow_drop_data=, legacy_tables=, "
+    "legacy_db=).",
 )  # fmt: skip
 _map_option = click.option("--map", "map_file", type=click.Path(dir_okay=False), help="Handler map file (-x map=).")
 _policy_option = click.option(
@@ -236,16 +221,17 @@ def current(cli: CliContext, x: tuple[str, ...], as_json: bool) -> None:
     """The database's revision, and the head it could go to."""
     from alembic.script import ScriptDirectory
 
+    from migrations.preflight import OPTIONAL_REVISIONS, RENAMED_REVISIONS
+
     x_args = _x_options(x)
-    with _connection(_engine_url(cli.settings, x_args)) as conn:
-        revision, legacy = _current(conn)
+    revision, legacy = _current(_url(cli.settings, x_args))
     head = ScriptDirectory.from_config(_config(cli, x_args, optional=False)).get_current_head()
     state = (
         "empty database" if revision is None and not legacy
         else "legacy database (never migrated): `dataforge db upgrade` adopts it" if revision is None
         else "at head" if revision == head
-        else "optional revisions applied" if revision in _OPTIONAL_REVISIONS
-        else _renamed_hint(revision) if revision in _RENAMED_REVISIONS
+        else "optional revisions applied" if revision in OPTIONAL_REVISIONS
+        else _renamed_hint(revision) if revision in RENAMED_REVISIONS
         else "behind head: `dataforge db upgrade`"
     )  # fmt: skip
     if as_json:
@@ -257,87 +243,33 @@ def current(cli: CliContext, x: tuple[str, ...], as_json: bool) -> None:
 @db.command("sql")
 @click.argument("revision_range", default="base:head")
 @click.option("--downgrade", "down", is_flag=True, help="Render a downgrade (RANGE like head:0002_expand).")
-@click.option("--legacy-db", is_flag=True, help="The target already has the legacy tables (-x legacy_tables=adopt).")
+@click.option(
+    "--legacy-db", "legacy_db", metavar="URL",
+    help="The legacy database the script is for, read (read-only) so the script converts every handler_kwargs "
+    "exactly as the online upgrade does (-x legacy_db=URL; implies -x legacy_tables=adopt).",
+)  # fmt: skip
 @click.option("--optional", "optional", is_flag=True, help="Also load migrations/optional.")
 @_map_option
 @_policy_option
 @_x_option
 @pass_cli
 def sql(
-    cli: CliContext, revision_range: str, down: bool, legacy_db: bool, optional: bool, map_file: str | None,
+    cli: CliContext, revision_range: str, down: bool, legacy_db: str | None, optional: bool, map_file: str | None,
     on_unmappable: str | None, x: tuple[str, ...],
 ) -> None:  # fmt: skip
-    """Print the migration as a SQL script for review (offline; the database is not touched)."""
+    """Print the migration as a SQL script for review (offline; no database is changed).
+
+    For an existing legacy database give it with --legacy-db URL: without the rows, a script
+    stops (changing nothing) where a handler_kwargs needs the Python conversion.
+    """
     from alembic import command
 
-    x_args = _x_options(x, map=map_file, on_unmappable=on_unmappable, legacy_tables="adopt" if legacy_db else None)
+    x_args = _x_options(x, map=map_file, on_unmappable=on_unmappable, legacy_db=legacy_db)
     buffer = io.StringIO()
     cfg = _config(cli, x_args, optional=optional or down, output=buffer)
     run = command.downgrade if down else command.upgrade
     _run_alembic(cli, "sql", lambda: run(cfg, revision_range, sql=True), False)
     sys.stdout.write(buffer.getvalue())
-
-
-def _schedule_flags(conn: Connection, report: Any) -> None:
-    """Rows whose schedule beat will refuse (bad cron, unknown zone...): flagged, never dropped."""
-    from sqlalchemy import text
-
-    from dataforge.scheduler.schedules import validate_schedule
-    from migrations.report import Item
-
-    rows = conn.execute(
-        text(
-            "SELECT id, name, status, task_type, interval_seconds, cron_expression, run_at, timezone "
-            "FROM scheduled_tasks ORDER BY id"
-        )
-    )
-    for row in rows:
-        try:
-            validate_schedule(
-                row.task_type, interval_seconds=row.interval_seconds, cron_expression=row.cron_expression,
-                run_at=row.run_at, timezone=row.timezone, schedule_id=row.id,
-            )  # fmt: skip
-        except ScheduleError as exc:
-            code = {"cron_expression": "invalid_cron", "timezone": "unknown_timezone"}.get(
-                exc.field, "invalid_schedule"
-            )
-            report.add(code, Item(row.id, row.name, f"status={row.status!r}: {exc.field}={exc.value!r}: {exc.reason}"))
-
-
-def preflight(settings: Settings, x_args: Mapping[str, str]) -> tuple[Any, str | None]:
-    """The report ``dataforge db check`` prints, and the revision the database is at.
-
-    Read-only: one transaction, rolled back (on PostgreSQL the classification needs a
-    session-temporary helper function; it goes with the rollback).
-    """
-    from sqlalchemy import text
-
-    from migrations.legacy_data import collect_report, prepare_statements
-    from migrations.options import MigrationOptions
-    from migrations.report import Item, MigrationReport
-
-    options = MigrationOptions.resolve(x_args, settings)
-    with _connection(_engine_url(settings, x_args)) as conn:
-        revision, legacy = _current(conn)
-        if not legacy:
-            report = MigrationReport(title="DataForge data migration report")
-            report.notes.append("no scheduling tables: `dataforge db upgrade` creates the schema")
-            return report, revision
-        if revision in _DATA_APPLIED or revision in _RENAMED_REVISIONS:
-            report = MigrationReport(title=f"DataForge data migration report (database at {revision})")
-            report.notes.append("the data migration (0003_data) is already applied")
-            if revision in _RENAMED_REVISIONS:
-                report.notes.append(_renamed_hint(revision))
-            for row in conn.execute(text("SELECT id, name FROM scheduled_tasks WHERE task_name IS NULL ORDER BY id")):
-                report.add("blocked_no_task_name_or_handler_path", Item(row.id, row.name, "task_name is NULL"))
-        else:
-            dialect = conn.dialect.name
-            for statement in prepare_statements(dialect):
-                conn.execute(text(statement))
-            report = collect_report(conn, dialect, options, include_executions=revision in _BEFORE_EXPAND)
-        _schedule_flags(conn, report)
-        report.notes.append(f"database at {revision or 'legacy (no Alembic version)'}")
-        return report, revision
 
 
 @db.command("check")
@@ -349,21 +281,32 @@ def preflight(settings: Settings, x_args: Mapping[str, str]) -> tuple[Any, str |
 def check(cli: CliContext, map_file: str | None, on_unmappable: str | None, x: tuple[str, ...], as_json: bool) -> None:
     """Preflight: what the upgrade would change, flag or refuse, by reason, with ids. Changes nothing.
 
-    Exit 1 when the upgrade would refuse (fix the rows, or choose --on-unmappable pause).
+    Exit 1 when the upgrade would refuse, or would leave an active row unable to run (paused,
+    unmapped, kwargs or schedule beat refuses: each row is listed with all its reasons).
     """
-    from migrations.errors import MigrationOptionError
+    from migrations.errors import DatabaseUnavailableError, MigrationOptionError
+    from migrations.preflight import RENAMED_REVISIONS, preflight
 
     x_args = _x_options(x, map=map_file, on_unmappable=on_unmappable)
     try:
         report, revision = preflight(cli.settings, x_args)
+    except DatabaseUnavailableError as exc:
+        _fail(EXIT_ENVIRONMENT, str(exc))
     except (MigrationOptionError, DataForgeError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(EXIT_FAILED) from exc
+        _fail(EXIT_FAILED, str(exc))
+    except SQLAlchemyError as exc:
+        _fail(EXIT_ENVIRONMENT, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
     if as_json:
         emit_json({"revision": revision, **report.to_json()})
     else:
         click.echo(report.render())
-        if report.blocking:
-            click.echo("the upgrade would REFUSE: fix the [BLOCK] rows or use --on-unmappable pause", err=True)
+    if revision in RENAMED_REVISIONS:
+        _fail(EXIT_ENVIRONMENT, _renamed_hint(revision))
     if report.blocking:
+        if not as_json:
+            click.echo("the upgrade would REFUSE: fix the [BLOCK] rows or use --on-unmappable pause", err=True)
+        raise SystemExit(EXIT_CHANGED)
+    if report.stops_rows:
+        if not as_json:
+            click.echo("active rows would stop running after the upgrade: see [STOP]", err=True)
         raise SystemExit(EXIT_CHANGED)

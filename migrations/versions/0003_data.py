@@ -1,15 +1,22 @@
 """Data: handler_path -> task_name, handler_kwargs -> JSON object, every change reversible.
 
-All SQL (see migrations/legacy_data.py for the rules and why they are safe):
+Set-based (see migrations/legacy_data.py for the rules and why they are safe):
 
-1. classify every schedule row into a temporary table (the same SELECT `dataforge db check`
-   runs);
+1. classify every schedule row into temporary tables (migrations/data_step.py, the same
+   staging `dataforge db check` runs): SQL for what SQL proves, and the handler_kwargs it
+   cannot prove converted by Python in batches (migrations/python_kwargs.py): read from this
+   connection online; in an offline script, literal UPDATEs read from ``-x legacy_db=URL``
+   (``dataforge db sql --legacy-db URL``), else the script stops at
+   ``render_with_legacy_db_to_convert_kwargs`` if any row needs them;
 2. refuse, changing nothing, if an active row names no task (policy ``-x on_unmappable=refuse``,
    the default; ``pause`` pauses those rows instead). Online the refusal carries the full
    report; in an offline script a CHECK constraint named ``run_dataforge_db_check_first``
    stops it;
 3. one UPDATE writes task_name, status, handler_kwargs, handler_kwargs_legacy (original text),
    invalid_reason and legacy_values (what was replaced and what was written).
+
+The report (logged, and kept for ``dataforge db upgrade``) is the preflight's: every active
+row the upgrade leaves unable to run is listed with all its reasons.
 
 Downgrade puts task_name and status back where the row still holds what this migration wrote
 (later edits win and are reported); rows created after the upgrade get a handler_path
@@ -31,23 +38,22 @@ from collections.abc import Sequence
 
 from alembic import context, op
 
+from migrations.data_report import collect_report
+from migrations.data_step import stage, unstage
 from migrations.errors import MigrationRefusedError
 from migrations.legacy_data import (
     INVALID_PREFIX,
     MIGRATION_ROWS,
-    classification_sql,
-    cleanup_statements,
-    collect_report,
     handler_path_for_task_sql,
     lv_carry_kwargs,
     lv_get,
     lv_has,
     lv_kwargs_only,
     now_utc,
-    prepare_statements,
     restorable,
 )
 from migrations.options import REPORTS_KEY, current_options
+from migrations.python_kwargs import offline_step, online_step
 from migrations.report import Item, MigrationReport
 from migrations.sql import dialect_name, execute, guard, lit, sql
 
@@ -62,15 +68,18 @@ log = logging.getLogger("dataforge.migrations")
 def upgrade() -> None:
     dialect = dialect_name()
     options = current_options()
-    for statement in prepare_statements(dialect):
-        execute(statement)
-    execute(f"CREATE TEMPORARY TABLE {MIGRATION_ROWS} AS {classification_sql(dialect, options)}")
-    if not context.is_offline_mode():
+    offline = context.is_offline_mode()
+    if offline:
+        stage(execute, dialect, options, lambda: offline_step(options.legacy_db, dialect))
+    else:
+        stage(execute, dialect, options, lambda: online_step(op.get_bind(), dialect))
         report = collect_report(op.get_bind(), dialect, options, source=MIGRATION_ROWS, include_executions=False)
         context.config.attributes.setdefault(REPORTS_KEY, []).append(report)
         if report.blocking:
             raise MigrationRefusedError(revision, "active rows name no task (see the report)", report)
-        if report.groups:
+        if report.stops_rows:
+            log.warning("%s", report.render())
+        elif report.groups:
             log.info("%s", report.render())
     guard("run_dataforge_db_check_first", f"SELECT count(*) FROM {MIGRATION_ROWS} WHERE blocking = 1")
     execute(
@@ -90,9 +99,7 @@ def upgrade() -> None:
         f"{lv_carry_kwargs('m.legacy_values', 'scheduled_tasks.legacy_values', dialect)} ELSE m.legacy_values END "
         f"FROM {MIGRATION_ROWS} AS m WHERE scheduled_tasks.id = m.id"
     )
-    execute(f"DROP TABLE {MIGRATION_ROWS}")
-    for statement in cleanup_statements(dialect):
-        execute(statement)
+    unstage(execute, dialect)
 
 
 def _report_downgrade(dialect: str, options_sql: str) -> None:

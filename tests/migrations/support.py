@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
@@ -23,12 +24,17 @@ from migrations.config import alembic_config
 
 __all__ = [
     "BLOCKING_ROWS",
+    "HOSTILE_NAME",
     "LEGACY_DIR",
+    "NO_JSON_FORM",
+    "PYTHON_LITERAL_SHAPES",
     "QUIRK_EXECUTIONS",
     "QUIRK_SCHEDULES",
     "build_legacy_db",
+    "any_db_url",
     "downgrade",
     "engine_for",
+    "literal_schedules",
     "offline_sql",
     "rows",
     "schema_snapshot",
@@ -97,6 +103,41 @@ BLOCKING_ROWS: list[tuple[Any, ...]] = [
     (41, "blocked_nothing", "interval", None, None, 300, None, None, "UTC", "{}", "active", None, None, 0, T0, T0),
 ]  # fmt: skip
 
+#: The four shapes of Python-literal handler_kwargs that SQL cannot prove and Python converts
+#: (active rows that must keep running): a tuple, a double-quoted string holding ``'``, nested
+#: dicts and lists, a ``"`` inside a single-quoted string.
+PYTHON_LITERAL_SHAPES: dict[int, str] = {
+    50: "{'years': (2021, 2022), 'force': False}",
+    51: """{'label': "o'clock", 'n': 3}""",
+    52: "{'limits': {'soft': 0.5}, 'tags': ['a', 'b']}",
+    53: """{'sep': '"'}""",
+}
+#: Texts without a JSON object form, and the exact reason each row is flagged with.
+NO_JSON_FORM: dict[int, tuple[str, str]] = {
+    60: ("{'tags': {'a', 'b'}}", "a set at ['tags'] has no JSON form"),
+    61: ("{'raw': b'x'}", "bytes at ['raw'] has no JSON form"),
+    62: ("{'z': 1j}", "a complex number at ['z'] has no JSON form"),
+    63: ("{1: 'one'}", "the key 1 at the top level is an integer, not a string: JSON object keys are strings"),
+    64: ("{'x': [1e999]}", "inf at ['x'][0] has no JSON form"),
+    65: ("{'when': datetime.now()}", "not a Python literal: call 'datetime.now()' at line 1, column 10"),
+    66: ("['a', 'b']", "a list, not a dict (read as a Python literal)"),
+    # Row data made to break out of a SQL comment or literal in an offline script.
+    67: ("{'s': {1}, 'q': \"'; DROP TABLE scheduled_tasks; --\\n\"}", "a set at ['s'] has no JSON form"),
+}
+#: A name made to end a SQL comment line (row 67's).
+HOSTILE_NAME = "evil\n-- x\rDROP TABLE scheduled_tasks; -- \u2028end"
+
+
+def literal_schedules() -> list[tuple[Any, ...]]:
+    """Active legacy rows holding :data:`PYTHON_LITERAL_SHAPES` and :data:`NO_JSON_FORM`."""
+    texts = {**PYTHON_LITERAL_SHAPES, **{i: text for i, (text, _) in NO_JSON_FORM.items()}}
+    return [
+        (i, HOSTILE_NAME if i == 67 else f"literal_{i}", "interval", None, "scripts:sync_accounts",
+         300, None, None, "UTC", text, "active", None, None, 0, T0, T0)
+        for i, text in sorted(texts.items())
+    ]  # fmt: skip
+
+
 EXECUTION_COLS = ("id", "scheduled_task_id", "celery_task_id", "task_name", "handler_path", "status", "started_at",
                   "finished_at", "duration_ms", "result", "error")  # fmt: skip
 QUIRK_EXECUTIONS: list[tuple[Any, ...]] = [
@@ -110,6 +151,14 @@ QUIRK_EXECUTIONS: list[tuple[Any, ...]] = [
     (7, None, None, "dataforge.report", None, "success", T0, T0, 1, "{}", None),
     (8, 5, "c-single", "dataforge.report", None, "success", T0, T0, 1, "{}", None),
 ]  # fmt: skip
+
+
+@pytest.fixture(name="db_url", params=["sqlite", "postgresql"])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each supported dialect (SQLite file, fresh PostgreSQL)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'legacy.db'}"
+    return str(request.getfixturevalue("pg_url"))
 
 
 def engine_for(url: str) -> Engine:

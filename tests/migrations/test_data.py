@@ -13,13 +13,17 @@ from sqlalchemy import text
 from migrations.errors import MigrationRefusedError
 from migrations.legacy_data import UNMAPPED_TASK_NAME
 from migrations.options import REPORTS_KEY
-from migrations.report import MigrationReport
+from migrations.report import STOPPED, MigrationReport
+from migrations.sql import lit
 from tests.migrations.support import (
     BLOCKING_ROWS,
+    NO_JSON_FORM,
+    PYTHON_LITERAL_SHAPES,
     QUIRK_SCHEDULES,
     build_legacy_db,
     downgrade,
     engine_for,
+    literal_schedules,
     rows,
     schema_snapshot,
     upgrade,
@@ -72,11 +76,17 @@ def test_task_names_and_kwargs_after_upgrade(db_url: str) -> None:
     assert json.loads(s[4]["handler_kwargs"]) == ast.literal_eval(repr_text)
     assert json.loads(s[11]["handler_kwargs"]) == {"n": 1}
     assert json.loads(s[12]["handler_kwargs"]) == {"n": 2}
-    # Not convertible without guessing: kept as is, flagged.
-    for i in (13, 14, 15):
-        assert s[i]["handler_kwargs"] == QUIRK_SCHEDULES[i - 1][9]
-        assert s[i]["handler_kwargs_legacy"] is None
-        assert "handler_kwargs is not a JSON object" in s[i]["invalid_reason"]
+    # What SQL cannot prove, Python converts: 'True' inside a string, a backslash.
+    for i in (13, 14):
+        assert s[i]["handler_kwargs_legacy"] == QUIRK_SCHEDULES[i - 1][9]
+        assert json.loads(s[i]["handler_kwargs"]) == ast.literal_eval(QUIRK_SCHEDULES[i - 1][9])
+        assert s[i]["invalid_reason"] is None
+    # JSON, but not an object: kept as is, flagged with the reason.
+    assert (s[15]["handler_kwargs"], s[15]["handler_kwargs_legacy"]) == ("[1, 2]", None)
+    assert s[15]["invalid_reason"] == (
+        "data migration: handler_kwargs is not a JSON object (kept as is): JSON an array, not an object; "
+        "rewrite it as JSON"
+    )
     assert all(r["legacy_values"] is not None for r in s.values())
     # Legacy retries numbered so (celery_task_id, attempt) is unique.
     attempts = {r["id"]: r["attempt"] for r in rows(db_url, ("task_executions",))["task_executions"]}
@@ -87,11 +97,60 @@ def test_task_names_and_kwargs_after_upgrade(db_url: str) -> None:
     assert report.ids("handler_path_unrecognised") == [22]
     assert report.ids("inactive_unrecognised_handler_path") == [9, 20]
     assert report.ids("inactive_no_task_name_or_handler_path") == [10]
-    assert report.ids("kwargs_python_repr") == [4, 12]
+    assert report.ids("kwargs_python_repr") == [4, 12, 13, 14]
     assert report.ids("kwargs_reserved_keys") == [11, 12]
-    assert report.ids("kwargs_unconvertible") == [13, 14, 15]
+    assert report.ids("kwargs_unconvertible") == [15]
     assert report.ids("kwargs_empty") == [2, 3, 21]
-    assert not report.blocking
+    # The upgrade's report names the active rows it leaves unable to run, as the preflight does.
+    assert report.ids("invalid_cron") == [16] and report.ids("unknown_timezone") == [17]
+    assert report.ids(STOPPED) == [16, 17]
+    assert not report.blocking and report.stops_rows
+
+
+def _normalised(value: Any) -> Any:
+    """What a Python literal's JSON object equals: tuples are lists."""
+    if isinstance(value, dict):
+        return {k: _normalised(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalised(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("shape", sorted(PYTHON_LITERAL_SHAPES), ids=["tuple", "quote_in_double", "nested", "dquote"])
+def test_python_literal_shape_becomes_the_equal_json_object_and_keeps_running(db_url: str, shape: int) -> None:
+    build_legacy_db(db_url, [r for r in literal_schedules() if r[0] == shape], [])
+    data = rows(db_url)
+    cfg = upgrade(db_url)
+    row = _by_id(db_url)[shape]
+    assert json.loads(row["handler_kwargs"]) == _normalised(ast.literal_eval(PYTHON_LITERAL_SHAPES[shape]))
+    assert row["handler_kwargs_legacy"] == PYTHON_LITERAL_SHAPES[shape]
+    assert row["invalid_reason"] is None and row["status"] == "active"
+    (report,) = [r for r in _reports(cfg) if "data migration" in r.title]
+    assert report.ids("kwargs_python_repr") == [shape] and not report.stops_rows
+    downgrade(db_url, "0001_legacy_baseline")
+    assert rows(db_url) == data
+
+
+def test_kwargs_without_a_json_form_are_kept_flagged_with_the_exact_reason(db_url: str) -> None:
+    build_legacy_db(db_url, literal_schedules(), [])
+    data = rows(db_url)
+    cfg = upgrade(db_url)
+    s = _by_id(db_url)
+    for i, (kwargs, reason) in NO_JSON_FORM.items():
+        assert (s[i]["handler_kwargs"], s[i]["handler_kwargs_legacy"]) == (kwargs, None), i
+        assert s[i]["invalid_reason"] == (
+            f"data migration: handler_kwargs is not a JSON object (kept as is): {reason}; rewrite it as JSON"
+        ), i
+    (report,) = [r for r in _reports(cfg) if "data migration" in r.title]
+    assert report.ids("kwargs_unconvertible") == sorted(NO_JSON_FORM)
+    for item in report.groups["kwargs_unconvertible"]:
+        assert item.detail.endswith(f": {NO_JSON_FORM[int(item.id)][1]}"), item
+    # Active rows that will not run after the upgrade: exactly those, each with its reasons.
+    assert report.ids(STOPPED) == sorted(NO_JSON_FORM)
+    assert all(item.reasons == ("task_name_from_handler_path", "kwargs_unconvertible")
+               for item in report.groups[STOPPED])  # fmt: skip
+    downgrade(db_url, "0001_legacy_baseline")
+    assert rows(db_url) == data
 
 
 def test_refused_upgrade_changes_nothing(db_url: str) -> None:
@@ -214,3 +273,31 @@ def test_contract_refuses_rows_without_task_name(db_url: str) -> None:
     downgrade(db_url, "0002_expand")
     upgrade(db_url)  # the data step picks the late row up
     assert _by_id(db_url)[200]["task_name"] == "dataforge.late"
+
+
+def test_a_database_migrated_before_the_python_step_is_repaired_by_down_and_up(db_url: str) -> None:
+    """Until the Python step existed, 0003 kept such rows as they were and flagged them. Going
+    down to 0002 and up again converts them: 0003's downgrade clears its own flags, and the
+    kwargs still hold their original text."""
+    build_legacy_db(db_url, literal_schedules(), [])
+    data = rows(db_url)
+    upgrade(db_url)
+    old_flag = "data migration: handler_kwargs is not a JSON object (kept as is): rewrite it as JSON"
+    no_kwargs_record = (
+        "json_remove(legacy_values, '$.handler_kwargs')" if "sqlite" in db_url
+        else "(CAST(legacy_values AS jsonb) - 'handler_kwargs')::text"
+    )  # fmt: skip
+    for i, text_ in PYTHON_LITERAL_SHAPES.items():  # what the former 0003 left behind
+        _exec(
+            db_url,
+            f"UPDATE scheduled_tasks SET handler_kwargs = {lit(text_)}, handler_kwargs_legacy = NULL, "
+            f"invalid_reason = {lit(old_flag)}, legacy_values = {no_kwargs_record} WHERE id = {i}",
+        )
+    downgrade(db_url, "0002_expand")
+    upgrade(db_url)
+    s = _by_id(db_url)
+    for i, text_ in PYTHON_LITERAL_SHAPES.items():
+        assert json.loads(s[i]["handler_kwargs"]) == _normalised(ast.literal_eval(text_))
+        assert (s[i]["handler_kwargs_legacy"], s[i]["invalid_reason"]) == (text_, None)
+    downgrade(db_url, "0001_legacy_baseline")
+    assert rows(db_url) == data

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from dataforge.db import is_sqlite
+from migrations.data_step import UNDECIDED_GUARD
+from migrations.sql import data_literal
 from tests.migrations.support import (
     BLOCKING_ROWS,
+    NO_JSON_FORM,
+    PYTHON_LITERAL_SHAPES,
     QUIRK_SCHEDULES,
     build_legacy_db,
     downgrade,
+    engine_for,
+    literal_schedules,
     offline_sql,
     rows,
     schema_snapshot,
@@ -45,6 +53,10 @@ def apply_script(url: str, script: str, tmp_path: Path) -> None:
     )
     if done.returncode != 0:
         raise ScriptFailed(done.stderr)
+
+
+def engine_dialect(url: str) -> str:
+    return "sqlite" if is_sqlite(url) else "postgresql"
 
 
 def _twin(db_url: str, tmp_path: Path) -> Any:
@@ -83,16 +95,75 @@ def test_script_from_empty_equals_online(db_url: str, tmp_path: Path) -> None:
 
 
 def test_script_for_a_legacy_database_equals_online(db_url: str, tmp_path: Path) -> None:
-    build_legacy_db(db_url)
-    script = offline_sql(db_url, "base:head", {"legacy_tables": "adopt"})
+    """Rendered from the legacy database itself (read-only), the script carries the Python
+    step's conversions and does exactly what the online upgrade does, every quirk included."""
+    schedules = [*QUIRK_SCHEDULES, *literal_schedules()]
+    build_legacy_db(db_url, schedules)
+    before = schema_snapshot(db_url), rows(db_url)
+    script = offline_sql(db_url, "base:head", {"legacy_db": db_url})
+    assert (schema_snapshot(db_url), rows(db_url)) == before  # reading changed nothing
     assert "CREATE TABLE scheduled_tasks (" not in script  # adopted, not created
     assert "VALUES ('scripts:" not in script  # no map given: the rule only
     with _twin(db_url, tmp_path) as twin:
-        build_legacy_db(twin)
+        build_legacy_db(twin, schedules)
         upgrade(twin)
         apply_script(db_url, script, tmp_path)
         assert _same_ddl(schema_snapshot(db_url)) == _same_ddl(schema_snapshot(twin))
         assert _normalised(rows(db_url)) == _normalised(rows(twin))
+    # The rows Python converted are in the script, as literal UPDATEs (the nested shape, 52,
+    # SQL proves itself).
+    for i, kwargs in PYTHON_LITERAL_SHAPES.items():
+        assert (f"({i}, {data_literal(kwargs, engine_dialect(db_url))}, 'repr'" in script) == (i != 52)
+
+
+def test_script_lists_the_rows_without_a_json_form_in_comments_that_row_data_cannot_end(db_url: str) -> None:
+    build_legacy_db(db_url, [*QUIRK_SCHEDULES, *literal_schedules()])
+    script = offline_sql(db_url, "base:head", {"legacy_db": db_url})
+    notes = [line.rstrip(";") for line in script.splitlines() if line.startswith("--   id=")]
+    assert [int(line.split("id=", 1)[1].split(" ", 1)[0]) for line in notes] == [15, *sorted(NO_JSON_FORM)]
+    for i, (_, reason) in NO_JSON_FORM.items():
+        assert any(line.startswith(f"--   id={i} ") and line.endswith(f"{json.dumps(reason)}") for line in notes)
+    # Row 67's name and kwargs hold line breaks, '--', quotes and a statement: every line
+    # carrying them is still a comment (or inside a quoted literal).
+    carrying = [line for line in script.splitlines() if "DROP TABLE scheduled_tasks; --" in line]
+    assert len(carrying) == 2  # the note, and the row's original text in its UPDATE
+    for line in carrying:
+            assert line.startswith("--") or line.lstrip().startswith("(67, "), line
+
+
+def test_script_without_the_rows_stops_where_python_is_needed_and_changes_nothing(db_url: str, tmp_path: Path) -> None:
+    build_legacy_db(db_url, [*QUIRK_SCHEDULES, *literal_schedules()])
+    before = schema_snapshot(db_url), rows(db_url)
+    script = offline_sql(db_url, "base:head", {"legacy_tables": "adopt"})
+    assert "rendered without\n-- reading them" in script
+    with pytest.raises(ScriptFailed, match=UNDECIDED_GUARD):
+        apply_script(db_url, script, tmp_path)
+    assert (schema_snapshot(db_url), rows(db_url)) == before
+
+
+def test_script_without_the_rows_equals_online_where_sql_proves_every_row(db_url: str, tmp_path: Path) -> None:
+    proved = [r for r in QUIRK_SCHEDULES if r[0] not in (13, 14)]  # 13, 14 need Python
+    build_legacy_db(db_url, proved)
+    script = offline_sql(db_url, "base:head", {"legacy_tables": "adopt"})
+    with _twin(db_url, tmp_path) as twin:
+        build_legacy_db(twin, proved)
+        upgrade(twin)
+        apply_script(db_url, script, tmp_path)
+        assert _normalised(rows(db_url)) == _normalised(rows(twin))
+
+
+def test_script_stops_on_a_row_edited_after_it_was_rendered(db_url: str, tmp_path: Path) -> None:
+    """A conversion applies only while the row holds the text it was computed from."""
+    build_legacy_db(db_url, [*QUIRK_SCHEDULES, *literal_schedules()])
+    script = offline_sql(db_url, "base:head", {"legacy_db": db_url})
+    engine = engine_for(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE scheduled_tasks SET handler_kwargs = '{''years'': (2023,)}' WHERE id = 50"))
+    engine.dispose()
+    before = schema_snapshot(db_url), rows(db_url)
+    with pytest.raises(ScriptFailed, match=UNDECIDED_GUARD):
+        apply_script(db_url, script, tmp_path)
+    assert (schema_snapshot(db_url), rows(db_url)) == before
 
 
 def test_downgrade_script_restores_the_legacy_database(db_url: str, tmp_path: Path) -> None:
@@ -107,7 +178,7 @@ def test_downgrade_script_restores_the_legacy_database(db_url: str, tmp_path: Pa
 def test_script_stops_on_blocking_rows_and_changes_nothing(db_url: str, tmp_path: Path) -> None:
     build_legacy_db(db_url, [*QUIRK_SCHEDULES, *BLOCKING_ROWS])
     schema, data = schema_snapshot(db_url), rows(db_url)
-    script = offline_sql(db_url, "base:head", {"legacy_tables": "adopt"})
+    script = offline_sql(db_url, "base:head", {"legacy_db": db_url})
     with pytest.raises(ScriptFailed, match="run_dataforge_db_check_first"):
         apply_script(db_url, script, tmp_path)
     assert schema_snapshot(db_url) == schema
