@@ -18,7 +18,7 @@ _NASTY = [
     "\x7f", "':'", "a: b", "%s", "$1", "--", "/*", ";",
 ]  # fmt: skip
 _strings = st.one_of(
-    st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=10),
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=10),
     st.sampled_from(_NASTY),
 )
 _scalars = st.one_of(

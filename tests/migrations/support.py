@@ -188,7 +188,7 @@ def build_legacy_db(
         import psycopg
 
         with psycopg.connect(url, autocommit=True) as pg:
-            pg.execute(ddl)  # type: ignore[call-overload]
+            pg.execute(ddl)
     engine = engine_for(url)
     with engine.begin() as conn:
         _insert(conn, "scheduled_tasks", SCHEDULE_COLS, schedules)

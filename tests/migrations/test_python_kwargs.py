@@ -95,7 +95,7 @@ def test_generated_literals_convert_exactly_online_and_offline_and_round_trip(
 
 @settings(max_examples=4, deadline=None, database=None, phases=_NO_SHRINK,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
-@given(values=st.lists(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00")), min_size=1,
+@given(values=st.lists(st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00")), min_size=1,
                        max_size=30))  # fmt: skip
 def test_data_literals_read_back_as_the_same_text(fresh_dbs: Any, values: list[str]) -> None:
     """Whatever a value holds (quotes, backslashes, colons, control and non-ASCII characters),
