@@ -72,14 +72,14 @@ def test_refusals_exit_2_and_still_convert_the_rest(tmp_path: Path) -> None:
         tmp_path,
         {
             "scripts/good.py": "def run():\n    return 1\n",
-            "scripts/bad.py": "def run(**kw):\n    return kw['_lock_key']\n",
+            "scripts/bad.py": "def run(**kw):\n    return kw['_debug']\n",
             "scripts/broken.py": "def run(:\n",
         },
     )
     code, out, err = _run("convert", str(root), "--quiet")
     assert code == 2 and out == ""
     lines = err.splitlines()
-    assert lines[0].startswith("refused: scripts/bad.py:2: reads '_lock_key'")
+    assert lines[0].startswith("refused: scripts/bad.py:2: reads '_debug'")
     assert lines[1].startswith("failed: scripts/broken.py:1: does not parse")
     assert len(lines) == 2
     assert (root / "app/tasks/good.py").exists() and (root / "scripts/bad.py").exists()
@@ -93,7 +93,7 @@ def test_options_reach_the_output(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0, err
     text = (root / "backend/jobs/ping.py").read_text()
-    assert "from backend.worker import app\nfrom backend.base import Base\n" in text
+    assert "from backend.base import Base\nfrom backend.worker import app\n" in text  # first-party, sorted
     assert '@app.task(base=Base, bind=True, name="dataforge.ping")' in text
     assert (root / "scripts/ping.py").exists() and (root / "backend/__init__.py").exists()
 
