@@ -167,7 +167,7 @@ def _decide(
             if dep in moving or dep in needed or dep not in scripts or scripts[dep].kind not in ("helper", "module"):
                 continue
             weak = job_closure(dep, uses, phrases, check_names=False) if dep in uses else None
-            if dep not in cannot and weak is not None and weak.blocked is None:
+            if dep not in cannot and weak is not None and weak.blocked is None and not uses[dep].import_blockers:
                 moving.add(dep)
                 moving.update(m for m in weak.runs if scripts[m].kind in ("helper", "module"))
             else:
