@@ -186,6 +186,14 @@ def module_uses(
             continue  # never runs when the module is imported
         local, external = _statement_refs(stmt, top_names, aliases, resolver)
         everything |= external
+        if isinstance(stmt, ast.ImportFrom) and "*" not in {a.name for a in stmt.names}:
+            # `from x import a, b`: each name is only what it names.
+            for alias in stmt.names:
+                bound_name = alias.asname or alias.name
+                own = {u for u in external if u.name in (alias.name, WHOLE_MODULE)}
+                external_refs.setdefault(bound_name, set()).update(own)
+                local_refs.setdefault(bound_name, set())
+            continue
         for name in names:
             local_refs.setdefault(name, set()).update(local - {name})
             external_refs.setdefault(name, set()).update(external)
