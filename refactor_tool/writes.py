@@ -8,10 +8,11 @@ SIGINT and SIGTERM (and SIGHUP) do not stop the phase in the middle of an operat
 temp file or a half-done rename could be left: while it runs they only set a flag, checked
 between operations. Then everything done so far is undone (the signals still deferred, so a
 second Ctrl-C cannot cut the undo short), the previous handlers come back and the signal is
-delivered again: Ctrl-C still raises ``KeyboardInterrupt``, SIGTERM still ends the process.
-A signal that arrives after the last operation finds the tree fully converted. Either way the
-tree is exactly as before or exactly as converted; ``SIGKILL`` and power loss cannot be
-caught, and a converted tree is meant to live under version control.
+delivered again: Ctrl-C raises :class:`WriteInterrupted` (a ``KeyboardInterrupt`` that says
+whether the tree was restored), SIGTERM still ends the process. A signal that arrives after
+the last operation finds the tree fully converted. Either way the tree is exactly as before
+or exactly as converted; ``SIGKILL`` and power loss cannot be caught, and a converted tree is
+meant to live under version control.
 """
 
 from __future__ import annotations
@@ -26,13 +27,22 @@ from types import FrameType
 
 from refactor_tool.report import Change
 
-__all__ = ["TEMP_SUFFIX", "Writer", "apply_changes", "atomic_write"]
+__all__ = ["TEMP_SUFFIX", "WriteInterrupted", "Writer", "apply_changes", "atomic_write"]
 
 #: Temp files of the write phase end with this (``verify`` skips them when copying a tree).
 TEMP_SUFFIX = ".dataforge-tmp"
 _DEFERRED_SIGNALS = tuple(
     s for s in (getattr(signal, name, None) for name in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None
 )
+
+
+class WriteInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the write phase. ``restored``: every file is as it was before the run
+    (else the signal came after the last write and the tree is fully converted)."""
+
+    def __init__(self, restored: bool) -> None:
+        self.restored = restored
+        super().__init__("interrupted: the tree was restored" if restored else "interrupted after the last write")
 
 
 class _WriteFailed(Exception):
@@ -72,29 +82,41 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
 Writer = Callable[[Path, bytes, int | None], None]
 
 
+class _Deferred:
+    """The signals that arrived while deferred, and whether the phase was undone."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.restored = False
+
+
 @contextmanager
-def _signals_deferred() -> Iterator[list[int]]:
-    """While inside, SIGINT/SIGTERM/SIGHUP are recorded in the yielded list instead of acting.
+def _signals_deferred() -> Iterator[_Deferred]:
+    """While inside, SIGINT/SIGTERM/SIGHUP are recorded instead of acting; on the way out the
+    first one is delivered again (see the module docstring).
 
     Only the main thread can set handlers; elsewhere (a host application's worker thread) the
     signals keep their handlers and Python delivers them to the main thread anyway.
     """
-    received: list[int] = []
+    state = _Deferred()
     if threading.current_thread() is not threading.main_thread():
-        yield received
+        yield state
         return
 
     def record(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
+        state.received.append(signum)
 
     previous = {signum: signal.signal(signum, record) for signum in _DEFERRED_SIGNALS}
     try:
-        yield received
+        yield state
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if received:
-        signal.raise_signal(received[0])  # delivered again, to the handler the caller had
+    if state.received:
+        signum = state.received[0]
+        if signum == signal.SIGINT and previous[signum] is signal.default_int_handler:
+            raise WriteInterrupted(state.restored)
+        signal.raise_signal(signum)  # to the handler the caller had
 
 
 def apply_changes(
@@ -107,15 +129,15 @@ def apply_changes(
 
     A deferred signal undoes everything too, then is delivered again (see the module docstring).
     """
-    with _signals_deferred() as received:
+    with _signals_deferred() as deferred:
         undo: list[Callable[[], None]] = []
         try:
             for change in changes:
-                if received:
+                if deferred.received:
                     raise _Interrupted
                 _apply(root, change, write, undo)
             for directory in removed_dirs:
-                if received:
+                if deferred.received:
                     raise _Interrupted
                 path = root / directory
                 try:
@@ -124,12 +146,13 @@ def apply_changes(
                     raise _WriteFailed(f"{directory}/: {exc.strerror or exc}") from exc
                 undo.append(lambda p=path: p.mkdir(exist_ok=True))  # type: ignore[misc]
         except _Interrupted:
-            _rollback(undo)
-            return "interrupted"
+            problems = _rollback(undo)
+            deferred.restored = not problems
+            return _failure("interrupted", problems)
         except _WriteFailed as exc:
-            return _with_rollback(str(exc), undo)
+            return _failure(str(exc), _rollback(undo))
         except Exception as exc:  # noqa: BLE001 - the tree must be restored whatever went wrong
-            return _with_rollback(f"unexpected error while writing: {type(exc).__name__}: {exc}", undo)
+            return _failure(f"unexpected error while writing: {type(exc).__name__}: {exc}", _rollback(undo))
         except BaseException:
             _rollback(undo)  # KeyboardInterrupt raised by a test's writer, SystemExit...
             raise
@@ -206,8 +229,7 @@ def _rollback(undo: list[Callable[[], None]]) -> list[str]:
     return problems
 
 
-def _with_rollback(error: str, undo: list[Callable[[], None]]) -> str:
-    problems = _rollback(undo)
+def _failure(error: str, problems: list[str]) -> str:
     if problems:
         return f"{error}; AND the undo failed for {', '.join(problems)}: restore those files from version control"
     return error

@@ -25,9 +25,12 @@ from dataforge.cli.common import EXIT_CHANGED, EXIT_FAILED, EXIT_OK, CliContext,
 from refactor_tool.errors import RefactorError
 from refactor_tool.options import DEFAULT_BASE_IMPORT, DEFAULT_CELERY_APP_IMPORT, ConvertOptions, ImportTarget
 from refactor_tool.runner import NothingToConvert, Progress
-from refactor_tool.writes import atomic_write
+from refactor_tool.writes import WriteInterrupted, atomic_write
 
 __all__ = ["convert", "verify"]
+
+#: The shell's status for a process ended by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 def _options(
@@ -154,6 +157,13 @@ def convert(
     except NothingToConvert as exc:
         err.print(f"convert: {exc}", markup=False)
         raise SystemExit(EXIT_FAILED) from exc
+    except WriteInterrupted as exc:
+        state = "every file it had written was restored" if exc.restored else "it came after the last write: done"
+        err.print(f"convert: interrupted; {state}", markup=False)
+        raise SystemExit(EXIT_INTERRUPTED) from exc
+    except KeyboardInterrupt as exc:
+        err.print("convert: interrupted before anything was written", markup=False)
+        raise SystemExit(EXIT_INTERRUPTED) from exc
     if diff:
         # Bytes: each file keeps its encoding in the patch, as with `git diff`.
         sys.stdout.flush()

@@ -100,3 +100,22 @@ def lint_pair(
         (root / "after.py").write_bytes(after)
         codes = lint_codes(root, ["before.py", "after.py"], known_first_party)
     return codes.get("before.py", set()), codes.get("after.py", set())
+
+
+def make_jobs_tree(root: Path, jobs: int) -> Path:
+    """A legacy tree of ``jobs`` small jobs with every kind of write-phase operation: new files,
+    the registry rewritten in place, a package ``__init__`` carried over, scripts deleted,
+    emptied folders removed."""
+    files: dict[str, str | bytes] = {
+        "scripts/__init__.py": '"""Jobs."""\n\nVERSION = 2\n',
+        "scripts/_common.py": "def double(n):\n    return 2 * n\n",
+        "scripts/lib/__init__.py": "",
+        "scripts/lib/dates.py": "TODAY = '2024-05-01'\n",
+        "app/tasks/__init__.py": '"""Tasks."""\n\nREGISTERED_TASKS = {}\n',
+    }
+    for i in range(jobs):
+        files[f"scripts/job_{i:04d}.py"] = (
+            f'"""Job {i}."""\n\nfrom scripts._common import double\nfrom scripts.lib.dates import TODAY\n\n\n'
+            f"def run(n: int = {i}, **kwargs):\n    return {{'n': double(n), 'day': TODAY}}\n"
+        )
+    return make_tree(root, files)

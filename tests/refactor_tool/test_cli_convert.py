@@ -15,7 +15,7 @@ from rich.console import Console
 
 from dataforge.cli.convert import _progress
 from dataforge.cli.main import cli
-from tests.refactor_tool.support import EXAMPLE, make_tree, snapshot
+from tests.refactor_tool.support import EXAMPLE, make_jobs_tree, make_tree, snapshot
 
 
 @pytest.fixture
@@ -137,3 +137,25 @@ def test_real_process(backend: Path) -> None:
         check=False,
     )
     assert (check.returncode, check.stdout, check.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize("flag", ["--check", "--diff", "--quiet"])
+def test_a_folder_without_scripts_nor_tasks_package_is_bad_input(tmp_path: Path, flag: str) -> None:
+    (tmp_path / "src").mkdir()
+    code, out, err = _run("convert", str(tmp_path), flag)
+    assert (code, out) == (2, "")
+    assert f"convert: {tmp_path} holds neither scripts/ nor app/tasks/: pass the legacy backend folder" in err
+
+
+def test_long_name_lists_are_counted_in_the_summary_and_complete_in_the_report(tmp_path: Path) -> None:
+    root = make_jobs_tree(tmp_path / "backend", jobs=30)
+    report_file = tmp_path / "report.json"
+    code, _out, err = _run("convert", str(root), "--report", str(report_file))
+    assert code == 0, err
+    line = next(line for line in err.splitlines() if "REGISTERED_TASKS: added" in line)
+    assert line == (
+        "  note: REGISTERED_TASKS: added 30 (dataforge.job_0000, dataforge.job_0001, dataforge.job_0002, "
+        "dataforge.job_0003, dataforge.job_0004, ... and 25 more; the JSON report lists all)"
+    )
+    registry = next(f for f in json.loads(report_file.read_text())["files"] if f["kind"] == "registry")
+    assert registry["added"] == [f"dataforge.job_{i:04d}" for i in range(30)]
