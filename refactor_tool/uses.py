@@ -210,10 +210,13 @@ def module_uses(
             continue
         for name in sorted(names):
             name_blockers.setdefault(name, problem)
+    # Importing a module runs its packages' __init__ first (scripts/__init__.py for every job).
+    parts = module.split(".")
+    packages = [(".".join(parts[:i]), 1) for i in range(1, len(parts)) if ".".join(parts[:i]) in index.modules]
     return ModuleUses(
         module=module,
         path=path,
-        runs=tuple(runs),
+        runs=tuple(packages + [r for r in runs if r[0] not in {p for p, _ in packages}]),
         import_blockers=tuple(sorted(set(blockers))),
         name_blockers=name_blockers,
         local_refs={k: frozenset(v) for k, v in local_refs.items()},

@@ -145,3 +145,24 @@ def test_a_refused_job_refuses_the_jobs_that_call_it(tmp_path: Path) -> None:
         .reasons[0]
         .startswith("scripts/caller.py:1: imports scripts.gen, which was refused (run() is a generator")
     )
+
+
+def test_a_package_init_that_cannot_be_carried_over_refuses_every_job(tmp_path: Path) -> None:
+    report = convert(
+        make_tree(
+            tmp_path,
+            {
+                "scripts/__init__.py": "import logging\n\nlogger = logging.getLogger('scripts')\n",
+                "scripts/ping.py": "def run():\n    return 1\n",
+                "app/tasks/__init__.py": "logger = None\nREGISTERED_TASKS = {}\n",
+            },
+        ),
+        mode="check",
+    )
+    assert _file(report, "scripts/__init__.py").reasons == [
+        "scripts/__init__.py:3: binds 'logger', which app/tasks/__init__.py:1 binds too; rename one, then re-run"
+    ]
+    assert _file(report, "scripts/ping.py").reasons == [
+        "scripts/ping.py:1: imports scripts, which cannot be carried over into app/tasks/__init__.py: "
+        "scripts/__init__.py:3: binds 'logger', which app/tasks/__init__.py:1 binds too; rename one, then re-run"
+    ]
