@@ -210,7 +210,7 @@ def _script(
 
 def _retarget(unit: Unit, ctx: TransformContext, outcome: UnitOutcome, tree: cst.Module, facts: ModuleFacts) -> None:
     context = CodemodContext(filename=unit.path, full_module_name=unit.module)
-    command = RetargetTaskCommand(context, ctx.options, facts)
+    command = RetargetTaskCommand(context, ctx.options, facts, ctx.style)
     try:
         tree = command.transform_module(tree)
     except NotATaskModule as exc:
