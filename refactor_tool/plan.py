@@ -12,6 +12,7 @@ code reading the legacy ``_lock_key`` is transformed again so its task passes th
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from refactor_tool.report import Change, FileReport, counted
 from refactor_tool.transform import SCRIPT, TASK_MODULE, Unit, UnitOutcome
 from refactor_tool.uses import Closure, job_closure
 
-__all__ = ["Plan", "Retransform", "plan", "read_file"]
+__all__ = ["Plan", "Retransform", "plan"]
 
 #: Phase 1 again for one job, with its task passing the legacy ``_lock_key`` (``True``).
 Retransform = Callable[[Unit, bool], UnitOutcome]
@@ -47,7 +48,7 @@ class Plan:
     removed_dirs: list[str] = field(default_factory=list)
 
 
-def read_file(path: Path) -> bytes | None:
+def _read(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -55,8 +56,6 @@ def read_file(path: Path) -> bytes | None:
 
 
 def _mode(path: Path) -> int | None:
-    import stat
-
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except OSError:
@@ -206,9 +205,9 @@ def plan(
     for o in task_modules:
         for task_name, _fn, line, _entry in o.tasks:
             registered.setdefault(task_name, (o.unit.path, line))
-    targets = {m: read_file(root / o.unit.target) for m, o in scripts.items() if o.unit.target is not None}
+    targets = {m: _read(root / o.unit.target) for m, o in scripts.items() if o.unit.target is not None}
     registry_rel = "/".join(options.tasks_dir_parts) + "/__init__.py"
-    registry_old = read_file(root / registry_rel)
+    registry_old = _read(root / registry_rel)
 
     # scripts/__init__.py, carried over into the registry file (computed now: if it cannot be
     # carried, every job runs it, so none converts).
@@ -422,7 +421,7 @@ def _registry(
 
 def _map_file(root: Path, options: ConvertOptions, result: Plan, moved_jobs: list[UnitOutcome]) -> None:
     path = root / MAP_FILE_NAME
-    old = read_file(path)
+    old = _read(path)
     report = FileReport(MAP_FILE_NAME, "map", "unchanged")
     if old is None and not moved_jobs:
         return
