@@ -18,6 +18,7 @@ __all__ = [
     "DUE_AT_HEADER",
     "HARD_LIMIT_GRACE_SECONDS",
     "INTERNAL_PREFIX",
+    "LEGACY_LOCK_KEY",
     "MAX_RETRIES_HEADER",
     "PUBLISH_RETRY_POLICY",
     "SCHEDULE_ID_HEADER",
@@ -36,6 +37,9 @@ SCHEDULE_ID_KWARG: Final = "scheduled_task_id"
 #: Keys starting with this are plumbing of the runtime or of the legacy executor (``_lock_key``),
 #: never job input: a schedule may not set them and a job gets them only if it names them.
 INTERNAL_PREFIX: Final = "_"
+#: The key the legacy executor added to every call of a job: ``scheduled_task:<schedule id>``. A
+#: converted job that reads it gets that value back (``run_job(..., legacy_lock_key=True)``).
+LEGACY_LOCK_KEY: Final = "_lock_key"
 #: Header carrying the row's ``max_retries`` (the retry count is the schedule's, not the task's).
 MAX_RETRIES_HEADER: Final = "dataforge_max_retries"
 #: Headers saying which schedule and which due time a message is a run of (logs,

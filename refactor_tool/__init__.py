@@ -6,13 +6,16 @@ Public API (the CLI verbs ``dataforge convert`` / ``dataforge verify`` are thin 
     report = convert(Path("backend"), ConvertOptions(), mode="check", jobs=2)
     report.exit_code(check=True), report.to_json(), report.diff()
 
-See docs/codemod.md.
+``convert`` raises :class:`NothingToConvert` for a folder without ``scripts/`` nor the tasks
+package, and :class:`WriteInterrupted` for a Ctrl-C during the write phase (the tree is then as
+it was, or fully converted). See docs/codemod.md.
 """
 
 from refactor_tool.errors import ConversionRefused, RefactorError, Refusal
 from refactor_tool.options import MAP_FILE_NAME, ConvertOptions, ImportTarget
 from refactor_tool.report import Change, ConvertReport, FileReport
-from refactor_tool.runner import convert
+from refactor_tool.runner import NothingToConvert, convert
+from refactor_tool.writes import WriteInterrupted
 
 __all__ = [
     "MAP_FILE_NAME",
@@ -22,7 +25,9 @@ __all__ = [
     "ConvertReport",
     "FileReport",
     "ImportTarget",
+    "NothingToConvert",
     "RefactorError",
     "Refusal",
+    "WriteInterrupted",
     "convert",
 ]

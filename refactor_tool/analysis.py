@@ -19,6 +19,7 @@ import keyword
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from dataforge.protocol import LEGACY_LOCK_KEY
 from refactor_tool.errors import Refusal
 
 __all__ = [
@@ -31,7 +32,9 @@ __all__ = [
     "TaskDef",
     "analyze",
     "is_main_guard",
+    "is_type_checking",
     "reserved_names",
+    "statement_bindings",
 ]
 
 #: Module constants the legacy registry read (``discover_scripts``).
@@ -44,8 +47,13 @@ _LOCATION_DUNDERS = ("__file__", "__path__", "__spec__", "__loader__", "__cached
 #: Calls that import a module named by a string (``importlib.import_module("scripts.x")``).
 _DYNAMIC_IMPORTERS = ("import_module", "__import__", "find_spec", "run_module", "reload")
 
-#: The key the legacy executor injected into every job's kwargs; the runtime never passes it.
-LEGACY_LOCK_KEY = "_lock_key"
+#: Module-level calls that only configure the module's own logger or warnings: harmless when
+#: they run at worker start-up instead of at the first run (``logger.addHandler(NullHandler())``).
+_CONFIGURING_CALLS = {
+    "logging": ("captureWarnings",),
+    "warnings": ("filterwarnings", "simplefilter"),
+}
+_LOGGER_METHODS = ("addHandler", "addFilter", "setLevel", "removeHandler")
 
 #: Decorators that make ``run`` itself a Celery task (it would be registered twice).
 _TASK_DECORATORS = ("task", "shared_task", "periodic_task")
@@ -114,6 +122,9 @@ class ScriptsImport:
     level: int
     names: tuple[str, ...]
     nested: bool
+    #: Inside ``if TYPE_CHECKING:`` or the ``__main__`` guard: never runs on import, so never a
+    #: dependency that must move.
+    type_checking: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,8 @@ class TaskDef:
     delegates_to: str | None
     params: tuple[Param, ...]
     docstring: str | None
+    #: ``run_job(..., legacy_lock_key=True)``: run gets the legacy ``_lock_key``.
+    legacy_lock_key: bool = False
 
 
 @dataclass
@@ -144,6 +157,11 @@ class ModuleFacts:
     run_in_class: tuple[str, int] | None = None
     #: Reasons the module cannot be moved or converted faithfully (any kind of module).
     problems: list[Refusal] = field(default_factory=list)
+    #: The subset of ``problems`` about statements that run at import (every importer runs them).
+    import_time_problems: list[Refusal] = field(default_factory=list)
+    #: Lines that read the legacy ``_lock_key`` (a parameter, ``kwargs.get("_lock_key")``...);
+    #: throwing it away (``kwargs.pop("_lock_key", None)``) is not a read.
+    lock_key_lines: list[int] = field(default_factory=list)
     #: Reasons specific to converting it as a job (run's shape).
     run_problems: list[Refusal] = field(default_factory=list)
     #: Things the user should know that do not block conversion.
@@ -196,6 +214,37 @@ def is_main_guard(node: ast.stmt) -> bool:
     has_name = any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides)
     has_main = any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides)
     return has_name and has_main
+
+
+def is_type_checking(test: ast.expr) -> bool:
+    """``TYPE_CHECKING`` or ``<module>.TYPE_CHECKING``: a block that never runs."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def statement_bindings(stmt: ast.stmt) -> set[str]:
+    """Module-level names a top-level ``stmt`` binds (inside if/try/with/for blocks too, never
+    inside functions, classes or ``if TYPE_CHECKING:``)."""
+    names: set[str] = set()
+    stack: list[ast.AST] = [stmt]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+            continue
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.If) and is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names.update(alias.asname or alias.name.split(".")[0] for alias in node.names if alias.name != "*")
+            continue
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        stack.extend(ast.iter_child_nodes(node))
+    return names
 
 
 def _snippet(node: ast.AST, width: int = 60) -> str:
@@ -325,6 +374,7 @@ class _Collector(ast.NodeVisitor):
         self.index = 0
         self.depth = 0  # > 0 inside a def/class/lambda
         self.in_main_guard = False
+        self.type_checking = False
         self.uses_name = False
         #: String constants that are thrown away (``kwargs.pop("_lock_key", None)``).
         self.discarded: set[int] = set()
@@ -351,15 +401,20 @@ class _Collector(ast.NodeVisitor):
         self.facts.identifiers.add(node.arg)
         self.facts.non_import_bindings.add(node.arg)
         if node.arg == LEGACY_LOCK_KEY:
-            self.facts.problems.append(
-                Refusal(
-                    node.lineno,
-                    "declares a _lock_key parameter: the legacy executor passed its lock's key there; the runtime "
-                    "locks the run itself and passes no _lock_key. Remove the parameter and its use (the run is "
-                    "locked for its whole duration) and re-run",
-                )
-            )
+            self.facts.lock_key_lines.append(node.lineno)
         self.generic_visit(node)
+
+    def visit_If(self, node: ast.If) -> None:
+        if not is_type_checking(node.test):
+            self.generic_visit(node)
+            return
+        self.visit(node.test)
+        outer, self.type_checking = self.type_checking, True
+        for stmt in node.body:
+            self.visit(stmt)
+        self.type_checking = outer
+        for stmt in node.orelse:
+            self.visit(stmt)
 
     def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
         if isinstance(node.target, ast.Name) and node.target.id == "run" and self.depth == 0:
@@ -367,22 +422,19 @@ class _Collector(ast.NodeVisitor):
         self.generic_visit(node)
 
     # -- keys only the legacy executor passed ----------------------------------------------------
-    # The legacy executor injected ``_lock_key`` into every call; the runtime locks the run itself
-    # and passes no ``_lock_key``, and gives a ``**kwargs`` job only public keys (dataforge.worker.kwargs).
-    # Code reading those keys would see None or KeyError after conversion. Throwing the key away
-    # (``kwargs.pop("_lock_key", None)``, the usual legacy workaround) behaves the same before and
-    # after, and is allowed.
+    # The legacy executor injected ``_lock_key`` into every call. A job that reads it converts:
+    # its task hands it the legacy value (``run_job(..., legacy_lock_key=True)``), decided per job
+    # from every module it runs (lock_key_lines). Other underscore keys of run's ``**kwargs``
+    # came only from a schedule's kwargs, which the runtime no longer passes to a job: refused.
+    # Throwing a key away (``kwargs.pop("_lock_key", None)``, the usual legacy workaround)
+    # behaves the same before and after.
     def _refuse_key(self, node: ast.AST, key: str) -> None:
-        internal = key != LEGACY_LOCK_KEY
-        what = "an internal (underscore) key" if internal else "the legacy executor's lock key"
-        # Anywhere in a moved module for the lock key (a helper may read it from the kwargs a job
-        # hands over); only on run's own **kwargs for other underscore keys.
-        (self.facts.run_problems if internal else self.facts.problems).append(
+        self.facts.run_problems.append(
             Refusal(
                 getattr(node, "lineno", 1),
-                f"reads {key!r}, {what}: the runtime does not pass it to a job (it locks the run itself and "
-                "gives **kwargs only public keys), so this code would see None or KeyError; remove the use "
-                f"(`kwargs.pop({key!r}, None)` to discard it is fine) and re-run",
+                f"reads {key!r}, an internal (underscore) key: the runtime gives a job's **kwargs only public keys, "
+                "so this code would see None or KeyError; rename the key (and its schedules' kwargs) or "
+                f"discard it with `kwargs.pop({key!r}, None)`",
             )
         )
 
@@ -400,14 +452,14 @@ class _Collector(ast.NodeVisitor):
 
     def visit_Constant(self, node: ast.Constant) -> None:
         if node.value == LEGACY_LOCK_KEY and id(node) not in self.discarded:
-            self._refuse_key(node, LEGACY_LOCK_KEY)
+            self.facts.lock_key_lines.append(node.lineno)
 
     def _internal_key(self, node: ast.expr) -> str | None:
         if (
             isinstance(node, ast.Constant)
             and isinstance(node.value, str)
             and node.value.startswith("_")
-            and node.value != LEGACY_LOCK_KEY  # reported wherever it appears
+            and node.value != LEGACY_LOCK_KEY  # passed again where it is read (lock_key_lines)
             and id(node) not in self.discarded
         ):
             return node.value
@@ -487,7 +539,10 @@ class _Collector(ast.NodeVisitor):
         self, node: ast.Import | ast.ImportFrom, form: str, module: str, level: int, names: tuple[str, ...]
     ) -> None:
         self.facts.scripts_imports.append(
-            ScriptsImport(node.lineno, self.index, form, module, level, names, nested=self.depth > 0)
+            ScriptsImport(
+                node.lineno, self.index, form, module, level, names, nested=self.depth > 0,
+                type_checking=self.type_checking or self.in_main_guard,
+            )
         )
 
     def visit_Import(self, node: ast.Import) -> None:
@@ -547,7 +602,38 @@ class _Collector(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def _classify_side_effects(body: list[ast.stmt], facts: ModuleFacts, top: bool = True) -> None:
+def _import_time(facts: ModuleFacts, problem: Refusal) -> None:
+    facts.problems.append(problem)
+    facts.import_time_problems.append(problem)
+
+
+def _is_get_logger(node: ast.expr) -> bool:
+    return isinstance(node, ast.Call) and _dotted(node.func) in ("logging.getLogger", "getLogger")
+
+
+def _loggers(body: list[ast.stmt]) -> frozenset[str]:
+    """Module-level names bound to ``logging.getLogger(...)``."""
+    return frozenset(
+        target.id
+        for stmt in body
+        if isinstance(stmt, ast.Assign) and _is_get_logger(stmt.value)
+        for target in stmt.targets
+        if isinstance(target, ast.Name)
+    )
+
+
+def _configures_logging(call: ast.expr, loggers: frozenset[str]) -> bool:
+    """``logger.addHandler(...)``, ``logging.getLogger(x).setLevel(...)``, ``warnings.filterwarnings(...)``."""
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
+        return False
+    owner, method = call.func.value, call.func.attr
+    if isinstance(owner, ast.Name) and method in _CONFIGURING_CALLS.get(owner.id, ()):
+        return True
+    is_logger = (isinstance(owner, ast.Name) and owner.id in loggers) or _is_get_logger(owner)
+    return is_logger and method in _LOGGER_METHODS
+
+
+def _classify_side_effects(body: list[ast.stmt], facts: ModuleFacts, loggers: frozenset[str]) -> None:
     """Refuse module-level statements that *do* something at import time.
 
     The legacy system imported a job only when it ran (or when the API listed jobs); the
@@ -559,9 +645,9 @@ def _classify_side_effects(body: list[ast.stmt], facts: ModuleFacts, top: bool =
         if is_main_guard(stmt):
             continue
         if isinstance(stmt, ast.Expr):
-            if isinstance(stmt.value, ast.Constant):
-                continue  # docstrings and string "comments", `...`
-            facts.problems.append(
+            if isinstance(stmt.value, ast.Constant) or _configures_logging(stmt.value, loggers):
+                continue  # docstrings and string "comments", `...`; logger and warnings set-up
+            _import_time(facts,
                 Refusal(
                     stmt.lineno,
                     f"module-level statement `{_snippet(stmt)}` runs at import; the worker imports every "
@@ -570,17 +656,17 @@ def _classify_side_effects(body: list[ast.stmt], facts: ModuleFacts, top: bool =
                 )
             )
         elif isinstance(stmt, ast.If):
-            _classify_side_effects(stmt.body, facts, False)
-            _classify_side_effects(stmt.orelse, facts, False)
+            _classify_side_effects(stmt.body, facts, loggers)
+            _classify_side_effects(stmt.orelse, facts, loggers)
         elif isinstance(stmt, ast.Try | ast.TryStar):
-            _classify_side_effects(stmt.body, facts, False)
+            _classify_side_effects(stmt.body, facts, loggers)
             for handler in stmt.handlers:
-                _classify_side_effects(handler.body, facts, False)
-            _classify_side_effects(stmt.orelse, facts, False)
-            _classify_side_effects(stmt.finalbody, facts, False)
+                _classify_side_effects(handler.body, facts, loggers)
+            _classify_side_effects(stmt.orelse, facts, loggers)
+            _classify_side_effects(stmt.finalbody, facts, loggers)
         elif isinstance(stmt, ast.For | ast.AsyncFor | ast.While | ast.With | ast.AsyncWith | ast.Match):
             kind = type(stmt).__name__.lower().replace("async", "async ")
-            facts.problems.append(
+            _import_time(facts,
                 Refusal(
                     stmt.lineno,
                     f"module-level `{kind}` block runs at import; the worker imports every task module at "
@@ -766,6 +852,7 @@ def _task_defs(tree: ast.Module, facts: ModuleFacts) -> None:
                     base_expr=None if base is None else (_dotted(base) or ast.unparse(base)),
                     bind=bind,
                     delegates_to=_delegate(stmt),
+                    legacy_lock_key=_delegate(stmt) is not None and _passes_legacy_lock_key(stmt),
                     params=_params(stmt.args),
                     docstring=ast.get_docstring(stmt),
                 )
@@ -774,7 +861,8 @@ def _task_defs(tree: ast.Module, facts: ModuleFacts) -> None:
 
 
 def _delegate(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
-    """``X`` when the body is ``return self.run_job(X, kwargs)`` (after an optional docstring)."""
+    """``X`` when the body is ``return self.run_job(X, kwargs)`` (after an optional docstring),
+    ``legacy_lock_key=True`` allowed."""
     body = list(fn.body)
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
         body = body[1:]
@@ -786,11 +874,19 @@ def _delegate(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
         and isinstance(call.func, ast.Attribute)
         and call.func.attr == "run_job"
         and len(call.args) == 2
-        and not call.keywords
+        and all(k.arg == "legacy_lock_key" for k in call.keywords)
         and isinstance(call.args[0], ast.Name)
     ):
         return None
     return call.args[0].id
+
+
+def _passes_legacy_lock_key(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """``return self.run_job(run, kwargs, legacy_lock_key=True)`` (see :func:`_delegate`)."""
+    last = fn.body[-1]
+    assert isinstance(last, ast.Return) and isinstance(last.value, ast.Call)
+    return any(k.arg == "legacy_lock_key" and isinstance(k.value, ast.Constant) and k.value.value is True
+               for k in last.value.keywords)  # fmt: skip
 
 
 def _metadata(tree: ast.Module, facts: ModuleFacts) -> None:
@@ -832,7 +928,7 @@ def analyze_tree(tree: ast.Module, scripts_package: str = "scripts") -> ModuleFa
         collector.index = index
         collector.in_main_guard = is_main_guard(stmt)
         collector.visit(stmt)
-    _classify_side_effects(tree.body, facts)
+    _classify_side_effects(tree.body, facts, _loggers(tree.body))
     _find_run(tree, facts)
     _task_defs(tree, facts)
     _metadata(tree, facts)

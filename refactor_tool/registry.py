@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from dataforge.catalog.params import TaskParams, no_params_item, var_keyword_item
 from refactor_tool.analysis import NOT_LITERAL, ModuleFacts, Param, TaskDef
 
 __all__ = [
@@ -57,14 +58,21 @@ def _param_dict(param: Param) -> dict[str, Any]:
 
 
 def signature_params(params: tuple[Param, ...] | None) -> list[dict[str, Any]]:
-    """User-facing parameters: named ones a keyword call can fill, minus internal keys."""
+    """User-facing parameters: named ones a keyword call can fill, minus internal keys, then
+    ``**kwargs`` as a ``var_keyword`` item; a signature that takes no key at all gets the
+    "takes nothing" item (``[]`` would mean "undeclared", see :mod:`dataforge.catalog.params`).
+    An unknown signature (``None``) declares nothing: ``[]``."""
     if params is None:
         return []
-    return [
+    out = [
         _param_dict(p)
         for p in params
         if p.kind in ("positional", "keyword_only") and p.name not in INTERNAL_PARAMS and not p.name.startswith("_")
     ]
+    var_kw = next((p for p in params if p.kind == "var_keyword"), None)
+    if var_kw is not None:
+        out.append(var_keyword_item(var_kw.name))
+    return out or [no_params_item()]
 
 
 def _literal(facts: ModuleFacts, name: str, notes: list[str]) -> object | None:
@@ -82,7 +90,8 @@ def _params_from_constant(value: object, facts: ModuleFacts, notes: list[str]) -
     if not isinstance(value, list | tuple):
         notes.append("PARAMS is not a list; REGISTERED_TASKS params come from run's signature")
         return None
-    by_name = {p["name"]: p for p in signature_params(facts.run.params if facts.run else None)}
+    signature = facts.run.params if facts.run else None
+    by_name = {p["name"]: p for p in signature_params(signature)}
     out: list[dict[str, Any]] = []
     for item in value:
         if isinstance(item, str):
@@ -92,6 +101,10 @@ def _params_from_constant(value: object, facts: ModuleFacts, notes: list[str]) -
         else:
             notes.append(f"PARAMS item {item!r} is neither a name nor a dict; REGISTERED_TASKS uses run's signature")
             return None
+    var_kw = next((p for p in signature or () if p.kind == "var_keyword"), None)
+    if out and var_kw is not None and not TaskParams.from_registry(out).open_ended:
+        # run takes any key (legacy passed them all): say so, or schedules would refuse them.
+        out.append(var_keyword_item(var_kw.name))
     return out
 
 

@@ -10,12 +10,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["STATUSES", "Change", "ConvertReport", "FileReport", "Status"]
+__all__ = ["STATUSES", "Change", "ConvertReport", "FileReport", "Status", "counted"]
 
 Status = Literal["changed", "unchanged", "skipped", "refused", "failed"]
 #: In the order the summary prints them.
 STATUSES: tuple[Status, ...] = ("changed", "unchanged", "skipped", "refused", "failed")
 REPORT_VERSION = 1
+#: Longer name lists are counted in the summary (the JSON report keeps every name).
+SHOWN_NAMES = 5
+
+
+def counted(names: list[str], limit: int = SHOWN_NAMES) -> str:
+    """``a, b, c`` for a short list; ``3000 (a, b, ... and 2995 more)`` for a long one."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{len(names)} ({', '.join(names[:limit])}, ... and {len(names) - limit} more; the JSON report lists all)"
 
 
 @dataclass
@@ -32,6 +41,8 @@ class FileReport:
     notes: list[str] = field(default_factory=list)
     task_name: str | None = None
     function: str | None = None
+    #: The registry: every task name this run added to REGISTERED_TASKS.
+    added: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +54,7 @@ class FileReport:
             "notes": list(self.notes),
             "task_name": self.task_name,
             "function": self.function,
+            **({"added": list(self.added)} if self.added else {}),
         }
 
 
@@ -87,7 +99,10 @@ class ConvertReport:
         return bool(self.changes) or bool(self.removed_dirs)
 
     def exit_code(self, check: bool) -> int:
-        """2 when any file was refused or failed; with ``check``, 1 when anything would change."""
+        """3 when the write phase failed (rolled back: the disk, permissions), 2 when any file
+        was refused or failed; with ``check``, 1 when anything would change; else 0."""
+        if self.write_error is not None:
+            return 3
         if self.has_errors:
             return 2
         if check and self.would_change:

@@ -22,8 +22,10 @@ from refactor_tool.commands.convert_job import ConvertJobCommand, NotAJob
 from refactor_tool.commands.retarget_task import NotATaskModule, RetargetTaskCommand
 from refactor_tool.commands.rewrite_imports import ModuleIndex, RewriteImportsCommand
 from refactor_tool.errors import ConversionRefused, Refusal
+from refactor_tool.import_layout import ImportStyle
 from refactor_tool.options import ConvertOptions
 from refactor_tool.registry import job_entry, task_entry
+from refactor_tool.uses import ModuleUses, module_uses
 
 __all__ = ["TransformContext", "Unit", "UnitOutcome", "transform_unit"]
 
@@ -55,6 +57,7 @@ class TransformContext:
     root: str
     options: ConvertOptions
     index: ModuleIndex
+    style: ImportStyle = field(default_factory=ImportStyle)
 
 
 @dataclass
@@ -67,13 +70,20 @@ class UnitOutcome:
     source: bytes | None = None
     output: bytes | None = None
     encoding: str = "utf-8"
+    #: A job's own reasons not to convert (a non-job module has none: see ``uses``).
     refusals: list[Refusal] = field(default_factory=list)
-    #: Why a non-job module could not move, should a converted module need it.
-    move_refusals: list[Refusal] = field(default_factory=list)
     failure: Refusal | None = None
     skip: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: ``(module, line)`` of the scripts modules it runs, and of those it imports only for types.
     deps: list[tuple[str, int]] = field(default_factory=list)
+    type_only_deps: list[tuple[str, int]] = field(default_factory=list)
+    #: A module that is not a job: its imports that cannot be rewritten (every importer stops).
+    import_blockers: list[Refusal] = field(default_factory=list)
+    #: What it runs and uses, and what cannot move (scripts modules).
+    uses: ModuleUses | None = None
+    #: The task passes run the legacy ``_lock_key`` (a job that reads it, or runs code that does).
+    legacy_lock_key: bool = False
     #: Jobs: task name, task function name and REGISTERED_TASKS entry.
     task_name: str | None = None
     function: str | None = None
@@ -84,7 +94,7 @@ class UnitOutcome:
     @property
     def movable(self) -> bool:
         """Transformed cleanly, so it can move (it may still be refused later for a dependency)."""
-        return self.failure is None and not self.refusals and not self.move_refusals and self.output is not None
+        return self.failure is None and not self.refusals and self.output is not None
 
 
 def _syntax_failure(exc: SyntaxError | ValueError) -> Refusal:
@@ -93,38 +103,22 @@ def _syntax_failure(exc: SyntaxError | ValueError) -> Refusal:
     return Refusal(1, f"does not parse: {exc}")
 
 
-def _trivial_package(tree: ast.Module, outcome: UnitOutcome, pkg: str) -> None:
-    """``scripts/__init__.py`` is dropped, so it may only hold what needs no new home."""
-    for i, stmt in enumerate(tree.body):
-        if isinstance(stmt, ast.Pass) or (
-            i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
-        ):
-            continue
-        if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) and t.id == "__all__" for t in stmt.targets):
-            continue
-        if isinstance(stmt, ast.ImportFrom) and stmt.level == 1 and not stmt.module:
-            continue  # `from . import a, b`: eager submodule imports; the worker imports them all anyway
-        outcome.refusals.append(
-            Refusal(
-                stmt.lineno,
-                f"{pkg}/__init__.py has code (`{ast.unparse(stmt).splitlines()[0][:50]}`); the tasks package's "
-                "__init__ cannot take it over: move it into a helper module",
-            )
-        )
+def transform_unit(unit: Unit, ctx: TransformContext, legacy_lock_key: bool | None = None) -> UnitOutcome:
+    """Transform one file; every error becomes part of the outcome.
 
-
-def transform_unit(unit: Unit, ctx: TransformContext) -> UnitOutcome:
-    """Transform one file; every error becomes part of the outcome."""
+    ``legacy_lock_key``: for a job, whether its task passes the legacy ``_lock_key`` (``None``:
+    when the job's own module reads it; the runner forces it for jobs that run code that does).
+    """
     outcome = UnitOutcome(unit=unit, kind=unit.kind)
     try:
-        _transform(unit, ctx, outcome)
+        _transform(unit, ctx, outcome, legacy_lock_key)
     except Exception as exc:  # noqa: BLE001 - a batch runner reports, never raises
         outcome.failure = Refusal(1, f"internal error while converting: {type(exc).__name__}: {exc}; please report it")
         outcome.output = None
     return outcome
 
 
-def _transform(unit: Unit, ctx: TransformContext, outcome: UnitOutcome) -> None:
+def _transform(unit: Unit, ctx: TransformContext, outcome: UnitOutcome, legacy_lock_key: bool | None) -> None:
     opts = ctx.options
     try:
         source = (Path(ctx.root) / unit.path).read_bytes()
@@ -140,10 +134,6 @@ def _transform(unit: Unit, ctx: TransformContext, outcome: UnitOutcome) -> None:
     if unit.kind == "private":
         outcome.skip = f"not a job: {Path(unit.path).name} is a dunder module; it stays in place"
         return
-    if unit.kind == "package":
-        _trivial_package(tree_ast, outcome, opts.scripts_package)
-        outcome.output = b""  # dropped, not moved
-        return
     facts = analyze_tree(tree_ast, opts.scripts_package)
     try:
         tree = cst.parse_module(source)
@@ -154,7 +144,11 @@ def _transform(unit: Unit, ctx: TransformContext, outcome: UnitOutcome) -> None:
     if unit.role == TASK_MODULE:
         _retarget(unit, ctx, outcome, tree, facts)
     else:
-        _script(unit, ctx, outcome, tree, facts)
+        _script(unit, ctx, outcome, tree, facts, legacy_lock_key)
+        outcome.uses = module_uses(
+            tree_ast, facts, unit.module, unit.path, unit.is_package, ctx.index, opts.scripts_package,
+            outcome.deps, outcome.import_blockers,
+        )  # fmt: skip
     # One compile per file: the output when it changed (it holds every statement of the input),
     # else the input. Either catches what only the compiler finds (`return` outside a function).
     changed = outcome.output is not None and outcome.output not in (b"", source)
@@ -170,43 +164,53 @@ def _transform(unit: Unit, ctx: TransformContext, outcome: UnitOutcome) -> None:
         outcome.output = None
 
 
-def _script(unit: Unit, ctx: TransformContext, outcome: UnitOutcome, tree: cst.Module, facts: ModuleFacts) -> None:
+def _script(
+    unit: Unit,
+    ctx: TransformContext,
+    outcome: UnitOutcome,
+    tree: cst.Module,
+    facts: ModuleFacts,
+    legacy_lock_key: bool | None,
+) -> None:
     opts = ctx.options
     context = CodemodContext(filename=unit.path, full_module_name=unit.module)
-    rewrite = RewriteImportsCommand(context, unit.module, unit.is_package, ctx.index, opts, facts)
+    rewrite = RewriteImportsCommand(context, unit.module, unit.is_package, ctx.index, opts, facts, ctx.style)
+    rewrite_refusals: list[Refusal] = []
     try:
         tree = rewrite.transform_module(tree)
     except ConversionRefused as exc:
-        outcome.refusals.extend(exc.refusals)
+        rewrite_refusals = list(exc.refusals)
     outcome.deps = rewrite.dependencies
+    outcome.type_only_deps = rewrite.type_only_dependencies
     if unit.kind == "job":
         job = unit.module.rpartition(".")[2]
-        convert = ConvertJobCommand(context, job, opts, facts)
+        convert = ConvertJobCommand(context, job, opts, facts, ctx.style, legacy_lock_key)
         try:
             tree = convert.transform_module(tree)
         except NotAJob as exc:
-            # Not a job: it stays unless a converted module imports it, so what would stop it
-            # from moving only matters then (see runner.plan).
+            # Not a job: it stays unless a converted job runs it (see runner.plan).
             outcome.kind = "module"
             outcome.skip = str(exc)
-            outcome.move_refusals = sorted(set(facts.problems + outcome.refusals))
-            outcome.refusals = []
         except ConversionRefused as exc:
             outcome.refusals.extend(exc.refusals)
         else:
             outcome.task_name = convert.task_name
             outcome.function = convert.function_name
             outcome.entry = job_entry(facts, job, outcome.notes)
+            outcome.legacy_lock_key = convert.passes_legacy_lock_key
+    if outcome.kind == "job":
+        outcome.refusals = sorted(set(outcome.refusals + rewrite_refusals))
     else:
-        outcome.refusals.extend(facts.problems)
+        # A module that is not a job is never refused for itself: what it cannot carry over
+        # refuses only the jobs that run or use it (refactor_tool.uses).
+        outcome.import_blockers = sorted(set(rewrite_refusals))
     outcome.notes[:0] = list(context.warnings)
-    outcome.refusals = sorted(set(outcome.refusals))
     outcome.output = tree.bytes
 
 
 def _retarget(unit: Unit, ctx: TransformContext, outcome: UnitOutcome, tree: cst.Module, facts: ModuleFacts) -> None:
     context = CodemodContext(filename=unit.path, full_module_name=unit.module)
-    command = RetargetTaskCommand(context, ctx.options, facts)
+    command = RetargetTaskCommand(context, ctx.options, facts, ctx.style)
     try:
         tree = command.transform_module(tree)
     except NotATaskModule as exc:

@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from dataforge.legacy.paths import HandlerMap, task_name_for_module
+from dataforge.protocol import SCHEDULE_ID_KWARG
 from dataforge.settings import Settings
+from dataforge.worker.kwargs import with_legacy_lock_key
 from refactor_tool.errors import RefactorError
 from refactor_tool.options import MAP_FILE_NAME, ConvertOptions
 from refactor_tool.runner import convert
+from refactor_tool.writes import TEMP_SUFFIX
 
 __all__ = [
     "CASES_VERSION",
@@ -58,7 +61,7 @@ def legacy_call_kwargs(kwargs: Mapping[str, Any], scheduled_task_id: int) -> dic
     """What the legacy ``execute_scheduled_task`` passed to ``run``: its lock key first, then the
     schedule's kwargs, then the schedule id. A ``run`` without ``**kwargs`` therefore failed with
     ``TypeError: run() got an unexpected keyword argument '_lock_key'``."""
-    return {"_lock_key": f"scheduled_task:{scheduled_task_id}", **kwargs, "scheduled_task_id": scheduled_task_id}
+    return with_legacy_lock_key({**kwargs, SCHEDULE_ID_KWARG: scheduled_task_id})
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,7 @@ class VerifyReport:
 
 # -- running ---------------------------------------------------------------------------------
 def _copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.db", ".*.dataforge-tmp"))
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.db", f".*{TEMP_SUFFIX}"))
 
 
 def _child_env(tree: Path, state: Path, tasks_package: str) -> dict[str, str]:

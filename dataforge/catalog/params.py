@@ -1,12 +1,21 @@
 """What a task declares it takes, and the one rule that checks a schedule's kwargs against it.
 
 ``REGISTERED_TASKS`` entries carry ``params`` in the design's format: a list of names, or of
-dicts ``{"name", "required", "default", "kind"}``. A ``kind`` of ``"var_keyword"`` (or a name
-starting with ``**``) says the task also takes keys it does not name. An empty or missing list
-declares nothing, so any key passes: the design's own example lists ``"params": []`` for a
-task written as ``def sync_accounts(self, **kwargs)``.
+dicts ``{"name", "required", "default", "kind"}``. Three shapes say three different things:
 
-Pure: no I/O, no Celery. The schedule writers (CLI, HTTP API), beat and the codemod's registry
+* ``[]`` (or no ``params``) declares nothing, so any key passes: the design's own example lists
+  ``"params": []`` for a task written as ``def sync_accounts(self, **kwargs)``;
+* a list of parameters declares exactly those; an item of kind ``"var_keyword"`` (or a name
+  starting with ``**``), e.g. ``{"name": "kwargs", "kind": "var_keyword"}``, says the task also
+  takes keys it does not name;
+* the single item :func:`no_params_item` (``{"name": "(none)", "kind": "none"}``) says the task
+  takes no parameter at all, so every key is refused. ``[]`` cannot say that, since it already
+  means "undeclared".
+
+``dataforge convert`` writes the last two from each job's signature (:func:`var_keyword_item`,
+:func:`no_params_item`), so a converted job's entry is exact.
+
+Pure: no I/O, no Celery. The schedule writers (CLI, HTTP API) and the codemod's registry
 entries all read a task's params through :meth:`TaskParams.from_registry` and check kwargs
 with :func:`check_kwargs`.
 """
@@ -20,7 +29,32 @@ from typing import Any
 from dataforge.errors import ScheduleError
 from dataforge.protocol import INTERNAL_PREFIX, SCHEDULE_ID_KWARG
 
-__all__ = ["ParamSpec", "TaskParams", "check_kwargs"]
+__all__ = [
+    "NO_PARAMS_KIND",
+    "VAR_KEYWORD_KIND",
+    "ParamSpec",
+    "TaskParams",
+    "check_kwargs",
+    "no_params_item",
+    "var_keyword_item",
+]
+
+#: ``kind`` of the item that records ``**kwargs``: the task also takes keys it does not name.
+VAR_KEYWORD_KIND = "var_keyword"
+#: ``kind`` of the one item that says the task takes no parameter at all.
+NO_PARAMS_KIND = "none"
+#: Kinds of parameters that no keyword can fill (they are not schedule keys).
+_NOT_KEYWORDS = frozenset({"var_positional", "positional_only"})
+
+
+def var_keyword_item(name: str = "kwargs") -> dict[str, Any]:
+    """The params item for ``**name``."""
+    return {"name": name, "kind": VAR_KEYWORD_KIND}
+
+
+def no_params_item() -> dict[str, Any]:
+    """The params item (alone in its list) of a task that takes no parameter at all."""
+    return {"name": "(none)", "kind": NO_PARAMS_KIND}
 
 
 @dataclass(frozen=True)
@@ -42,9 +76,12 @@ class TaskParams:
 
     @classmethod
     def from_registry(cls, raw: object) -> TaskParams:
-        """Normalise the design's ``params``: a list of names or of dicts
-        (``{"name", "required", "default", "kind"...}``). An empty or missing list declares
-        nothing: the design's own example has ``"params": []`` on a ``**kwargs`` task."""
+        """Normalise the design's ``params`` (see the module docstring for the three shapes).
+
+        An item that cannot be read (not a name, not a dict with a string ``name`` or a
+        ``kind``) makes the whole list undeclared: it is better to check nothing than to
+        refuse keys the task takes.
+        """
         if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
             return cls()
         specs: list[ParamSpec] = []
@@ -52,17 +89,20 @@ class TaskParams:
         for item in raw:
             if isinstance(item, str):
                 name, required, kind = item, False, ""
-            elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
-                name = item["name"]
+            elif isinstance(item, Mapping) and isinstance(item.get("name", ""), str):
+                name = item.get("name", "")
                 required = bool(item.get("required", False))
                 kind = str(item.get("kind", "")).lower()
             else:
-                # An entry we cannot read: do not pretend to know the task's params.
                 return cls()
-            if name.startswith("**") or kind in {"var_keyword", "**"}:
+            if kind == NO_PARAMS_KIND:
+                continue
+            if not name and not kind:
+                return cls()
+            if name.startswith("**") or kind in {VAR_KEYWORD_KIND, "**"}:
                 open_ended = True
                 continue
-            if name.startswith("*") or kind in {"var_positional", "positional_only"}:
+            if name.startswith("*") or kind in _NOT_KEYWORDS:
                 continue
             specs.append(ParamSpec(name=name, required=required))
         return cls(params=tuple(specs), declared=True, open_ended=open_ended)

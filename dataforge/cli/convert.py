@@ -2,9 +2,11 @@
 
 ``convert`` behaves like black / ruff / libcst.tool: it writes by default; ``--diff`` prints a
 unified diff and writes nothing; ``--check`` writes nothing and exits 1 when something would
-change. Exit 2 when any file was refused or failed (the other files are still converted).
-Diffs go to stdout; the summary and the progress bar go to stderr, so ``--diff`` output can
-be piped to ``git apply``. See docs/codemod.md.
+change. Exit 2 for bad input: a folder that holds neither ``scripts/`` nor the tasks package,
+or any file refused or failed (the other files are still converted); 3 when the write phase
+failed (disk, permissions: everything was rolled back). Diffs go to stdout; the summary and
+the progress bar go to stderr, so ``--diff`` output can be piped to ``git apply``. See
+docs/codemod.md.
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from rich.console import Console
 from dataforge.cli.common import EXIT_CHANGED, EXIT_FAILED, EXIT_OK, CliContext, emit_json, pass_cli
 from refactor_tool.errors import RefactorError
 from refactor_tool.options import DEFAULT_BASE_IMPORT, DEFAULT_CELERY_APP_IMPORT, ConvertOptions, ImportTarget
-from refactor_tool.runner import Progress, atomic_write
+from refactor_tool.runner import NothingToConvert, Progress
+from refactor_tool.writes import WriteInterrupted, atomic_write
 
 __all__ = ["convert", "verify"]
+
+#: The shell's status for a process ended by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 def _options(
@@ -137,26 +143,32 @@ def convert(
     into registered DataForge tasks, and write the handler_path map file.
 
     Exit status: 0 done (or nothing to do), 1 with --check when something would change,
-    2 when any file was refused or failed.
+    2 bad input (no scripts/ nor tasks package; any file refused or failed), 3 the write
+    phase failed and was rolled back.
     """
     from refactor_tool.runner import convert as run_convert
 
     options = _options(cli, tasks_package, celery_app_import, base_import, keep_scripts)
     mode = "diff" if diff else "check" if check else "write"
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    with _progress(err, not quiet) as progress:
-        report = run_convert(legacy_backend_dir, options, mode=mode, jobs=jobs, progress=progress)
+    try:
+        with _progress(err, not quiet) as progress:
+            report = run_convert(legacy_backend_dir, options, mode=mode, jobs=jobs, progress=progress)
+    except NothingToConvert as exc:
+        err.print(f"convert: {exc}", markup=False)
+        raise SystemExit(EXIT_FAILED) from exc
+    except WriteInterrupted as exc:
+        state = "every file it had written was restored" if exc.restored else "it came after the last write: done"
+        err.print(f"convert: interrupted; {state}", markup=False)
+        raise SystemExit(EXIT_INTERRUPTED) from exc
+    except KeyboardInterrupt as exc:
+        err.print("convert: interrupted before anything was written", markup=False)
+        raise SystemExit(EXIT_INTERRUPTED) from exc
     if diff:
         # Bytes: each file keeps its encoding in the patch, as with `git diff`.
         sys.stdout.flush()
         sys.stdout.buffer.write(report.diff())
         sys.stdout.buffer.flush()
-    if not report.files:
-        err.print(
-            f"nothing to convert: {legacy_backend_dir} has no {options.scripts_package}/ and no "
-            f"{'/'.join(options.tasks_dir_parts)}/ (pass the folder that holds them)",
-            markup=False,
-        )
     for line in report.summary_lines(verbose=not quiet):
         if quiet and not line.startswith(("refused:", "failed:")):
             continue

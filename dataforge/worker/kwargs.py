@@ -8,7 +8,9 @@ one rule that replaces it:
 * a parameter the job names (positional-or-keyword or keyword-only) gets its value;
 * a job with ``**kwargs`` also gets every other *public* key, ``scheduled_task_id``
   included (the legacy executor gave it to them, and jobs read it from ``kwargs``);
-* internal keys (leading ``_``, e.g. ``_lock_key``) reach a job only if it names them;
+* internal keys (leading ``_``, e.g. ``_lock_key``) reach a job only if it names them, or
+  through ``**kwargs`` when the caller lets them pass (``passed_internal``: a converted job
+  that reads the legacy lock key gets it back, see :func:`with_legacy_lock_key`);
 * positional-only parameters and ``*args`` never receive keywords.
 """
 
@@ -21,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dataforge.errors import DataForgeError
-from dataforge.protocol import INTERNAL_PREFIX
+from dataforge.protocol import INTERNAL_PREFIX, LEGACY_LOCK_KEY, SCHEDULE_ID_KWARG
 
 __all__ = [
     "BoundKwargs",
     "JobArgumentError",
     "bind_kwargs",
     "split_kwargs",
+    "with_legacy_lock_key",
 ]
 
 
@@ -102,20 +105,40 @@ def _shape(func: Callable[..., Any]) -> _Shape:
     )
 
 
-def split_kwargs(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> BoundKwargs:
-    """:func:`bind_kwargs` plus the list of keys that were left out."""
+def with_legacy_lock_key(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the ``_lock_key`` the legacy executor passed: ``scheduled_task:<id>``.
+
+    The legacy call was ``run(**{"_lock_key": key, **kwargs, "scheduled_task_id": id})``, so a
+    ``_lock_key`` already in the message wins, as it did there. Without a schedule id (a task
+    sent by hand) there is no legacy value and nothing is added: the job sees the key missing.
+    """
+    schedule_id = kwargs.get(SCHEDULE_ID_KWARG)
+    if schedule_id is None:
+        return dict(kwargs)
+    return {LEGACY_LOCK_KEY: f"scheduled_task:{schedule_id}", **kwargs}
+
+
+def split_kwargs(
+    func: Callable[..., Any], kwargs: Mapping[str, Any], passed_internal: frozenset[str] = frozenset()
+) -> BoundKwargs:
+    """:func:`bind_kwargs` plus the list of keys that were left out.
+
+    ``passed_internal`` names internal keys that a ``**kwargs`` job receives like public ones.
+    """
     try:
         shape = _shape_cached(func)
     except TypeError:  # unhashable callable: introspect every time
         shape = _shape(func)
     if not shape.introspectable:
         # No introspectable signature (some builtins / C callables): pass the public keys.
-        public = {k: v for k, v in kwargs.items() if not k.startswith(INTERNAL_PREFIX)}
+        public = {k: v for k, v in kwargs.items() if not k.startswith(INTERNAL_PREFIX) or k in passed_internal}
         return BoundKwargs(public, tuple(k for k in kwargs if k not in public))
     bound: dict[str, Any] = {}
     dropped: list[str] = []
     for key, value in kwargs.items():
-        if key in shape.named or (shape.takes_var_kw and not key.startswith(INTERNAL_PREFIX)):
+        if key in shape.named or (
+            shape.takes_var_kw and (not key.startswith(INTERNAL_PREFIX) or key in passed_internal)
+        ):
             bound[key] = value
         else:
             dropped.append(key)

@@ -51,9 +51,9 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from dataforge.errors import LockUnavailableError
 from dataforge.locks import lock_key
-from dataforge.protocol import MAX_RETRIES_HEADER, ExecutionStatus, LockUnavailablePolicy
+from dataforge.protocol import LEGACY_LOCK_KEY, MAX_RETRIES_HEADER, ExecutionStatus, LockUnavailablePolicy
 from dataforge.runtime import get_runtime
-from dataforge.worker.kwargs import JobArgumentError, split_kwargs
+from dataforge.worker.kwargs import JobArgumentError, split_kwargs, with_legacy_lock_key
 from dataforge.worker.run_state import FinishedStatus, duplicate_reason, peek_run_state, run_state
 
 __all__ = [
@@ -298,15 +298,20 @@ class DataForgeTask(Task):  # type: ignore[misc]
             self.__dict__.pop("override_max_retries", None)
 
     # -- jobs -----------------------------------------------------------------------------------
-    def run_job(self, func: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+    def run_job(self, func: Callable[..., Any], kwargs: Mapping[str, Any], legacy_lock_key: bool = False) -> Any:
         """Call ``func`` with the kwargs its signature accepts; await it if it is a coroutine.
 
         ``scheduled_task_id`` and internal keys (``_lock_key``...) reach the job only if it
-        declares them (``scheduled_task_id`` also through ``**kwargs``). A coroutine runs on
-        the worker process's one persistent event loop, so loop-bound clients kept between
-        runs keep working.
+        declares them (``scheduled_task_id`` also through ``**kwargs``). ``legacy_lock_key``
+        (set by ``dataforge convert`` for jobs that read it) gives the job the legacy executor's
+        ``_lock_key="scheduled_task:<id>"`` wherever its signature can take it, as before. A
+        coroutine runs on the worker process's one persistent event loop, so loop-bound clients
+        kept between runs keep working.
         """
-        bound = split_kwargs(func, kwargs)
+        if legacy_lock_key:
+            bound = split_kwargs(func, with_legacy_lock_key(kwargs), frozenset({LEGACY_LOCK_KEY}))
+        else:
+            bound = split_kwargs(func, kwargs)
         if bound.dropped:
             run_state(self.request).dropped = tuple(bound.dropped)
         result = func(**bound.kwargs)

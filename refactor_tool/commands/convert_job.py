@@ -9,8 +9,11 @@ The module keeps every byte it had; it gains two imports and, at the end (before
         return self.run_job(run, kwargs)
 
 The task looks ``run`` up when it runs, exactly as the legacy executor's ``getattr(module,
-"run")`` did, so aliases, decorators and re-definitions keep their meaning. Every shape whose
-behaviour would change is refused with its line (see docs/codemod.md for the list).
+"run")`` did, so aliases, decorators and re-definitions keep their meaning. A job that reads
+the legacy ``_lock_key`` gets ``return self.run_job(run, kwargs, legacy_lock_key=True)``: the
+value the legacy executor passed. The two imports go where ruff's isort rules put them
+(:mod:`refactor_tool.import_layout`). Every shape whose behaviour would change is refused with
+its line (see docs/codemod.md for the list).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataforge.legacy.paths import task_name_for_module
 from refactor_tool.analysis import ModuleFacts, analyze, reserved_names
 from refactor_tool.commands._base import Command, free_name, statement_map
 from refactor_tool.errors import ConversionRefused, Refusal
+from refactor_tool.import_layout import ImportStyle, Statement, add_import, is_import_line
 from refactor_tool.options import ConvertOptions, ImportTarget
 
 __all__ = ["ConvertJobCommand", "NotAJob"]
@@ -60,16 +64,25 @@ class ConvertJobCommand(Command):
         job: str = "job",
         options: ConvertOptions | None = None,
         facts: ModuleFacts | None = None,
+        style: ImportStyle | None = None,
+        legacy_lock_key: bool | None = None,
     ) -> None:
         super().__init__(context)
         self.job = job
         self.options = options or ConvertOptions()
         self.facts = facts
+        self.style = style or ImportStyle(
+            known_first_party=(self.options.scripts_package, self.options.tasks_dir_parts[0])
+        )
+        #: Give run the legacy ``_lock_key``: ``None`` decides from this module (it reads the key).
+        self.legacy_lock_key = legacy_lock_key
         self.task_name = task_name_for_module(job)
         #: Name of the task function (the job's name unless that is taken); set by the transform.
         self.function_name: str | None = None
         #: True when the module already carries this exact task (a re-run): nothing changes.
         self.already_converted = False
+        #: Whether the task passes run the legacy ``_lock_key`` (set by the transform).
+        self.passes_legacy_lock_key = False
 
     # -- checks -------------------------------------------------------------------------------
     def _problems(self, facts: ModuleFacts) -> list[Refusal]:
@@ -115,15 +128,9 @@ class ConvertJobCommand(Command):
         if facts.run is None:
             if facts.run_in_class is not None:
                 cls, line = facts.run_in_class
-                raise ConversionRefused(
-                    [
-                        Refusal(
-                            line,
-                            f"run is defined only inside class {cls}; the legacy executor looked up a "
-                            "module-level run, so this job never ran: add a module-level run",
-                        )
-                    ],
-                    path,
+                raise NotAJob(
+                    f"not a job: no module-level run (class {cls} defines run at line {line}; the legacy "
+                    "executor looked up a module-level run)"
                 )
             raise NotAJob("not a job: no module-level run")
         problems = self._problems(facts)
@@ -135,10 +142,18 @@ class ConvertJobCommand(Command):
         if existing is not None:
             self.function_name = existing.function
             self.already_converted = True
+            self.passes_legacy_lock_key = existing.legacy_lock_key
             return tree
+        legacy_lock_key = bool(facts.lock_key_lines) if self.legacy_lock_key is None else self.legacy_lock_key
+        self.passes_legacy_lock_key = legacy_lock_key
+        if legacy_lock_key and facts.lock_key_lines:
+            self.warn(
+                f"reads _lock_key (line {facts.lock_key_lines[0]}): the task passes it the legacy executor's value, "
+                '"scheduled_task:<schedule id>" (run_job(..., legacy_lock_key=True))'
+            )
 
         taken = set(facts.identifiers) | reserved_names()
-        statements: list[cst.BaseStatement] = []
+        statements: list[Statement] = []
         app_name = self._import_name(self.options.celery_app_import, facts, taken, statements, tree)
         base_name = self._import_name(self.options.base_import, facts, taken, statements, tree)
         fn = free_name(
@@ -153,7 +168,7 @@ class ConvertJobCommand(Command):
         if not first_line:
             first_line = f"Run {self.options.scripts_package}/{self.job}.py's run() as a DataForge task."
         task = _fill_template(
-            _task_template(tree.default_newline, tree.default_indent),
+            _task_template(tree.default_newline, tree.default_indent, legacy_lock_key),
             app=app_name,
             base=base_name,
             function=fn,
@@ -167,7 +182,7 @@ class ConvertJobCommand(Command):
         target: ImportTarget,
         facts: ModuleFacts,
         taken: set[str],
-        statements: list[cst.BaseStatement],
+        statements: list[Statement],
         tree: cst.Module,
     ) -> str:
         for binding in facts.imports.values():
@@ -191,50 +206,68 @@ class ConvertJobCommand(Command):
         self,
         tree: cst.Module,
         facts: ModuleFacts,
-        imports: list[cst.BaseStatement],
+        imports: list[Statement],
         task: cst.FunctionDef,
     ) -> cst.Module:
         body = list(tree.body)
-        # Imports go after the leading block of docstring / import statements.
-        position = 0
-        for i, stmt in enumerate(body):
-            if isinstance(stmt, cst.SimpleStatementLine) and all(
-                isinstance(s, cst.Import | cst.ImportFrom) for s in stmt.body
-            ):
-                position = i + 1
-            elif i == 0 and facts.docstring is not None:
-                position = 1
-            else:
-                break
-        if imports and position > 0 and not _is_import_line(body[position - 1]):
-            imports[0] = imports[0].with_changes(leading_lines=[cst.EmptyLine()])
-        # The task goes at the end, before a trailing `if __name__ == "__main__":` block.
+        # The task goes at the end, before a trailing `if __name__ == "__main__":` block, which
+        # then needs two blank lines above it (E305).
         mapping = statement_map(body, facts.top_level_count)
         if facts.main_guard_index is not None and mapping is not None:
             end = mapping[facts.main_guard_index]
         else:
             end = len(body)
-        new_body = [*body[:position], *imports, *body[position:end], task, *body[end:]]
-        return tree.with_changes(body=new_body)
+        after = [_at_least_two_blank_lines(stmt) if i == 0 else stmt for i, stmt in enumerate(body[end:])]
+        body = [*body[:end], task, *after]
+        docstring = facts.docstring is not None
+        header = list(tree.header)
+        if imports and not docstring and body and not any(is_import_line(s) for s in body):
+            # The new import block goes first: comments right above the first statement stay with it.
+            header, body[0] = _detach_header_tail(header, body[0])
+        for statement in imports:
+            assert isinstance(statement, cst.SimpleStatementLine)
+            body = add_import(body, statement, self.style, insert_at=1 if docstring else 0, after_docstring=docstring)
+        return tree.with_changes(body=body, header=header)
+
+
+def _at_least_two_blank_lines(stmt: Statement) -> Statement:
+    lines = list(stmt.leading_lines)
+    blanks = next((i for i, line in enumerate(lines) if line.comment is not None), len(lines))
+    if blanks >= 2:
+        return stmt
+    return stmt.with_changes(leading_lines=[cst.EmptyLine()] * (2 - blanks) + lines)
+
+
+def _detach_header_tail(
+    header: list[cst.EmptyLine], first: Statement
+) -> tuple[list[cst.EmptyLine], Statement]:
+    """libcst keeps the comments above a module's first statement in ``Module.header``; the ones
+    after the header's last blank line describe that statement, so they move with it."""
+    last_blank = max((i for i, line in enumerate(header) if line.comment is None), default=None)
+    if last_blank is None or last_blank == len(header) - 1:
+        return header, first
+    tail = header[last_blank + 1 :]
+    return header[: last_blank + 1], first.with_changes(leading_lines=[*tail, *first.leading_lines])
 
 
 _TASK_TEMPLATE = (
     '@APP.task(base=BASE, bind=True, name="TASK")\n'
     "def FN(self, **kwargs):\n"
     '    """DOC"""\n'
-    "    return self.run_job(run, kwargs)\n"
+    "    return self.run_job(run, kwargs{LOCK_KEY})\n"
 )
 
 
 @functools.lru_cache(maxsize=16)
-def _task_template(newline: str, indent: str) -> cst.BaseStatement:
+def _task_template(newline: str, indent: str, legacy_lock_key: bool) -> Statement:
     """The task wrapper, parsed once per newline/indent style and filled in per job by
     :func:`_fill_template` (parsing it for every file cost ~2 ms, a tenth of a conversion)."""
-    return _parse_cached(_TASK_TEMPLATE, newline, indent)
+    source = _TASK_TEMPLATE.replace("{LOCK_KEY}", ", legacy_lock_key=True" if legacy_lock_key else "")
+    return _parse_cached(source, newline, indent)
 
 
 def _fill_template(
-    template: cst.BaseStatement, *, app: str, base: str, function: str, task_name: str, docstring: str
+    template: Statement, *, app: str, base: str, function: str, task_name: str, docstring: str
 ) -> cst.FunctionDef:
     """The template with its five placeholders replaced (direct node edits: a transformer walk
     over it cost more than the rest of the command)."""
@@ -263,17 +296,11 @@ def _fill_template(
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_cached(source: str, newline: str, indent: str) -> cst.BaseStatement:
+def _parse_cached(source: str, newline: str, indent: str) -> Statement:
     return cst.parse_statement(source, config=cst.PartialParserConfig(default_newline=newline, default_indent=indent))
 
 
-def _statement(source: str, tree: cst.Module) -> cst.BaseStatement:
+def _statement(source: str, tree: cst.Module) -> Statement:
     """``source`` parsed for ``tree``'s newline and indentation. The two import lines are the same
     in every module, so they are parsed once per style (nodes are immutable and safe to share)."""
     return _parse_cached(source, tree.default_newline, tree.default_indent)
-
-
-def _is_import_line(stmt: cst.BaseStatement) -> bool:
-    return isinstance(stmt, cst.SimpleStatementLine) and all(
-        isinstance(s, cst.Import | cst.ImportFrom) for s in stmt.body
-    )

@@ -10,7 +10,9 @@ A legacy ``app/tasks/*.py`` task reads::
 
 Only the import statements that bind the decorator's app and the ``base=`` class change; the
 names they bind stay the same, so the rest of the module is untouched. An import that also
-brings other names keeps them and the retargeted name gets its own line.
+brings other names keeps them and the retargeted name gets its own line. A retargeted import
+names another module, so it moves to its sorted place in its block
+(:mod:`refactor_tool.import_layout`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from libcst.helpers import get_full_name_for_node
 from refactor_tool.analysis import ImportBinding, ModuleFacts, TaskDef, analyze
 from refactor_tool.commands._base import Command, statement_map
 from refactor_tool.errors import ConversionRefused, Refusal
+from refactor_tool.import_layout import ImportStyle, Statement, place_imports
 from refactor_tool.options import ConvertOptions, ImportTarget
 
 __all__ = ["NotATaskModule", "RetargetTaskCommand"]
@@ -39,11 +42,18 @@ class RetargetTaskCommand(Command):
     DESCRIPTION = "Retarget new-style tasks to dataforge's celery_app and DataForgeTask."
 
     def __init__(
-        self, context: CodemodContext, options: ConvertOptions | None = None, facts: ModuleFacts | None = None
+        self,
+        context: CodemodContext,
+        options: ConvertOptions | None = None,
+        facts: ModuleFacts | None = None,
+        style: ImportStyle | None = None,
     ) -> None:
         super().__init__(context)
         self.options = options or ConvertOptions()
         self.facts = facts
+        self.style = style or ImportStyle(
+            known_first_party=(self.options.scripts_package, self.options.tasks_dir_parts[0])
+        )
         #: The module's tasks (filled by the transform), for REGISTERED_TASKS and collision checks.
         self.tasks: list[TaskDef] = []
 
@@ -119,7 +129,8 @@ class RetargetTaskCommand(Command):
         for name in retarget:
             binding = facts.imports[name]
             by_statement[mapping[binding.index]].append(binding)
-        body: list[cst.BaseStatement] = []
+        body: list[Statement] = []
+        moved: list[int] = []
         for i, stmt in enumerate(tree.body):
             if i not in by_statement:
                 body.append(stmt)
@@ -127,7 +138,7 @@ class RetargetTaskCommand(Command):
             assert isinstance(stmt, cst.SimpleStatementLine)
             moving = {b.name for b in by_statement[i]}
             kept_small: list[cst.BaseSmallStatement] = []
-            added: list[cst.BaseStatement] = []
+            added: list[Statement] = []
             for small in stmt.body:
                 if not isinstance(small, cst.ImportFrom) or isinstance(small.names, cst.ImportStar):
                     kept_small.append(small)
@@ -158,6 +169,7 @@ class RetargetTaskCommand(Command):
             if kept_small:
                 kept_small[-1] = kept_small[-1].with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
                 body.append(stmt.with_changes(body=kept_small))
+                moved.extend(range(len(body), len(body) + len(added)))
                 body.extend(added)
             elif added:
                 # The whole line moved: keep its leading comments and its trailing comment.
@@ -166,5 +178,6 @@ class RetargetTaskCommand(Command):
                 added[0] = first.with_changes(
                     leading_lines=stmt.leading_lines, trailing_whitespace=stmt.trailing_whitespace
                 )
+                moved.extend(range(len(body), len(body) + len(added)))
                 body.extend(added)
-        return tree.with_changes(body=body)
+        return tree.with_changes(body=place_imports(body, self.style, moved=moved))

@@ -7,7 +7,10 @@ bound name changes from ``scripts`` to ``app``). Relative imports (``from . impo
 are kept as written: helpers move along with the same layout, so they still resolve.
 
 The command also resolves what each import needs (``dependencies``) against the tree's module
-index, so the runner can refuse a module whose helper is missing or was itself refused.
+index, so the runner can refuse a module whose helper is missing or cannot move. Imports under
+``if TYPE_CHECKING:`` never run: they are rewritten too, but are only ``type_only_dependencies``.
+A rewritten import changes module name, so it moves to the place ruff's isort rules give it in
+its block (:mod:`refactor_tool.import_layout`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from libcst.helpers import get_full_name_for_node
 from refactor_tool.analysis import ModuleFacts, ScriptsImport, analyze
 from refactor_tool.commands._base import Command, dotted, statement_map
 from refactor_tool.errors import ConversionRefused, Refusal
+from refactor_tool.import_layout import ImportStyle, is_import_line, place_imports
 from refactor_tool.options import ConvertOptions
 
 __all__ = ["ModuleIndex", "RewriteImportsCommand", "resolve_imports"]
@@ -45,24 +49,38 @@ def _prefixes(name: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """What the scripts imports of one module need."""
+
+    #: ``(module, line)`` of every scripts module an import executes (packages on the way too).
+    dependencies: list[tuple[str, int]]
+    #: The same for imports under ``if TYPE_CHECKING:`` only (they never run).
+    type_only: list[tuple[str, int]]
+    problems: list[Refusal]
+
+
 def resolve_imports(
     facts: ModuleFacts, module: str, is_package: bool, index: ModuleIndex | None, scripts_package: str
-) -> tuple[list[tuple[str, int]], list[Refusal]]:
-    """``(dependencies, problems)``: the scripts modules each import executes, and what is wrong.
+) -> Resolved:
+    """The scripts modules each import executes, and what is wrong with the imports.
 
-    Dependencies are ``(module, line)``; a module depends on every package ``__init__`` on
-    the way (importing ``scripts.lib.x`` runs ``scripts/lib/__init__.py``).
+    A module depends on every package ``__init__`` on the way (importing ``scripts.lib.x`` runs
+    ``scripts/lib/__init__.py``).
     """
     deps: list[tuple[str, int]] = []
+    type_only: list[tuple[str, int]] = []
     problems: list[Refusal] = []
     current_package = module if is_package else module.rpartition(".")[0]
+    into = deps
 
     def need(name: str, line: int) -> None:
         for prefix in _prefixes(name):
             if index is None or prefix in index.modules:
-                deps.append((prefix, line))
+                into.append((prefix, line))
 
     for si in facts.scripts_imports:
+        into = type_only if si.type_checking else deps
         if si.level > 0:
             parts = current_package.split(".") if current_package else []
             if si.level - 1 >= len(parts) or not current_package:
@@ -106,21 +124,40 @@ def resolve_imports(
                     need(sub, si.line)
             elif target not in index.modules:
                 problems.append(Refusal(si.line, f"imports {sub}, which does not exist under {scripts_package}/"))
-    seen: set[str] = set()
+    executed = _unique(deps, module, set())
+    return Resolved(executed, _unique(type_only, module, {d for d, _ in executed}), problems)
+
+
+def _unique(deps: list[tuple[str, int]], module: str, seen: set[str]) -> list[tuple[str, int]]:
     unique = []
     for dep, line in deps:
         if dep != module and dep not in seen:
             seen.add(dep)
             unique.append((dep, line))
-    return unique, problems
+    return unique
 
 
 class _Rewriter(cst.CSTTransformer):
-    def __init__(self, old: str, new: str, rewrite_names: bool) -> None:
+    def __init__(self, old: str, new: str, rewrite_names: bool, style: ImportStyle) -> None:
         super().__init__()
         self.old = old
         self.new = new
         self.rewrite_names = rewrite_names
+        self.style = style
+
+    def leave_IndentedBlock(
+        self, original_node: cst.IndentedBlock, updated_node: cst.IndentedBlock
+    ) -> cst.IndentedBlock:
+        # An import rewritten inside a function moves to its sorted place in that block.
+        moved = [
+            i
+            for i, (old, new) in enumerate(zip(original_node.body, updated_node.body, strict=True))
+            if isinstance(new, cst.SimpleStatementLine) and is_import_line(new) and not old.deep_equals(new)
+        ]
+        if not moved:
+            return updated_node
+        body = [s for s in updated_node.body if isinstance(s, cst.SimpleStatementLine | cst.BaseCompoundStatement)]
+        return updated_node.with_changes(body=place_imports(body, self.style, moved=moved))
 
     def _map(self, name: str) -> str | None:
         if name == self.old or name.startswith(self.old + "."):
@@ -174,6 +211,7 @@ class RewriteImportsCommand(Command):
         index: ModuleIndex | None = None,
         options: ConvertOptions | None = None,
         facts: ModuleFacts | None = None,
+        style: ImportStyle | None = None,
     ) -> None:
         super().__init__(context)
         self.options = options or ConvertOptions()
@@ -181,14 +219,20 @@ class RewriteImportsCommand(Command):
         self.is_package = is_package
         self.index = index
         self.facts = facts
-        #: ``(module, line)`` of every scripts module this one imports (filled by the transform).
+        self.style = style or ImportStyle(
+            known_first_party=(self.options.scripts_package, self.options.tasks_dir_parts[0])
+        )
+        #: ``(module, line)`` of every scripts module this one runs (filled by the transform).
         self.dependencies: list[tuple[str, int]] = []
+        #: The same for imports under ``if TYPE_CHECKING:`` only.
+        self.type_only_dependencies: list[tuple[str, int]] = []
 
     def transform_module_impl(self, tree: cst.Module) -> cst.Module:
         pkg = self.options.scripts_package
         facts = self.facts or analyze(tree.bytes, pkg)
-        deps, problems = resolve_imports(facts, self.module_name, self.is_package, self.index, pkg)
-        self.dependencies = deps
+        resolved = resolve_imports(facts, self.module_name, self.is_package, self.index, pkg)
+        self.dependencies, self.type_only_dependencies = resolved.dependencies, resolved.type_only
+        problems = resolved.problems
         plain = [si for si in facts.scripts_imports if si.form == "import"]
         root = self.options.tasks_package.split(".")[0]
         if plain:
@@ -204,15 +248,18 @@ class RewriteImportsCommand(Command):
         targets = {si.index for si in absolute}
         if plain:
             targets |= facts.scripts_name_uses
-        rewriter = _Rewriter(pkg, self.options.tasks_package, rewrite_names=bool(plain))
+        rewriter = _Rewriter(pkg, self.options.tasks_package, rewrite_names=bool(plain), style=self.style)
         mapping = statement_map(tree.body, facts.top_level_count)
         if mapping is None:  # pragma: no cover - ast and libcst always agree on statement counts
             return tree.visit(rewriter)
         body = list(tree.body)
+        moved = set()
         for ast_index in sorted(targets):
             i = mapping[ast_index]
             body[i] = body[i].visit(rewriter)  # type: ignore[assignment]
-        return tree.with_changes(body=body)
+            if is_import_line(body[i]):
+                moved.add(i)
+        return tree.with_changes(body=place_imports(body, self.style, moved=moved))
 
     def _name_conflicts(self, facts: ModuleFacts, plain: Iterable[ScriptsImport], root: str) -> list[Refusal]:
         pkg = self.options.scripts_package

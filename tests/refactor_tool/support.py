@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,10 +37,11 @@ def run_command(command: type[Codemod], source: bytes, **kwargs: Any) -> tuple[b
 
 
 def run_sources(source: bytes) -> list[str]:
-    """The source text of every module-level ``run`` definition (to prove it is byte-identical)."""
+    """The source text of every module-level ``run`` definition (to prove it is byte-identical;
+    the blank lines above it may grow to the two PEP 8 wants below a new import block)."""
     module = cst.parse_module(source)
     return [
-        module.code_for_node(stmt)
+        module.code_for_node(stmt.with_changes(leading_lines=[line for line in stmt.leading_lines if line.comment]))
         for stmt in module.body
         if isinstance(stmt, cst.FunctionDef) and stmt.name.value == "run"
     ]
@@ -62,3 +68,54 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
 def die_in_worker(unit: object) -> object:
     """Stands in for the pool's worker function: the process dies as a native crash would."""
     os._exit(1)
+
+
+#: What a converted module must not add: unsorted imports, PEP 8 blank lines, imports below code.
+LINT_RULES = ("I001", "E30", "E402")
+
+
+def lint_codes(
+    root: Path, paths: list[str] | None = None, known_first_party: tuple[str, ...] = ()
+) -> dict[str, set[str]]:
+    """ruff's I001 / E30x / E402 findings per file (relative path) under ``root``, as ruff sees
+    the project from its root (the default settings; E30x is a preview rule set)."""
+    argv = [sys.executable, "-m", "ruff", "check", "--isolated", "--preview", "--no-cache", "--exit-zero"]
+    argv += ["--select", ",".join(LINT_RULES), "--output-format", "json"]
+    if known_first_party:
+        argv += ["--config", f"lint.isort.known-first-party = {json.dumps(list(known_first_party))}"]
+    proc = subprocess.run([*argv, *(paths or ["."])], cwd=root, capture_output=True, text=True, check=True)
+    found: dict[str, set[str]] = defaultdict(set)
+    for item in json.loads(proc.stdout):
+        found[Path(item["filename"]).resolve().relative_to(root.resolve()).as_posix()].add(item["code"] or "syntax")
+    return found
+
+
+def lint_pair(
+    before: bytes, after: bytes, known_first_party: tuple[str, ...] = ("scripts", "app")
+) -> tuple[set[str], set[str]]:
+    """ruff's findings on one module before and after a command."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "before.py").write_bytes(before)
+        (root / "after.py").write_bytes(after)
+        codes = lint_codes(root, ["before.py", "after.py"], known_first_party)
+    return codes.get("before.py", set()), codes.get("after.py", set())
+
+
+def make_jobs_tree(root: Path, jobs: int) -> Path:
+    """A legacy tree of ``jobs`` small jobs with every kind of write-phase operation: new files,
+    the registry rewritten in place, a package ``__init__`` carried over, scripts deleted,
+    emptied folders removed."""
+    files: dict[str, str | bytes] = {
+        "scripts/__init__.py": '"""Jobs."""\n\nVERSION = 2\n',
+        "scripts/_common.py": "def double(n):\n    return 2 * n\n",
+        "scripts/lib/__init__.py": "",
+        "scripts/lib/dates.py": "TODAY = '2024-05-01'\n",
+        "app/tasks/__init__.py": '"""Tasks."""\n\nREGISTERED_TASKS = {}\n',
+    }
+    for i in range(jobs):
+        files[f"scripts/job_{i:04d}.py"] = (
+            f'"""Job {i}."""\n\nfrom scripts._common import double\nfrom scripts.lib.dates import TODAY\n\n\n'
+            f"def run(n: int = {i}, **kwargs):\n    return {{'n': double(n), 'day': TODAY}}\n"
+        )
+    return make_tree(root, files)

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from dataforge.cli.convert import _progress
 from dataforge.cli.main import cli
-from tests.refactor_tool.support import EXAMPLE, make_tree, snapshot
+from tests.refactor_tool.support import EXAMPLE, make_jobs_tree, make_tree, snapshot
 
 
 @pytest.fixture
@@ -72,14 +72,14 @@ def test_refusals_exit_2_and_still_convert_the_rest(tmp_path: Path) -> None:
         tmp_path,
         {
             "scripts/good.py": "def run():\n    return 1\n",
-            "scripts/bad.py": "def run(**kw):\n    return kw['_lock_key']\n",
+            "scripts/bad.py": "def run(**kw):\n    return kw['_debug']\n",
             "scripts/broken.py": "def run(:\n",
         },
     )
     code, out, err = _run("convert", str(root), "--quiet")
     assert code == 2 and out == ""
     lines = err.splitlines()
-    assert lines[0].startswith("refused: scripts/bad.py:2: reads '_lock_key'")
+    assert lines[0].startswith("refused: scripts/bad.py:2: reads '_debug'")
     assert lines[1].startswith("failed: scripts/broken.py:1: does not parse")
     assert len(lines) == 2
     assert (root / "app/tasks/good.py").exists() and (root / "scripts/bad.py").exists()
@@ -93,7 +93,7 @@ def test_options_reach_the_output(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0, err
     text = (root / "backend/jobs/ping.py").read_text()
-    assert "from backend.worker import app\nfrom backend.base import Base\n" in text
+    assert "from backend.base import Base\nfrom backend.worker import app\n" in text  # first-party, sorted
     assert '@app.task(base=Base, bind=True, name="dataforge.ping")' in text
     assert (root / "scripts/ping.py").exists() and (root / "backend/__init__.py").exists()
 
@@ -137,3 +137,25 @@ def test_real_process(backend: Path) -> None:
         check=False,
     )
     assert (check.returncode, check.stdout, check.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize("flag", ["--check", "--diff", "--quiet"])
+def test_a_folder_without_scripts_nor_tasks_package_is_bad_input(tmp_path: Path, flag: str) -> None:
+    (tmp_path / "src").mkdir()
+    code, out, err = _run("convert", str(tmp_path), flag)
+    assert (code, out) == (2, "")
+    assert f"convert: {tmp_path} holds neither scripts/ nor app/tasks/: pass the legacy backend folder" in err
+
+
+def test_long_name_lists_are_counted_in_the_summary_and_complete_in_the_report(tmp_path: Path) -> None:
+    root = make_jobs_tree(tmp_path / "backend", jobs=30)
+    report_file = tmp_path / "report.json"
+    code, _out, err = _run("convert", str(root), "--report", str(report_file))
+    assert code == 0, err
+    line = next(line for line in err.splitlines() if "REGISTERED_TASKS: added" in line)
+    assert line == (
+        "  note: REGISTERED_TASKS: added 30 (dataforge.job_0000, dataforge.job_0001, dataforge.job_0002, "
+        "dataforge.job_0003, dataforge.job_0004, ... and 25 more; the JSON report lists all)"
+    )
+    registry = next(f for f in json.loads(report_file.read_text())["files"] if f["kind"] == "registry")
+    assert registry["added"] == [f"dataforge.job_{i:04d}" for i in range(30)]

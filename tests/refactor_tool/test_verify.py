@@ -157,12 +157,12 @@ def test_differences_are_reported_and_exit_1(tmp_path: Path) -> None:
 
 
 def test_refused_job_and_unconverted_tree(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "backend", {"scripts/bad.py": "def run(**kw):\n    return kw.get('_lock_key')\n"})
+    root = make_tree(tmp_path / "backend", {"scripts/bad.py": "def run(**kw):\n    return kw.get('_debug')\n"})
     cases = tmp_path / "cases.json"
     cases.write_text('[{"job": "bad"}]')
     result = CliRunner().invoke(cli, ["verify", str(root), "--cases", str(cases)], catch_exceptions=False)
     assert result.exit_code == 1
-    assert result.stdout.startswith("DIFF: bad#1 (bad): not converted: scripts/bad.py:2: reads '_lock_key'")
+    assert result.stdout.startswith("DIFF: bad#1 (bad): not converted: scripts/bad.py:2: reads '_debug'")
     shutil.rmtree(root / "scripts")
     result = CliRunner().invoke(cli, ["verify", str(root), "--cases", str(cases)], catch_exceptions=False)
     assert result.exit_code == 2 and "verify needs the legacy tree before conversion" in result.stderr

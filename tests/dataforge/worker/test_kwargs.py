@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dataforge.worker.kwargs import JobArgumentError, bind_kwargs, split_kwargs
+from dataforge.protocol import LEGACY_LOCK_KEY
+from dataforge.worker.kwargs import JobArgumentError, bind_kwargs, split_kwargs, with_legacy_lock_key
 
 MESSAGE = {"days": 7, "scheduled_task_id": 12, "_lock_key": "dataforge:lock:x:12", "extra": "y"}
 
@@ -58,6 +59,23 @@ def test_internal_keys_reach_a_job_that_names_them() -> None:
         "_lock_key": "dataforge:lock:x:12",
         "scheduled_task_id": 12,
     }
+
+
+def test_the_legacy_lock_key_is_the_legacy_executors_value_and_a_message_key_wins() -> None:
+    assert with_legacy_lock_key({"days": 1, "scheduled_task_id": 5}) == {
+        "_lock_key": "scheduled_task:5", "days": 1, "scheduled_task_id": 5,
+    }  # fmt: skip
+    assert with_legacy_lock_key({"scheduled_task_id": 5, "_lock_key": "old"})["_lock_key"] == "old"
+    assert with_legacy_lock_key({"days": 1}) == {"days": 1}  # no schedule: no legacy value
+
+
+def test_passed_internal_keys_reach_var_kwargs_jobs_only() -> None:
+    legacy = frozenset({LEGACY_LOCK_KEY})
+    kwargs = {"days": 7, "_lock_key": "scheduled_task:5", "_other": 1}
+    assert bind_kwargs(var_kw, kwargs) == {"days": 7}
+    assert split_kwargs(var_kw, kwargs, legacy).kwargs == {"days": 7, "_lock_key": "scheduled_task:5"}
+    assert split_kwargs(named, kwargs, legacy).kwargs == {"days": 7}  # the TypeError stays fixed
+    assert split_kwargs(dict, kwargs, legacy).kwargs == {"days": 7, "_lock_key": "scheduled_task:5"}
 
 
 def test_positional_only_parameters_never_receive_keywords() -> None:

@@ -283,6 +283,25 @@ def test_a_task_called_as_a_function_takes_no_lock(app: Celery) -> None:
     assert executions(app) == []
 
 
+def test_run_job_gives_the_legacy_lock_key_only_when_asked(app: Celery) -> None:
+    """A converted job that reads ``_lock_key`` gets the legacy executor's value back; others never see it."""
+
+    async def reads_it(**kwargs: Any) -> Any:
+        return kwargs.get("_lock_key", "missing")
+
+    def named_only(days: int = 1) -> int:
+        return days
+
+    asked = define(app, "t.legacy_key", lambda self, **kw: self.run_job(reads_it, kw, legacy_lock_key=True))
+    plain = define(app, "t.plain_key", lambda self, **kw: self.run_job(reads_it, kw))
+    named = define(app, "t.named_key", lambda self, **kw: self.run_job(named_only, kw, legacy_lock_key=True))
+    sid = add_schedule(app, task_name="t.legacy_key")
+    assert asked.apply(kwargs={"scheduled_task_id": sid}).get() == f"scheduled_task:{sid}"
+    assert asked.apply(kwargs={}).get() == "missing"  # sent by hand, no schedule: no legacy value
+    assert plain.apply(kwargs={"scheduled_task_id": sid}).get() == "missing"
+    assert named.apply(kwargs={"scheduled_task_id": sid, "days": 3}).get() == 3
+
+
 def test_registering_an_async_def_task_is_a_clear_type_error(embedded_settings: Settings, make_app: Any) -> None:
     app = make_app(embedded_settings)
 

@@ -8,7 +8,7 @@ from libcst.codemod import CodemodTest
 from refactor_tool.commands.convert_job import ConvertJobCommand
 from refactor_tool.errors import ConversionRefused
 from refactor_tool.options import ConvertOptions, ImportTarget
-from tests.refactor_tool.support import fixture_pair, fixture_stems, run_command, run_sources
+from tests.refactor_tool.support import fixture_pair, fixture_stems, lint_pair, run_command, run_sources
 
 #: Fixture stem -> job (module) name, where the fixture is about the name itself.
 JOBS = {"builtin_name": "filter", "name_collision": "export_invoices"}
@@ -26,6 +26,9 @@ def test_fixture(stem: str) -> None:
     # Idempotent: converting the output again changes nothing.
     again, _ = run_command(ConvertJobCommand, after, job=job)
     assert again == after
+    # ruff-clean (I001, E30x, E402) wherever the input was.
+    lint_before, lint_after = lint_pair(before, after)
+    assert lint_after <= lint_before, f"the conversion added {lint_after - lint_before}"
 
 
 def test_odd_encodings_and_newlines_survive() -> None:
@@ -60,8 +63,10 @@ class ConvertJobInlineTest(CodemodTest):
                 return 1
         """
         after = """
-            from myproj.worker import app
             from myproj.base import JobTask
+            from myproj.worker import app
+
+
             def run():
                 return 1
 
@@ -114,6 +119,8 @@ class ConvertJobInlineTest(CodemodTest):
         after = """
             from dataforge.celery_app import celery_app
             from dataforge.tasks.base import DataForgeTask
+
+
             def run():
                 return 1
 
@@ -129,6 +136,14 @@ class ConvertJobInlineTest(CodemodTest):
             job="class",
             expected_warnings=["task function named class_task() because 'class' is a keyword"],
         )
+
+    def test_run_only_inside_a_class_is_not_a_job(self) -> None:
+        source = """
+            class BaseJob:
+                async def run(self, **kwargs):
+                    return kwargs
+        """
+        self.assertCodemod(source, source, job="_base", expected_skip=True)
 
     def test_non_identifier_module_name_is_refused(self) -> None:
         with pytest.raises(ConversionRefused, match="not a Python identifier"):

@@ -7,7 +7,7 @@ from libcst.codemod import CodemodTest
 
 from refactor_tool.commands.retarget_task import RetargetTaskCommand
 from refactor_tool.errors import ConversionRefused
-from tests.refactor_tool.support import fixture_pair, fixture_stems, run_command
+from tests.refactor_tool.support import fixture_pair, fixture_stems, lint_pair, run_command
 
 
 @pytest.mark.parametrize("stem", fixture_stems("retarget_task"))
@@ -19,6 +19,8 @@ def test_fixture(stem: str) -> None:
     again, warnings = run_command(RetargetTaskCommand, after)
     assert again == after
     assert not any("now imported" in w for w in warnings)
+    lint_before, lint_after = lint_pair(before, after)
+    assert lint_after <= lint_before, f"the retarget added {lint_after - lint_before}"
 
 
 def test_remaining_legacy_import_is_reported() -> None:

@@ -9,7 +9,7 @@ from refactor_tool.analysis import analyze
 from refactor_tool.commands.rewrite_imports import ModuleIndex, RewriteImportsCommand, resolve_imports
 from refactor_tool.errors import ConversionRefused
 from refactor_tool.options import ConvertOptions
-from tests.refactor_tool.support import fixture_pair, fixture_stems, run_command
+from tests.refactor_tool.support import fixture_pair, fixture_stems, lint_pair, run_command
 
 INDEX = ModuleIndex(
     modules=frozenset(
@@ -27,6 +27,8 @@ def test_fixture(stem: str) -> None:
     compile(after, f"{stem}.py", "exec", dont_inherit=True)
     again, _ = run_command(RewriteImportsCommand, after, module="scripts.job")
     assert again == after
+    lint_before, lint_after = lint_pair(before, after)
+    assert lint_after <= lint_before, f"the rewrite added {lint_after - lint_before}"
 
 
 def test_custom_tasks_package() -> None:
@@ -40,16 +42,29 @@ def test_custom_tasks_package() -> None:
 
 def test_dependencies_include_package_inits() -> None:
     facts = analyze(b"from scripts.lib.dates import latest\nfrom . import _common\nimport scripts.other as o\n")
-    deps, problems = resolve_imports(facts, "scripts.job", False, INDEX, "scripts")
-    assert problems == []
+    resolved = resolve_imports(facts, "scripts.job", False, INDEX, "scripts")
+    deps = resolved.dependencies
+    assert resolved.problems == []
     assert [d for d, _ in deps] == ["scripts", "scripts.lib", "scripts.lib.dates", "scripts._common", "scripts.other"]
     assert dict(deps)["scripts.lib.dates"] == 1 and dict(deps)["scripts._common"] == 2
 
 
 def test_from_package_import_of_a_submodule_depends_on_it() -> None:
     facts = analyze(b"from scripts import _common, other\n")
-    deps, problems = resolve_imports(facts, "scripts.job", False, INDEX, "scripts")
-    assert problems == [] and {d for d, _ in deps} == {"scripts", "scripts._common", "scripts.other"}
+    resolved = resolve_imports(facts, "scripts.job", False, INDEX, "scripts")
+    assert resolved.problems == []
+    assert {d for d, _ in resolved.dependencies} == {"scripts", "scripts._common", "scripts.other"}
+
+
+def test_type_checking_imports_are_type_only_dependencies() -> None:
+    facts = analyze(
+        b"from typing import TYPE_CHECKING\nimport typing\nfrom scripts import _common\n"
+        b"if TYPE_CHECKING:\n    from scripts.other import Thing\n"
+        b"if typing.TYPE_CHECKING:\n    import scripts.lib.dates\nelse:\n    from scripts.lib import dates\n"
+    )
+    resolved = resolve_imports(facts, "scripts.job", False, INDEX, "scripts")
+    assert {d for d, _ in resolved.dependencies} == {"scripts", "scripts._common", "scripts.lib", "scripts.lib.dates"}
+    assert resolved.type_only == [("scripts.other", 5)]
 
 
 @pytest.mark.parametrize(
@@ -70,8 +85,8 @@ def test_unresolvable_imports_are_refused(source: bytes, reason: str) -> None:
 
 def test_relative_import_from_a_subpackage_resolves_upwards() -> None:
     facts = analyze(b"from .. import _common\nfrom . import dates\n")
-    deps, problems = resolve_imports(facts, "scripts.lib.util", False, INDEX, "scripts")
-    assert problems == [] and {d for d, _ in deps} >= {"scripts._common", "scripts.lib.dates"}
+    resolved = resolve_imports(facts, "scripts.lib.util", False, INDEX, "scripts")
+    assert resolved.problems == [] and {d for d, _ in resolved.dependencies} >= {"scripts._common", "scripts.lib.dates"}
 
 
 class RewriteImportsInlineTest(CodemodTest):
