@@ -24,7 +24,7 @@ from dataforge.legacy.plugin import legacy_plugin
 from dataforge.legacy.resolve import forward_task_name
 from dataforge.legacy.switch import record_legacy_run
 from dataforge.runtime import get_runtime
-from dataforge.worker.kwargs import split_kwargs
+from dataforge.worker.kwargs import bind_kwargs
 
 __all__ = ["execute_scheduled_task"]
 
@@ -49,7 +49,7 @@ def execute_scheduled_task(
         runtime, "forwarded", task_id=self.request.id, handler_path=handler_path,
         scheduled_task_id=scheduled_task_id, target=target_name,
     )  # fmt: skip
-    bound = split_kwargs(target.run, job_kwargs(scheduled_task_id, kwargs))
+    bound = bind_kwargs(target.run, job_kwargs(scheduled_task_id, kwargs))
     # The target runs in this worker process, inside this message's trace: give it this
     # request (id, retries, headers) so what it records and logs names the real message.
     target.push_request(**vars(self.request))

@@ -22,36 +22,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dataforge.errors import DataForgeError
 from dataforge.protocol import INTERNAL_PREFIX, LEGACY_LOCK_KEY, SCHEDULE_ID_KWARG
+from dataforge.worker.errors import JobArgumentError
 
 __all__ = [
     "BoundKwargs",
-    "JobArgumentError",
     "bind_kwargs",
-    "split_kwargs",
     "with_legacy_lock_key",
 ]
 
-
-
-class JobArgumentError(DataForgeError, TypeError):
-    """A job needs a parameter the schedule does not provide.
-
-    It is a ``TypeError`` too (what calling the job would have raised) but names the job, the
-    missing parameters and the keys that were available, so the fix (add the key to the
-    schedule's ``handler_kwargs`` or give the parameter a default) is obvious.
-    """
-
-    def __init__(self, job: str, missing: list[str], available: list[str]) -> None:
-        self.job = job
-        self.missing = missing
-        self.available = available
-        super().__init__(
-            f"job {job} needs parameter(s) {', '.join(missing)} that the call does not provide "
-            f"(given: {', '.join(available) or 'nothing'}); add them to the schedule's handler_kwargs "
-            "or give them a default"
-        )
 
 
 @dataclass(frozen=True)
@@ -118,10 +97,10 @@ def with_legacy_lock_key(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {LEGACY_LOCK_KEY: f"scheduled_task:{schedule_id}", **kwargs}
 
 
-def split_kwargs(
+def bind_kwargs(
     func: Callable[..., Any], kwargs: Mapping[str, Any], passed_internal: frozenset[str] = frozenset()
 ) -> BoundKwargs:
-    """:func:`bind_kwargs` plus the list of keys that were left out.
+    """The kwargs ``func`` accepts (see the module docstring for the rule), and the keys left out.
 
     ``passed_internal`` names internal keys that a ``**kwargs`` job receives like public ones.
     """
@@ -146,11 +125,3 @@ def split_kwargs(
     if missing:
         raise JobArgumentError(_describe(func), missing, sorted(kwargs))
     return BoundKwargs(bound, tuple(dropped))
-
-
-def bind_kwargs(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The subset of ``kwargs`` that ``func`` accepts (see the module docstring for the rule).
-
-    Raises :class:`JobArgumentError` when a required parameter has no value.
-    """
-    return split_kwargs(func, kwargs).kwargs

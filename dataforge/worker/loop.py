@@ -22,20 +22,12 @@ import threading
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from dataforge.errors import DataForgeError
+from dataforge.worker.errors import JobCancelledError
 
-__all__ = ["JobCancelledError", "JobLoop"]
+__all__ = ["JobLoop"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class JobCancelledError(DataForgeError):
-    """The job's coroutine was cancelled by something other than the runtime.
-
-    ``asyncio.CancelledError`` is a ``BaseException``: let through, it would take the worker
-    child down instead of failing the one task. It is reported as this error instead.
-    """
 
 
 async def _await(aw: Awaitable[T]) -> T:

@@ -53,7 +53,8 @@ from dataforge.errors import LockUnavailableError
 from dataforge.locks import lock_key
 from dataforge.protocol import LEGACY_LOCK_KEY, MAX_RETRIES_HEADER, ExecutionStatus, LockUnavailablePolicy
 from dataforge.runtime import get_runtime
-from dataforge.worker.kwargs import JobArgumentError, split_kwargs, with_legacy_lock_key
+from dataforge.worker.errors import JobArgumentError
+from dataforge.worker.kwargs import bind_kwargs, with_legacy_lock_key
 from dataforge.worker.run_state import FinishedStatus, duplicate_reason, peek_run_state, run_state
 
 __all__ = [
@@ -309,9 +310,9 @@ class DataForgeTask(Task):  # type: ignore[misc]
         kept between runs keep working.
         """
         if legacy_lock_key:
-            bound = split_kwargs(func, with_legacy_lock_key(kwargs), frozenset({LEGACY_LOCK_KEY}))
+            bound = bind_kwargs(func, with_legacy_lock_key(kwargs), frozenset({LEGACY_LOCK_KEY}))
         else:
-            bound = split_kwargs(func, kwargs)
+            bound = bind_kwargs(func, kwargs)
         if bound.dropped:
             run_state(self.request).dropped = tuple(bound.dropped)
         result = func(**bound.kwargs)

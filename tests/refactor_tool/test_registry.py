@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from dataforge.catalog.params import TaskParams, check_kwargs
 from dataforge.errors import ScheduleError
-from dataforge.worker.kwargs import JobArgumentError, split_kwargs
+from dataforge.worker.errors import JobArgumentError
+from dataforge.worker.kwargs import bind_kwargs
 from refactor_tool.analysis import analyze
 from refactor_tool.registry import describe, job_entry, render_literal, signature_params, task_entry
 
@@ -100,7 +101,7 @@ def test_registry_params_accept_exactly_what_the_runtime_binds(
     except ScheduleError:
         schedule_accepts = False
     try:
-        bound = split_kwargs(namespace["run"], {**kwargs, "scheduled_task_id": 1})
+        bound = bind_kwargs(namespace["run"], {**kwargs, "scheduled_task_id": 1})
         runtime_takes_all = set(bound.dropped) <= {"scheduled_task_id"}
     except JobArgumentError:
         runtime_takes_all = False

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from dataforge.catalog.params import TaskParams, check_kwargs
 from dataforge.cli.main import cli
 from dataforge.errors import ScheduleError
-from dataforge.worker.kwargs import split_kwargs
+from dataforge.worker.kwargs import bind_kwargs
 from refactor_tool.report import ConvertReport
 from refactor_tool.runner import convert
 from tests.refactor_tool.support import FIXTURES, lint_codes, snapshot
@@ -249,7 +249,7 @@ def test_debug_dump_would_never_see_its_underscore_key(tmp_path: Path) -> None:
 
     def run(**options: Any) -> None: ...
 
-    assert "_trace" not in split_kwargs(run, {"_trace": True, "scheduled_task_id": 1}).kwargs  # the runtime drops it
+    assert "_trace" not in bind_kwargs(run, {"_trace": True, "scheduled_task_id": 1}).kwargs  # the runtime drops it
     with pytest.raises(ScheduleError, match="reserved"):
         check_kwargs("dataforge.debug_dump", {"_trace": True}, TaskParams())  # and no schedule may carry it
 

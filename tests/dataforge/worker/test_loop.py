@@ -14,7 +14,8 @@ from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
 from dataforge.settings import Settings
-from dataforge.worker.loop import JobCancelledError, JobLoop
+from dataforge.worker.errors import JobCancelledError
+from dataforge.worker.loop import JobLoop
 from dataforge.worker.task import DataForgeTask
 
 
