@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from html import unescape as html_unescape
 from datetime import timedelta
+from html import unescape as html_unescape
 from typing import Any
 
 import pytest
@@ -37,9 +37,9 @@ def count(db: Database) -> int:
 
 
 def form(client: TestClient, **fields: str) -> dict[str, str]:
-    base = {"name": "nightly", "task_name": TASK, "task_type": "interval", "interval_seconds": "", "cron_expression": "",
-            "run_at": "", "timezone": "UTC", "handler_kwargs": "{}", "description": "", "timeout_seconds": "",
-            "max_retries": "0", "missed_run_policy": "default"}
+    base = {"name": "nightly", "task_name": TASK, "task_type": "interval", "interval_seconds": "",
+            "cron_expression": "", "run_at": "", "timezone": "UTC", "handler_kwargs": "{}", "description": "",
+            "timeout_seconds": "", "max_retries": "0", "missed_run_policy": "default"}
     return {**base, **fields, "csrf_token": csrf_of(client.get("/schedules").text)}
 
 
