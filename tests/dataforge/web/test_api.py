@@ -371,7 +371,8 @@ def _api_routes(routes: list[Any]) -> list[APIRoute]:
 
 def _routes(web: FastAPI) -> list[tuple[str, str]]:
     routes = [route for route in _api_routes(list(web.routes)) if route.path not in OPEN]
-    return [(method, route.path.replace("{schedule_id}", "1")) for route in routes for method in sorted(route.methods)]
+    return [(method, route.path.replace("{schedule_id}", "1"))
+            for route in routes for method in sorted(route.methods or ())]
 
 
 def test_every_api_route_needs_the_bearer_token(web: tuple[FastAPI, TestClient], db: Database) -> None:
