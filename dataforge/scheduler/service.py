@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy import text as sql_text
 
 from dataforge.catalog.params import check_kwargs
@@ -631,7 +631,7 @@ def page_schedules(db: Database, *, statuses: Iterable[str] = (), task_name: str
                    invalid: bool | None = None, cursor: str | None = None, limit: int = 50) -> Page:
     """Schedules by id from ``cursor``. ``invalid=True``: the rows beat refuses (flagged:
     active, no due time, ``invalid_reason`` set; beat never reads the others, and any write of
-    a row clears its flag); ``False``: every row without a flag."""
+    a row clears its flag); ``False``: every other row."""
     _check_page(limit)
     wanted = _check_choices("status", statuses, ScheduleStatus)
     after = _id_cursor(cursor)
@@ -646,7 +646,7 @@ def page_schedules(db: Database, *, statuses: Iterable[str] = (), task_name: str
     if task_name is not None:
         where.append(t.task_name == task_name)
     if invalid is False:
-        where.append(t.invalid_reason.is_(None))
+        where.append(or_(t.status != ScheduleStatus.ACTIVE, t.next_run_at.is_not(None), t.invalid_reason.is_(None)))
     with db.session() as session:
         edge = _window_edge(session, t.id, keyed, descending=False) if windowed else None
         if edge is not None:
