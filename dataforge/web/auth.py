@@ -183,8 +183,9 @@ def require_page(request: Request) -> None:
     guard = _guard(request)
     _common(request, guard)
     if not guard.logged_in(request):
+        # After the login the browser GETs the target: a form's action is not a page.
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise LoginRequired(target)
+        raise LoginRequired(target if request.method == "GET" else "/schedules")
 
 
 async def require_form(request: Request) -> None:

@@ -105,7 +105,9 @@ def home() -> RedirectResponse:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str = "/schedules") -> HTMLResponse:
+def login_form(request: Request, next: str = "/schedules") -> Response:
+    if not _guard(request).required:
+        return RedirectResponse("/schedules", status_code=303)
     return render(request, "login.html", next=next, error=None)
 
 

@@ -204,3 +204,18 @@ def test_without_a_token_only_loopback_host_names_are_answered(tmp_path: Path) -
         assert client.post(f"/api/schedules/{sid}/pause", headers={"Origin": "https://evil.example"}).status_code == 403
         assert client.post(f"/schedules/{sid}/pause", data={"csrf_token": "x"}).status_code == 403
         assert client.post(f"/api/schedules/{sid}/pause").status_code == 200
+
+
+def test_console_settings_parse_and_round_trip(tmp_path: Path) -> None:
+    from dataforge.errors import ConfigurationError
+
+    settings = Settings.from_env({"DATAFORGE_API_TOKEN": f"  {TOKEN} ", "DATAFORGE_WEB_HOST": "::1",
+                                  "DATAFORGE_WEB_PORT": "9090"}, cwd=tmp_path)
+    assert (settings.api_token, settings.web_host, settings.web_port) == (TOKEN, "::1", 9090)
+    assert Settings.from_env(settings.as_env(), cwd=tmp_path) == settings
+    defaults = Settings.from_env({}, cwd=tmp_path)
+    assert (defaults.api_token, defaults.web_host, defaults.web_port) == (None, "127.0.0.1", 8080)
+    for bad in ("0", "65536", "http", "80.5"):
+        with pytest.raises(ConfigurationError) as info:
+            Settings.from_env({"DATAFORGE_WEB_PORT": bad}, cwd=tmp_path)
+        assert info.value.name == "DATAFORGE_WEB_PORT"

@@ -105,8 +105,8 @@ def test_an_operator_adds_watches_pauses_and_runs_a_schedule(stack: str, tmp_pat
             page.goto(f"{stack}/executions")
             ours = page.locator(f'#feed tr[data-schedule="{sid}"] .s-success')
             expect(ours.first).to_be_visible()
-            page.wait_for_function(f"document.querySelectorAll('#feed tr[data-schedule=\"{sid}\"] .s-success')"
-                                   ".length >= 3")
+            page.wait_for_function(
+                "sid => document.querySelectorAll(`#feed tr[data-schedule='${sid}'] .s-success`).length >= 3", arg=sid)
             started = page.locator(f'#feed tr[data-schedule="{sid}"] time').first
             expect(started).to_have_attribute("data-local", "America/New_York")
             expect(started).to_have_attribute("title", re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"))
