@@ -93,13 +93,13 @@ async def checked_form(request: Request) -> dict[str, str]:
 
 
 Form = Annotated[dict[str, str], Depends(checked_form)]
-Page = [Depends(require_page)]
+LOGGED_IN = [Depends(require_page)]
 
 
 # --- login ---------------------------------------------------------------------------------------
 
 
-@router.get("/", dependencies=Page)
+@router.get("/", dependencies=LOGGED_IN)
 def home() -> RedirectResponse:
     return RedirectResponse("/schedules", status_code=303)
 
@@ -166,7 +166,7 @@ def _query(filters: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in filters.items() if v}
 
 
-@router.get("/schedules", response_class=HTMLResponse, dependencies=Page)
+@router.get("/schedules", response_class=HTMLResponse, dependencies=LOGGED_IN)
 def schedules_page(request: Request) -> HTMLResponse:
     console = _console(request)
     try:
@@ -208,14 +208,14 @@ def _detail(console: Console, schedule_id: int, **extra: Any) -> dict[str, Any]:
             "policies": ["default", *MissedRunPolicy], "task_names": _tasks_or_none(console), **extra}
 
 
-@router.get("/schedules/{schedule_id}", response_class=HTMLResponse, dependencies=Page)
+@router.get("/schedules/{schedule_id}", response_class=HTMLResponse, dependencies=LOGGED_IN)
 def schedule_page(request: Request, schedule_id: int) -> HTMLResponse:
     console = _console(request)
     context = _detail(console, schedule_id)
     return render(request, "schedule.html", form=form_values(context["s"]), errors={}, **context)
 
 
-@router.get("/schedules/{schedule_id}/runs", response_class=HTMLResponse, dependencies=Page)
+@router.get("/schedules/{schedule_id}/runs", response_class=HTMLResponse, dependencies=LOGGED_IN)
 def schedule_runs(request: Request, schedule_id: int) -> HTMLResponse:
     """The runs table's rows alone (the live refresh of the schedule page)."""
     _, runs = service.page_schedule_executions(_console(request).db, schedule_id, limit=_RUNS)
@@ -303,7 +303,7 @@ def _feed(request: Request) -> dict[str, Any]:
             "states": list(ExecutionStatus), "since_choices": list(SINCE_CHOICES)}
 
 
-@router.get("/executions", response_class=HTMLResponse, dependencies=Page)
+@router.get("/executions", response_class=HTMLResponse, dependencies=LOGGED_IN)
 def executions_page(request: Request) -> HTMLResponse:
     try:
         return render(request, "executions.html", **_feed(request))
@@ -311,7 +311,7 @@ def executions_page(request: Request) -> HTMLResponse:
         return render(request, "error.html", 422, title="Bad filter", message=f"{exc.field}: {exc.reason}")
 
 
-@router.get("/executions/rows", response_class=HTMLResponse, dependencies=Page)
+@router.get("/executions/rows", response_class=HTMLResponse, dependencies=LOGGED_IN)
 def executions_rows(request: Request) -> HTMLResponse:
     """The feed's rows alone (its live refresh)."""
     return render(request, "_feed_rows.html", runs=_feed(request)["runs"])
@@ -320,7 +320,7 @@ def executions_rows(request: Request) -> HTMLResponse:
 # --- tasks and the legacy switch -------------------------------------------------------------------
 
 
-@router.get("/tasks", response_class=HTMLResponse, dependencies=Page)
+@router.get("/tasks", response_class=HTMLResponse, dependencies=LOGGED_IN)
 def tasks_page(request: Request) -> HTMLResponse:
     try:
         tasks, check = _console(request).tasks()
@@ -329,7 +329,7 @@ def tasks_page(request: Request) -> HTMLResponse:
     return render(request, "tasks.html", tasks=list(tasks.values()), problems=check.problems())
 
 
-@router.get("/legacy", response_class=HTMLResponse, dependencies=Page)
+@router.get("/legacy", response_class=HTMLResponse, dependencies=LOGGED_IN)
 def legacy_page(request: Request) -> HTMLResponse:
     console = _console(request)
     try:

@@ -61,7 +61,7 @@ def test_serve_answers_and_stops_on_sigterm(settings: Settings, tmp_path: Path) 
     port = free_port()
     proc = serve(settings.with_(api_token=TOKEN), tmp_path, "--port", str(port))
     with proc:
-        proc.wait_for(r"Uvicorn running on http://127\.0\.0\.1:%d" % port, 60)
+        proc.wait_for(rf"Uvicorn running on http://127\.0\.0\.1:{port}", 60)
         base = f"http://127.0.0.1:{port}"
         assert get(f"{base}/healthz") == (200, json.dumps({"status": "ok", "database": "ok"},
                                                           separators=(",", ":")))
@@ -94,5 +94,5 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_token(settings: Setti
 def test_serve_with_a_token_may_listen_on_every_interface(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
     with serve(settings.with_(api_token=TOKEN), tmp_path, "--host", "0.0.0.0", "--port", str(port)) as proc:
-        proc.wait_for(r"Uvicorn running on http://0\.0\.0\.0:%d" % port, 60)
+        proc.wait_for(rf"Uvicorn running on http://0\.0\.0\.0:{port}", 60)
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
