@@ -48,7 +48,8 @@ _MEANING = {
     401: "No or a wrong bearer token.",
     403: "A cross-site write.",
     404: "No schedule has this id.",
-    409: "The verb does not apply to the row as it is (resume an active row, run a row that cannot run).",
+    409: "The verb does not apply to the row as it is (resume an active row, run a row that cannot run), or a "
+         "concurrent write took the name first.",
     422: "A value is refused; `field` names it. Nothing was written.",
     503: "The database, the broker or the task packages cannot be reached.",
 }
@@ -109,7 +110,7 @@ def list_schedules(
                         window_ended=page.window_ended, total=total.value, total_exact=total.exact)
 
 
-@router.post("/schedules", status_code=201, response_model=ScheduleOut, responses=documented(422))
+@router.post("/schedules", status_code=201, response_model=ScheduleOut, responses=documented(409, 422))
 def create_schedule(console: ConsoleDep, body: ScheduleCreate, response: Response) -> ScheduleOut:
     """Add a schedule: validated like `dataforge schedules add` (task, timing, kwargs), then written."""
     row = service.add_schedule(console.db, console.catalog(), service.edit_from_columns(body.columns()))
@@ -122,7 +123,7 @@ def get_schedule(console: ConsoleDep, schedule_id: ScheduleId) -> ScheduleOut:
     return schedule_out(service.get_schedule(console.db, schedule_id))
 
 
-@router.patch("/schedules/{schedule_id}", response_model=ScheduleOut, responses=documented(404, 422))
+@router.patch("/schedules/{schedule_id}", response_model=ScheduleOut, responses=documented(404, 409, 422))
 def patch_schedule(console: ConsoleDep, schedule_id: ScheduleId, body: SchedulePatch) -> ScheduleOut:
     """Change the columns given; a timing change re-plans the next run (`dataforge schedules edit`)."""
     edit = service.edit_from_columns(body.columns())

@@ -32,7 +32,7 @@ CHECKS = [
 def api_schema(db_settings: Settings) -> Iterator[schemathesis.BaseSchema]:
     db = Database(db_settings.database_url)
     for i in range(3):
-        sid = add_schedule(db, id=i + 1, next_run_at=utcnow() + timedelta(minutes=i))
+        sid = add_schedule(db, next_run_at=utcnow() + timedelta(minutes=i))
         add_execution(db, sid, status="failure" if i else "success", error="boom" if i else None)
     db.dispose()
     # run-now publishes to a broker nobody listens on: any example that reaches it answers
