@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -50,6 +50,35 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float) ->
         raise ConfigurationError(name, raw, "expected a number of seconds") from None
     if value < minimum:
         raise ConfigurationError(name, raw, f"must be >= {minimum}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigurationError(name, raw, "expected a whole number") from None
+    if not minimum <= value <= maximum:
+        raise ConfigurationError(name, raw, f"must be between {minimum} and {maximum}")
+    return value
+
+
+#: Shorter tokens are guessable; ``secrets.token_urlsafe(32)`` gives 43 characters.
+_MIN_TOKEN_LENGTH = 16
+
+
+def _token(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip()
+    if len(value) < _MIN_TOKEN_LENGTH:
+        # The value itself is never echoed: it is a secret even when it is a bad one.
+        raise ConfigurationError(name, "<hidden>", f"must be at least {_MIN_TOKEN_LENGTH} characters; "
+                                 "generate one with `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`")
     return value
 
 
@@ -96,6 +125,12 @@ class Settings:
     #: may lose the last ~0.6 s of execution rows and outcome counters (never due times, never
     #: locks), for about a third less recording cost (docs/runtime.md).
     recorder_synchronous_commit: bool = False
+    #: The bearer token of ``dataforge serve`` (HTTP API, pages, /metrics). Unset: the console
+    #: binds loopback only. Kept out of ``repr`` so a logged Settings never shows it.
+    api_token: str | None = field(default=None, repr=False)
+    #: Where ``dataforge serve`` listens unless ``--host`` / ``--port`` say otherwise.
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -128,6 +163,9 @@ class Settings:
             legacy_map_file=Path(map_file) if map_file else None,
             scripts_package=env.get("DATAFORGE_SCRIPTS_PACKAGE", "scripts") or "scripts",
             recorder_synchronous_commit=_bool(env, "DATAFORGE_RECORDER_SYNCHRONOUS_COMMIT", False),
+            api_token=_token(env, "DATAFORGE_API_TOKEN"),
+            web_host=(env.get("DATAFORGE_WEB_HOST") or "127.0.0.1").strip() or "127.0.0.1",
+            web_port=_int(env, "DATAFORGE_WEB_PORT", 8080, minimum=1, maximum=65535),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -154,4 +192,10 @@ class Settings:
             env["DATAFORGE_REDIS_URL"] = self.redis_url
         if self.legacy_map_file is not None:
             env["DATAFORGE_LEGACY_MAP_FILE"] = str(self.legacy_map_file)
+        if self.api_token is not None:
+            env["DATAFORGE_API_TOKEN"] = self.api_token
+        if self.web_host != "127.0.0.1":
+            env["DATAFORGE_WEB_HOST"] = self.web_host
+        if self.web_port != 8080:
+            env["DATAFORGE_WEB_PORT"] = str(self.web_port)
         return env

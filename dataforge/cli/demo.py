@@ -97,10 +97,14 @@ def _summary(report: DemoReport) -> Table:
 @click.option("--workspace", type=click.Path(file_okay=False, path_type=Path),
               help="Work here instead of a temporary directory (kept afterwards).")
 @click.option("--keep", is_flag=True, help="Keep the temporary workspace (logs, databases) for inspection.")
+@click.option("--serve", is_flag=True,
+              help="At the end, leave worker, beat and the web console (dataforge serve) up until Ctrl-C.")
+@click.option("--serve-port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="Port of the console left up by --serve (loopback only).")
 @pass_cli
 def demo(
     cli: CliContext, seconds: float, database_url: str | None, broker_url: str | None, redis_url: str | None,
-    examples: Path | None, workspace: Path | None, keep: bool,
+    examples: Path | None, workspace: Path | None, keep: bool, serve: bool, serve_port: int,
 ) -> None:
     """Migrate the example legacy backend end to end, roll back, and upgrade again.
 
@@ -116,6 +120,7 @@ def demo(
     options = DemoOptions(
         examples=source, seconds_per_mode=seconds, database_url=database_url, broker_url=broker_url,
         redis_url=redis_url, workspace=workspace, keep_workspace=keep or workspace is not None,
+        serve_port=serve_port if serve else None,
     )  # fmt: skip
     report = Demo(options, _RichObserver(console)).run()
     console.rule("[bold]summary")

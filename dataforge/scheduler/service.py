@@ -25,10 +25,11 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy import text as sql_text
 
 from dataforge.catalog.params import check_kwargs
 from dataforge.catalog.registry import TaskCatalog
@@ -43,18 +44,29 @@ if TYPE_CHECKING:
     from celery import Celery
 
 __all__ = [
+    "COUNT_CAP",
+    "MAX_PAGE",
     "MISSED_RUN_CHOICES",
+    "SCAN_WINDOW",
+    "WRITABLE_COLUMNS",
+    "Count",
+    "Page",
     "RunNowResult",
     "ScheduleEdit",
     "add_schedule",
+    "count_schedules",
     "delete_schedule",
     "describe_schedule",
+    "edit_from_columns",
     "edit_schedule",
     "execution_to_dict",
     "find_schedule",
     "get_schedule",
     "history",
     "list_schedules",
+    "page_executions",
+    "page_schedule_executions",
+    "page_schedules",
     "parse_at",
     "pause_schedule",
     "plan_add",
@@ -297,6 +309,10 @@ def execution_to_dict(row: TaskExecution) -> dict[str, Any]:
 
 
 def _by_ref(ref: str | int) -> Select[ScheduledTask]:
+    if isinstance(ref, int):
+        # An id from a URL or a resolved row: never fall back to a name, so a retried DELETE
+        # of a gone id cannot hit the schedule that happens to be named "5".
+        return select(ScheduledTask).where(ScheduledTask.id == ref)
     text = str(ref).strip()
     if text.isdigit():
         # An all-digit name is allowed by the schema; the id wins, the name is the fallback.
@@ -478,3 +494,283 @@ def run_now(app: Celery, catalog: TaskCatalog, db: Database, ref: str | int) -> 
                            retry_policy=PUBLISH_RETRY_POLICY, **message.options())
     return RunNowResult(schedule_id=row.id, task_name=row.task_name, celery_task_id=str(result.id),
                         kwargs=definition.kwargs)
+
+
+# --- console and API: column-named edits, bounded pages ----------------------------------------------
+#
+# The HTTP API (dataforge.web) writes with the column names of ``scheduled_tasks`` and reads
+# a million schedules and any number of executions page by page. Every read below touches a
+# bounded number of index entries whatever the table size:
+#
+# * keyset paging (``id > cursor`` / ``id < cursor``), never an OFFSET over the table;
+# * a filter with an index of its own is an index range: ``status`` (the (status, next_run_at)
+#   index) and ``invalid`` (beat's flagged rows: active, no due time, a reason);
+# * a filter without one (a schedule's task name; an execution's status, task, start time) is
+#   applied inside a scan window of the next :data:`SCAN_WINDOW` keys. Such a page may hold
+#   fewer rows than asked, none even, and still carry a cursor: the search goes on from there.
+
+#: Most keys one filtered page request reads from an index (a few milliseconds of index scan).
+SCAN_WINDOW = 50_000
+#: Largest page a caller may ask for.
+MAX_PAGE = 500
+#: Exact counts stop here; above it PostgreSQL's planner estimate is shown instead.
+COUNT_CAP = 10_000
+#: A ``since`` search stops at the first scan window whose oldest row started this long before
+#: ``since``. Ids grow with insertion, and a row is inserted when its run starts, so older ids
+#: started earlier; the margin covers clock skew between worker hosts.
+SINCE_MARGIN = timedelta(minutes=5)
+
+#: The columns an API body may set; each maps onto :class:`ScheduleEdit`.
+WRITABLE_COLUMNS = (
+    "name", "task_name", "task_type", "interval_seconds", "cron_expression", "run_at", "timezone",
+    "handler_kwargs", "description", "timeout_seconds", "max_retries", "missed_run_policy", "status",
+)  # fmt: skip
+
+_TIMING_FIELD = {TaskType.INTERVAL: "interval_seconds", TaskType.CRON: "cron_expression", TaskType.ONCE: "run_at"}
+
+
+def edit_from_columns(values: Mapping[str, Any]) -> ScheduleEdit:
+    """An API body (``scheduled_tasks`` column names, JSON values) as the :class:`ScheduleEdit`
+    the CLI would build; refusals name the column.
+
+    ``task_type`` may be left out: the timing column given decides it. Given, it must agree
+    with that column (or name the one column to give). ``null`` clears what can be cleared
+    (``description``, ``timeout_seconds``, ``missed_run_policy`` back to the global default)
+    and is refused elsewhere. ``handler_kwargs`` is a JSON value, checked by the same rule as
+    ``--kwargs`` (a JSON object fitting the task's params).
+    """
+    unknown = sorted(set(values) - set(WRITABLE_COLUMNS))
+    if unknown:
+        raise ScheduleError(unknown[0], values[unknown[0]],
+                            f"not a column this API writes (writable: {', '.join(WRITABLE_COLUMNS)})")
+    for column in ("name", "task_name", "max_retries", "handler_kwargs", "timezone", "status", "task_type"):
+        if column in values and values[column] is None:
+            raise ScheduleError(column, None, "cannot be null; leave it out to keep it")
+    timing = {c: values[c] for c in _TIMING_FIELD.values() if values.get(c) is not None}
+    kind = values.get("task_type")
+    if kind is not None:
+        if kind not in tuple(TaskType):
+            raise ScheduleError("task_type", kind, f"expected one of {', '.join(TaskType)}")
+        wanted = _TIMING_FIELD[TaskType(kind)]
+        others = sorted(set(timing) - {wanted})
+        if others:
+            raise ScheduleError("task_type", kind, f"a {kind} schedule takes {wanted}, not {others[0]}")
+        if wanted not in timing:
+            raise ScheduleError(wanted, None, f"required for task_type {kind!r}")
+    elif len(timing) > 1:
+        raise ScheduleError("task_type", sorted(timing), "give only one of interval_seconds, cron_expression, run_at")
+    kwargs = values.get("handler_kwargs")
+    policy = values.get("missed_run_policy")
+    return ScheduleEdit(
+        name=values.get("name"),
+        task_name=values.get("task_name"),
+        interval_seconds=timing.get("interval_seconds"),
+        cron_expression=timing.get("cron_expression"),
+        run_at=timing.get("run_at"),
+        timezone=values.get("timezone"),
+        handler_kwargs=None if kwargs is None else json.dumps(kwargs),
+        description="" if "description" in values and values["description"] is None else values.get("description"),
+        timeout_seconds=values.get("timeout_seconds"),
+        clear_timeout="timeout_seconds" in values and values["timeout_seconds"] is None,
+        max_retries=values.get("max_retries"),
+        # null: back to the global DATAFORGE_MISSED_RUNS, what the CLI spells "default".
+        missed_run_policy="default" if "missed_run_policy" in values and policy is None else policy,
+        status=values.get("status"),
+    )
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing, and where the next one starts."""
+
+    items: list[dict[str, Any]]
+    #: Give it back as ``cursor`` for the next page; ``None``: nothing after this page.
+    next_cursor: str | None
+    #: The page ended at a scan window, not because it was full: it may hold fewer rows than
+    #: asked (none, even) and the search goes on from ``next_cursor``.
+    window_ended: bool = False
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many rows a table holds; ``exact`` is False above :data:`COUNT_CAP`."""
+
+    value: int
+    exact: bool
+
+
+def _check_page(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ScheduleError("limit", limit, f"must be a whole number from 1 to {MAX_PAGE}")
+
+
+def _check_choices(column: str, values: Iterable[str], enum: type[ScheduleStatus] | type[ExecutionStatus]) -> list[str]:
+    wanted = list(values)
+    for value in wanted:
+        if value not in tuple(enum):
+            raise ScheduleError(column, value, f"expected one of {', '.join(enum)}")
+    return wanted
+
+
+def _id_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    text = cursor.strip()
+    if not text.isdigit() or len(text) > 18:
+        raise ScheduleError("cursor", cursor, "not a cursor of this listing; use the next_cursor a page returned")
+    return int(text)
+
+
+def _window_edge(session: Any, key: Any, where: list[Any], *, descending: bool) -> Any:
+    """The key :data:`SCAN_WINDOW` entries on from the cursor (``None``: fewer remain)."""
+    order = key.desc() if descending else key
+    return session.execute(select(key).where(*where).order_by(order).offset(SCAN_WINDOW - 1).limit(1)).scalar()
+
+
+def page_schedules(db: Database, *, statuses: Iterable[str] = (), task_name: str | None = None,
+                   invalid: bool | None = None, cursor: str | None = None, limit: int = 50) -> Page:
+    """Schedules by id from ``cursor``. ``invalid=True``: the rows beat refuses (flagged:
+    active, no due time, ``invalid_reason`` set; beat never reads the others, and any write of
+    a row clears its flag); ``False``: every other row."""
+    _check_page(limit)
+    wanted = _check_choices("status", statuses, ScheduleStatus)
+    after = _id_cursor(cursor)
+    t = ScheduledTask
+    keyed = [t.id > after] if after is not None else []
+    where = list(keyed)
+    if wanted:
+        where.append(t.status.in_(wanted))
+    if invalid:
+        where += [t.status == ScheduleStatus.ACTIVE, t.next_run_at.is_(None), t.invalid_reason.is_not(None)]
+    windowed = task_name is not None or invalid is False
+    if task_name is not None:
+        where.append(t.task_name == task_name)
+    if invalid is False:
+        where.append(or_(t.status != ScheduleStatus.ACTIVE, t.next_run_at.is_not(None), t.invalid_reason.is_(None)))
+    with db.session() as session:
+        edge = _window_edge(session, t.id, keyed, descending=False) if windowed else None
+        if edge is not None:
+            where.append(t.id <= edge)
+        rows = list(session.scalars(select(t).where(*where).order_by(t.id).limit(limit + 1)))
+        items = [schedule_to_dict(row) for row in rows[:limit]]
+    if len(rows) > limit:
+        return Page(items, str(rows[limit - 1].id))
+    if edge is not None:
+        return Page(items, str(edge), window_ended=True)
+    return Page(items, None)
+
+
+def count_schedules(db: Database) -> Count:
+    """Exact up to :data:`COUNT_CAP` (an index-only count that stops there), then PostgreSQL's
+    planner estimate (``pg_class.reltuples``, as fresh as the last ANALYZE); on SQLite the cap."""
+    with db.session() as session:
+        capped = int(session.execute(
+            select(func.count()).select_from(select(ScheduledTask.id).limit(COUNT_CAP + 1).subquery())
+        ).scalar_one())
+        if capped <= COUNT_CAP:
+            return Count(capped, True)
+        estimate = 0
+        if is_postgres(db.url):
+            estimate = int(session.execute(
+                sql_text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('scheduled_tasks')")
+            ).scalar() or 0)
+    return Count(max(estimate, COUNT_CAP + 1), False)
+
+
+def _execution_items(session: Any, where: list[Any], order: list[Any], limit: int) -> list[tuple[TaskExecution, Any]]:
+    query = (
+        select(TaskExecution, ScheduledTask.name)
+        .outerjoin(ScheduledTask, ScheduledTask.id == TaskExecution.scheduled_task_id)
+        .where(*where)
+        .order_by(*order)
+        .limit(limit + 1)
+    )
+    return [(row, name) for row, name in session.execute(query)]
+
+
+def _execution_dict(row: TaskExecution, schedule_name: Any) -> dict[str, Any]:
+    return {**execution_to_dict(row), "schedule_name": schedule_name}
+
+
+def page_executions(db: Database, *, statuses: Iterable[str] = (), task_name: str | None = None,
+                    since: datetime | None = None, cursor: str | None = None, limit: int = 50) -> Page:
+    """Executions newest first (by id) from ``cursor``, with their schedule's name.
+
+    ``since`` is naive UTC. No filter on this table has an index of its own (each index costs
+    every recorded run a write), so filtered pages search scan windows.
+    """
+    _check_page(limit)
+    wanted = _check_choices("status", statuses, ExecutionStatus)
+    before = _id_cursor(cursor)
+    te = TaskExecution
+    keyed = [te.id < before] if before is not None else []
+    where = list(keyed)
+    if wanted:
+        where.append(te.status.in_(wanted))
+    if task_name is not None:
+        where.append(te.task_name == task_name)
+    if since is not None:
+        where.append(te.started_at >= since)
+    windowed = len(where) > len(keyed)
+    with db.session() as session:
+        edge = _window_edge(session, te.id, keyed, descending=True) if windowed else None
+        if edge is not None:
+            where.append(te.id >= edge)
+        rows = _execution_items(session, where, [te.id.desc()], limit)
+        items = [_execution_dict(row, name) for row, name in rows[:limit]]
+        if len(rows) > limit:
+            return Page(items, str(rows[limit - 1][0].id))
+        if edge is None:
+            return Page(items, None)
+        if since is not None:
+            oldest = session.execute(select(te.started_at).where(te.id == edge)).scalar()
+            if oldest is not None and oldest < since - SINCE_MARGIN:
+                return Page(items, None)
+    return Page(items, str(edge), window_ended=True)
+
+
+def _time_cursor(cursor: str | None) -> tuple[datetime, int] | None:
+    if cursor is None:
+        return None
+    at, _, row_id = cursor.rpartition(",")
+    try:
+        return datetime.fromisoformat(at), int(row_id)
+    except ValueError:
+        raise ScheduleError("cursor", cursor, "not a cursor of this listing; use the next_cursor a page returned") \
+            from None
+
+
+def page_schedule_executions(db: Database, schedule_id: int, *, statuses: Iterable[str] = (),
+                             cursor: str | None = None, limit: int = 20) -> tuple[dict[str, Any], Page]:
+    """One schedule and its executions newest first (by start), from ``cursor``.
+
+    Walks the (scheduled_task_id, started_at) index backwards, as :func:`history` does; a
+    status filter searches scan windows of it. Rows without a start time (none are recorded
+    so since the recorder writes the start with the row) are not listed.
+    """
+    _check_page(limit)
+    wanted = _check_choices("status", statuses, ExecutionStatus)
+    position = _time_cursor(cursor)
+    schedule = find_schedule(db, schedule_id)
+    te = TaskExecution
+    keyed: list[Any] = [te.scheduled_task_id == schedule.id, te.started_at.is_not(None)]
+    if position is not None:
+        at, row_id = position
+        keyed += [te.started_at <= at, (te.started_at < at) | (te.id < row_id)]
+    where = list(keyed)
+    if wanted:
+        where.append(te.status.in_(wanted))
+    with db.session() as session:
+        edge = _window_edge(session, te.started_at, keyed, descending=True) if wanted else None
+        if edge is not None:
+            where.append(te.started_at >= edge)
+        rows = _execution_items(session, where, [te.started_at.desc(), te.id.desc()], limit)
+    items = [_execution_dict(row, name) for row, name in rows[:limit]]
+    if len(rows) > limit:
+        last = rows[limit - 1][0]
+        assert last.started_at is not None
+        return schedule_to_dict(schedule), Page(items, f"{last.started_at.isoformat()},{last.id}")
+    if edge is not None:
+        # Everything at or after the edge time was searched: go on strictly before it.
+        return schedule_to_dict(schedule), Page(items, f"{edge.isoformat()},0", window_ended=True)
+    return schedule_to_dict(schedule), Page(items, None)

@@ -12,7 +12,9 @@ workspace, with real ``celery worker`` and ``celery beat`` processes:
 5. rollback: ``dataforge db downgrade`` to the expand schema + ``dataforge legacy enable``,
    the same schedules running through ``execute_scheduled_task``;
 6. ``dataforge legacy disable`` + ``dataforge db upgrade`` again, unified runs resume;
-7. a summary of what ran in each mode.
+7. a summary of what ran in each mode;
+8. with ``serve_port``: worker, beat and ``dataforge serve`` stay up on the upgraded database,
+   so the schedules and their runs can be looked at in a browser, until Ctrl-C.
 
 Steps never raise past :meth:`Demo.run`: each returns a :class:`StepResult`, and the first
 failed step ends the demo with its name and output. Every child process is stopped on the
@@ -64,6 +66,10 @@ class DemoOptions:
     redis_url: str | None = None
     workspace: Path | None = None
     keep_workspace: bool = False
+    #: Leave the web console up on this port at the end (``dataforge demo --serve``).
+    serve_port: int | None = None
+    #: How long the console stays up; ``None``: until Ctrl-C.
+    serve_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,7 @@ class Demo:
     # -- plan ----------------------------------------------------------------------------------
     def _plan(self) -> list[tuple[str, str | None, Callable[[], str]]]:
         backend = "backend/"
-        return [
+        plan: list[tuple[str, str | None, Callable[[], str]]] = [
             ("build the legacy database", None, self._build_legacy_database),
             ("preview the conversion", f"dataforge convert {backend} --diff", self._convert_diff),
             ("convert scripts/ into registered tasks", f"dataforge convert {backend}", self._convert),
@@ -174,6 +180,9 @@ class Demo:
             ("upgrade again", "dataforge legacy disable && dataforge db upgrade", self._upgrade_again),
             ("run on the unified runtime again", "celery worker + celery beat", lambda: self._run_mode("again")),
         ]
+        if self.options.serve_port is not None:
+            plan.append(("leave the console up", f"dataforge serve --port {self.options.serve_port}", self._serve))
+        return plan
 
     def _step(self, name: str, command: str | None, action: Callable[[], str]) -> bool:
         self.observer.on_step_started(name, command)
@@ -333,6 +342,33 @@ class Demo:
         if summary.count("success") == 0:
             raise StepFailed(f"no successful execution recorded in {self.options.seconds_per_mode:.0f}s")
         return f"{summary.total} executions, {summary.count('success')} successful"
+
+    def _serve(self) -> str:
+        """Worker, beat and the console on the upgraded database, until Ctrl-C (or serve_seconds)."""
+        port = self.options.serve_port
+        worker = self._start("worker-console", worker_command(concurrency=2, loglevel="INFO"))
+        beat = self._start("beat-console", beat_command(loglevel="INFO"))
+        console = self._start("console", [sys.executable, "-m", "dataforge", "serve", "--port", str(port)])
+        worker.wait_ready(90)
+        beat.wait_ready(60)
+        console.wait_for(r"Uvicorn running on", 60)
+        self.observer.on_output(
+            f"console: http://127.0.0.1:{port}/ (schedules, executions live, tasks, the legacy switch); "
+            f"worker and beat keep running: Ctrl-C stops everything"
+        )
+        started = time.monotonic()
+        limit = self.options.serve_seconds
+        try:
+            while limit is None or time.monotonic() - started < limit:
+                for proc in (worker, beat, console):
+                    if not proc.alive():
+                        raise StepFailed(f"{proc.name} exited early:\n" + "\n".join(proc.lines()[-30:]))
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._stop_processes()
+        return f"console served for {time.monotonic() - started:.0f}s"
 
     # -- queries -------------------------------------------------------------------------------
     def _max_execution_id(self) -> int:

@@ -6,6 +6,8 @@
   CLI or tools code, nor the tools next to the package (compat, refactor_tool, migrations):
   optional behaviour joins through :mod:`dataforge.plugins`, installed by the app factory.
 * The legacy plug-in does not reach up into the CLI or the tools.
+* The web console is an edge like the CLI (it shows the legacy switch and builds the Celery
+  app), started by the CLI; it imports neither the CLI nor the tools.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def test_models_import_nothing_above_them() -> None:
 
 
 def test_the_core_imports_no_legacy_cli_or_tools() -> None:
-    core = [m for m in MODULES if not _within(m, "dataforge.legacy", "dataforge.cli", "dataforge.tools", *EDGES)]
+    core = [m for m in MODULES
+            if not _within(m, "dataforge.legacy", "dataforge.cli", "dataforge.tools", "dataforge.web", *EDGES)]
     forbidden = ("dataforge.legacy", "dataforge.cli", "dataforge.tools", *OUTSIDE)
     assert _violations(core, forbidden) == []
 
@@ -95,3 +98,9 @@ def test_the_core_imports_no_legacy_cli_or_tools() -> None:
 def test_the_legacy_plugin_does_not_reach_up() -> None:
     legacy = [m for m in MODULES if _within(m, "dataforge.legacy")]
     assert _violations(legacy, ("dataforge.cli", "dataforge.tools", "dataforge.celery_app", *OUTSIDE)) == []
+
+
+def test_the_web_console_does_not_reach_into_the_cli_or_tools() -> None:
+    web = [m for m in MODULES if _within(m, "dataforge.web")]
+    assert web
+    assert _violations(web, ("dataforge.cli", "dataforge.tools", *OUTSIDE)) == []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ class Recorder:
         self.events: list[str] = []
         self.finished: list[StepResult] = []
         self.live_updates = 0
+        self.console: list[str] = []
 
     def on_step_started(self, name: str, command: str | None) -> None:
         self.events.append(f"start:{name}")
@@ -28,6 +32,11 @@ class Recorder:
 
     def on_output(self, text: str) -> None:
         self.events.append("output")
+        if text.startswith("console: "):
+            # The console is up (--serve): what a newcomer's browser would get.
+            url = text.split()[1]
+            with urllib.request.urlopen(f"{url}api/schedules?limit=50", timeout=10) as response:
+                self.console = [row["name"] for row in json.load(response)["items"]]
 
     def on_executions(self, mode: str, rows: list[dict[str, object]], remaining: float) -> None:
         self.live_updates += 1
@@ -37,7 +46,12 @@ def test_demo_migrates_rolls_back_and_upgrades_again(tmp_path: Path) -> None:
     examples = find_examples()
     assert examples is not None, "examples/legacy_backend is part of the checkout"
     recorder = Recorder()
-    report = Demo(DemoOptions(examples=examples, seconds_per_mode=8, workspace=tmp_path / "ws"), recorder).run()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    options = DemoOptions(examples=examples, seconds_per_mode=8, workspace=tmp_path / "ws", serve_port=port,
+                          serve_seconds=1)
+    report = Demo(options, recorder).run()
 
     failed = report.failed_step
     assert failed is None, f"demo step failed: {failed.name}\n{failed.detail}" if failed else ""
@@ -49,7 +63,8 @@ def test_demo_migrates_rolls_back_and_upgrades_again(tmp_path: Path) -> None:
     assert legacy.count("success") > 0 and {task for task, _ in legacy.counts} == {LEGACY_TASK_NAME}
     assert again.count("success") > 0 and all(task.startswith("dataforge.") for task, _ in again.counts)
     assert recorder.live_updates > 0
-    assert len(recorder.finished) == len(report.steps) == 10
+    assert len(recorder.finished) == len(report.steps) == 11
+    assert "sync_accounts_every_3s" in recorder.console, "--serve leaves the console up on the demo's database"
 
 
 def test_demo_names_the_failed_step(tmp_path: Path) -> None:
