@@ -5,7 +5,8 @@
 ``check`` is the preflight: it runs the data migration's own classification ``SELECT``
 (:mod:`migrations.legacy_data`) read-only and prints every row the upgrade would change, flag
 or refuse, grouped by reason, with ids. Exit codes: 0 fine, 1 the upgrade would refuse (or
-refused), 2 the command failed (database unreachable, bad option).
+refused); errors get the CLI's table (:mod:`dataforge.cli.exits`): 2 a bad option, 3 the
+database unreachable or stamped with a revision this release cannot read.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import click
 from sqlalchemy import Connection, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
-from dataforge.cli.common import EXIT_CHANGED, EXIT_FAILED, CliContext, emit_json, pass_cli
+from dataforge.cli.common import CliContext, emit_json, json_option, open_database, pass_cli
+from dataforge.cli.exits import Exit
 from dataforge.db import Database
-from dataforge.errors import DataForgeError, ScheduleError
+from dataforge.errors import ScheduleError
 from dataforge.settings import Settings
 
 __all__ = ["db", "preflight"]
@@ -65,20 +67,11 @@ def _engine_url(settings: Settings, x_args: Mapping[str, str]) -> str:
 @contextmanager
 def _connection(url: str) -> Iterator[Connection]:
     """A connection whose transaction is always rolled back: the preflight changes nothing."""
-    db = Database(url)
-    try:
-        with db.engine.connect() as conn:
-            try:
-                yield conn
-            finally:
-                conn.rollback()
-    except SQLAlchemyError as exc:
-        raise click.ClickException(
-            f"database {db.engine.url.render_as_string(hide_password=True)}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from exc
-    finally:
-        db.dispose()
+    with open_database(url, check_schema=False) as db, db.engine.connect() as conn:
+        try:
+            yield conn
+        finally:
+            conn.rollback()
 
 
 def _current(conn: Connection) -> tuple[str | None, bool]:
@@ -105,8 +98,8 @@ def _needs_optional(cli: CliContext, x_args: Mapping[str, str], revision: str | 
     try:
         with _connection(_engine_url(cli.settings, x_args)) as conn:
             current, _ = _current(conn)
-    except click.ClickException:
-        return False
+    except SQLAlchemyError:
+        return False  # the upgrade itself reports the database it cannot reach
     return current in _OPTIONAL_REVISIONS
 
 
@@ -135,7 +128,7 @@ def _renamed_hint(revision: str) -> str:
 def _run_alembic(cli: CliContext, action: str, fn: Any, as_json: bool, x_args: Mapping[str, str] | None = None) -> None:
     from alembic.util import CommandError
 
-    from migrations.errors import MigrationOptionError, MigrationRefusedError
+    from migrations.errors import MigrationRefusedError
 
     try:
         fn()
@@ -144,7 +137,7 @@ def _run_alembic(cli: CliContext, action: str, fn: Any, as_json: bool, x_args: M
         if not renamed:
             raise
         click.echo(f"error: {exc}; {_renamed_hint(renamed[0])}", err=True)
-        raise SystemExit(EXIT_FAILED) from exc
+        raise SystemExit(Exit.ENVIRONMENT) from exc
     except MigrationRefusedError as exc:
         report = exc.report
         if exc.revision == "0003_data" and x_args is not None:
@@ -158,13 +151,7 @@ def _run_alembic(cli: CliContext, action: str, fn: Any, as_json: bool, x_args: M
             click.echo(f"migration {exc.revision} refused: {exc.reason}; nothing was changed", err=True)
             if report is not None:
                 click.echo(report.render(), err=True)
-        raise SystemExit(EXIT_CHANGED) from exc
-    except (MigrationOptionError, DataForgeError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(EXIT_FAILED) from exc
-    except SQLAlchemyError as exc:
-        click.echo(f"error: {type(exc).__name__}: {str(exc).splitlines()[0]}", err=True)
-        raise SystemExit(EXIT_FAILED) from exc
+        raise SystemExit(Exit.NO) from exc
 
 
 _x_option = click.option(
@@ -176,7 +163,7 @@ _policy_option = click.option(
     "--on-unmappable", type=click.Choice(["refuse", "pause"]), default=None,
     help="Active rows that name no task: refuse the upgrade (default) or pause them.",
 )  # fmt: skip
-_json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+_json_option = json_option("One JSON document on stdout (errors too).")
 
 
 @click.group("db")
@@ -351,14 +338,8 @@ def check(cli: CliContext, map_file: str | None, on_unmappable: str | None, x: t
 
     Exit 1 when the upgrade would refuse (fix the rows, or choose --on-unmappable pause).
     """
-    from migrations.errors import MigrationOptionError
-
     x_args = _x_options(x, map=map_file, on_unmappable=on_unmappable)
-    try:
-        report, revision = preflight(cli.settings, x_args)
-    except (MigrationOptionError, DataForgeError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(EXIT_FAILED) from exc
+    report, revision = preflight(cli.settings, x_args)
     if as_json:
         emit_json({"revision": revision, **report.to_json()})
     else:
@@ -366,4 +347,4 @@ def check(cli: CliContext, map_file: str | None, on_unmappable: str | None, x: t
         if report.blocking:
             click.echo("the upgrade would REFUSE: fix the [BLOCK] rows or use --on-unmappable pause", err=True)
     if report.blocking:
-        raise SystemExit(EXIT_CHANGED)
+        raise SystemExit(Exit.NO)

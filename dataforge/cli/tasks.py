@@ -10,7 +10,9 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from dataforge.cli.common import EXIT_CHANGED, EXIT_FAILED, CliContext, emit_json, pass_cli, stderr_console
+from dataforge.cli.common import CliContext, emit_json, json_option, pass_cli, stderr_console
+from dataforge.cli.exits import Exit
+from dataforge.errors import ConfigurationError
 
 __all__ = ["tasks"]
 
@@ -32,7 +34,7 @@ def _params_text(params: list[object]) -> str:
 
 
 @click.command("tasks")
-@click.option("--json", "as_json", is_flag=True, help="Print the tasks and the check as one JSON document.")
+@json_option("Print the tasks and the check as one JSON document (errors too).")
 @click.option("--check", is_flag=True, help="Exit 1 when REGISTERED_TASKS and Celery's registry disagree.")
 @pass_cli
 def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
@@ -51,11 +53,10 @@ def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
         entries = get_registered_tasks(app)
         report = check_registry(app)
     except ImportError as exc:
-        stderr_console().print(
-            f"[red]cannot import the task packages {', '.join(cli.settings.task_packages)}:[/red] {exc}\n"
-            "Check DATAFORGE_TASK_PACKAGES and that the packages are on PYTHONPATH."
-        )
-        raise SystemExit(EXIT_FAILED) from exc
+        raise ConfigurationError(
+            "DATAFORGE_TASK_PACKAGES", ",".join(cli.settings.task_packages),
+            f"cannot import the task packages ({exc}); check the names and that they are on PYTHONPATH",
+        ) from exc
 
     if as_json:
         emit_json({"tasks": list(entries.values()), "check": report.to_json()})
@@ -78,4 +79,4 @@ def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
             for problem in report.problems():
                 err.print(f"[yellow]warning:[/yellow] {problem}")
     if check and not report.ok:
-        raise SystemExit(EXIT_CHANGED)
+        raise SystemExit(Exit.NO)

@@ -28,7 +28,7 @@ from dataforge.db import Database
 from dataforge.errors import ScheduleError, UnknownTaskError
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
 from dataforge.protocol import DUE_AT_HEADER, HARD_LIMIT_GRACE_SECONDS, MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER
-from dataforge.scheduler.errors import ScheduleStateError
+from dataforge.scheduler.errors import ScheduleCannotRunError, ScheduleStateError
 from dataforge.scheduler.service import (
     ScheduleEdit,
     parse_at,
@@ -193,38 +193,40 @@ def _current(**over: Any) -> dict[str, Any]:
 
 
 def test_plan_edit_keeps_the_due_time_unless_the_timing_changes() -> None:
-    assert plan_edit(_current(), ScheduleEdit(handler_kwargs='{"x": 1}'), CATALOG, NOW) == {
+    assert plan_edit(_current(), ScheduleEdit(handler_kwargs='{"x": 1}'), CATALOG, NOW).changes == {
         "handler_kwargs": '{"x": 1}'
     }
     # New interval: the grid continues from last_run_at, first point after now.
-    changes = plan_edit(_current(), ScheduleEdit(interval_seconds=120), CATALOG, NOW)
+    changes = plan_edit(_current(), ScheduleEdit(interval_seconds=120), CATALOG, NOW).changes
     assert changes == {"interval_seconds": 120, "next_run_at": datetime(2030, 6, 1, 12, 1)}
     # A switch to cron clears the interval; a paused row keeps its due time for resume.
-    paused = plan_edit(_current(status="paused"), ScheduleEdit(cron_expression="0 13 * * *"), CATALOG, NOW)
+    paused = plan_edit(_current(status="paused"), ScheduleEdit(cron_expression="0 13 * * *"), CATALOG, NOW).changes
     assert paused == {"task_type": "cron", "interval_seconds": None, "cron_expression": "0 13 * * *"}
     # A flagged row that is fixed is healthy again.
     fixed = plan_edit(_current(task_name="t.gone", invalid_reason="unregistered", invalid_at=NOW),
-                      ScheduleEdit(task_name="t.open"), CATALOG, NOW)
+                      ScheduleEdit(task_name="t.open"), CATALOG, NOW).changes
     assert fixed == {"task_name": "t.open", "invalid_reason": None, "invalid_at": None}
     # A done once row given a new time runs again.
     done = _current(task_type="once", interval_seconds=None, run_at=datetime(2030, 5, 1), status="done",
                     next_run_at=None)
-    again = plan_edit(done, ScheduleEdit(run_at="2030-07-01T00:00"), CATALOG, NOW)
+    again = plan_edit(done, ScheduleEdit(run_at="2030-07-01T00:00"), CATALOG, NOW).changes
     assert again == {"run_at": datetime(2030, 7, 1), "status": "active", "next_run_at": datetime(2030, 7, 1)}
-    with pytest.raises(ScheduleError, match="no task"):
-        plan_edit(_current(task_name=None), ScheduleEdit(description="x"), CATALOG, NOW)
+    # A stored fault the edit does not touch does not block it; it comes back as a problem.
+    kept = plan_edit(_current(task_name=None), ScheduleEdit(description="x"), CATALOG, NOW)
+    assert kept.changes == {"description": "x"}
+    assert [p.field for p in kept.problems if isinstance(p, ScheduleError)] == ["task_name"]
 
 
 def test_plan_resume_realigns_without_replaying_the_backlog() -> None:
     old = _current(status="paused", last_run_at=datetime(2030, 5, 1, 0, 0), next_run_at=datetime(2030, 5, 1, 0, 10))
-    changes = plan_resume(old, CATALOG, NOW)
+    changes = plan_resume(old, CATALOG, NOW).changes
     assert changes == {"status": "active", "next_run_at": datetime(2030, 6, 1, 12, 10)}
-    with pytest.raises(ScheduleStateError, match="already active"):
-        plan_resume(_current(), CATALOG, NOW)
+    assert plan_resume(_current(), CATALOG, NOW).changes == {}  # already active: nothing to do
     with pytest.raises(ScheduleStateError, match="edit 7 --at"):
         plan_resume(_current(status="done"), CATALOG, NOW)
-    with pytest.raises(UnknownTaskError):
+    with pytest.raises(ScheduleCannotRunError) as info:
         plan_resume(_current(status="paused", task_name="t.gone"), CATALOG, NOW)
+    assert info.value.field == "task_name" and isinstance(info.value.cause, UnknownTaskError)
 
 
 # --- the verbs on SQLite -------------------------------------------------------------------------
@@ -316,8 +318,8 @@ def test_show_by_id_and_name(embedded_settings: Settings) -> None:
     assert {"next_run_at", "last_run_at", "success_count", "failure_count", "last_error"} <= set(by_id)
     table = invoke(s, "schedules", "show", "shown")
     assert table.exit_code == 0 and "invalid_reason" in table.output and "bad cron" in table.output
-    refused(s, ["schedules", "show", "missing"], "no schedule with id or name 'missing'", code=1)
-    refused(s, ["schedules", "show", "999"], "'999'", code=1)
+    refused(s, ["schedules", "show", "missing"], "no schedule with id or name 'missing'")
+    refused(s, ["schedules", "show", "999"], "'999'")
 
 
 def test_an_all_digit_name_is_found_when_no_id_matches(embedded_settings: Settings) -> None:
@@ -359,7 +361,7 @@ def test_edit_refusals_leave_the_row_as_it_was(embedded_settings: Settings) -> N
     refused(s, [*base, "--timezone", "Moon/Base"], "--timezone")
     refused(s, [*base, "--name", "other"], "another schedule has this name")
     refused(s, [*base, "--timeout", "5", "--no-timeout"], "not both")
-    refused(s, ["schedules", "edit", "ghost", "--description", "x"], "no schedule", code=1)
+    refused(s, ["schedules", "edit", "ghost", "--description", "x"], "no schedule")
 
 
 def test_edit_revives_a_flagged_row(embedded_settings: Settings) -> None:
@@ -387,14 +389,15 @@ def test_pause_and_resume(embedded_settings: Settings) -> None:
     assert resumed["status"] == "active"
     assert utcnow() - timedelta(seconds=1) < due <= utcnow() + timedelta(seconds=600)  # no backlog replay
     assert (due - last.replace(microsecond=0)).total_seconds() % 600 == 0  # same grid
-    refused(s, ["schedules", "resume", "pr"], "already active", code=1)
+    again = invoke(s, "schedules", "resume", "pr")  # idempotent: exit 0, says so, writes nothing
+    assert again.exit_code == 0 and "is already active" in again.output
     set_columns(s, row["id"], status="done")
-    refused(s, ["schedules", "resume", "pr"], "--at", code=1)
-    refused(s, ["schedules", "pause", "pr"], "only an active schedule", code=1)
+    refused(s, ["schedules", "resume", "pr"], "--at")
+    refused(s, ["schedules", "pause", "pr"], "only an active schedule")
     set_columns(s, row["id"], status="paused", task_name="dataforge.removed")
-    refused(s, ["schedules", "resume", "pr"], "not registered", "schedules edit pr --task", code=1)
+    refused(s, ["schedules", "resume", "pr"], "not registered", f"schedules edit {row['id']} --task")
     text = invoke(s, "schedules", "pause", "ghost")
-    assert text.exit_code == 1
+    assert text.exit_code == 2
 
 
 def _executions(settings: Settings, schedule_id: int) -> None:
@@ -440,7 +443,7 @@ def test_history(embedded_settings: Settings) -> None:
     assert "traceback line" not in table.output and "1.502s" in table.output
     refused(s, ["schedules", "history", "hist", "--state", "exploded"], "--state")
     refused(s, ["schedules", "history", "hist", "--limit", "0"], "--limit")
-    refused(s, ["schedules", "history", "nope"], "no schedule", code=1)
+    refused(s, ["schedules", "history", "nope"], "no schedule")
 
 
 def test_delete_keeps_the_history_and_needs_yes_off_a_terminal(embedded_settings: Settings) -> None:
@@ -461,13 +464,13 @@ def test_delete_keeps_the_history_and_needs_yes_off_a_terminal(embedded_settings
             assert len(runs) == 4 and {r.scheduled_task_id for r in runs} == {None}
     finally:
         db.dispose()
-    refused(s, ["schedules", "delete", "doomed", "--yes"], "no schedule", code=1)
+    refused(s, ["schedules", "delete", "doomed", "--yes"], "no schedule")
 
 
 def test_a_database_without_the_schema_is_a_clear_error(tmp_path: Any) -> None:
     bare = Settings.from_env({}, cwd=tmp_path)
     result = invoke(bare, "schedules", "list")
-    assert result.exit_code == 1 and "dataforge db upgrade" in result.output
+    assert result.exit_code == 3 and "dataforge db upgrade" in result.stderr
 
 
 # --- run-now -------------------------------------------------------------------------------------
@@ -523,18 +526,19 @@ def test_run_now_refuses_what_a_worker_would_discard(embedded_settings: Settings
     s = embedded_settings
     row = add(s, "gone")
     set_columns(s, row["id"], task_name="dataforge.removed")
-    refused(s, ["schedules", "run-now", "gone"], "not registered", "schedules edit gone --task", code=1)
+    fix = f"schedules edit {row['id']}"
+    refused(s, ["schedules", "run-now", "gone"], "not registered", f"{fix} --task")
     set_columns(s, row["id"], task_name=TASK, handler_kwargs='{"weeks": 1}')
-    refused(s, ["schedules", "run-now", "gone"], "weeks", "--kwargs", code=1)
+    refused(s, ["schedules", "run-now", "gone"], '{"weeks": 1}', f"{fix} --kwargs")
     set_columns(s, row["id"], handler_kwargs="{}", task_type="cron", cron_expression="99 * * * *")
-    refused(s, ["schedules", "run-now", "gone"], "cron_expression", "schedules edit gone --cron", code=1)
-    refused(s, ["schedules", "run-now", "nothing"], "no schedule", code=1)
+    refused(s, ["schedules", "run-now", "gone"], "'99 * * * *'", f"{fix} --cron")
+    refused(s, ["schedules", "run-now", "nothing"], "no schedule")
 
 
 def test_run_now_with_the_broker_down_is_a_clear_error(embedded_settings: Settings) -> None:
     add(embedded_settings, "nobroker")
     down = embedded_settings.with_(broker_url="redis://:secret@127.0.0.1:1/0")
-    result = refused(down, ["schedules", "run-now", "nobroker"], "could not send to the broker", code=1)
+    result = refused(down, ["schedules", "run-now", "nobroker"], "could not send to the broker", code=3)
     assert "secret" not in result.output
 
 
