@@ -7,14 +7,37 @@ a worker runs) are kept by hand in different places; ``--check`` makes CI fail w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from dataforge.cli.common import CliContext, emit_json, json_option, pass_cli, stderr_console
 from dataforge.cli.exits import Exit
-from dataforge.errors import ConfigurationError
+from dataforge.errors import ConfigurationError, JsonValueError
+from dataforge.strict_json import check_value
 
 __all__ = ["tasks"]
+
+
+def _json_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry for ``--json``: a param default that is not strict JSON (``float("inf")`` in a
+    hand-written REGISTERED_TASKS) is given as ``default_expr`` source text instead."""
+    out = dict(entry)
+    params = out.get("params")
+    if isinstance(params, list):
+        fixed: list[Any] = []
+        for p in params:
+            if isinstance(p, Mapping) and "default" in p:
+                try:
+                    check_value(p["default"])
+                except JsonValueError:
+                    p = {**{k: v for k, v in p.items() if k != "default"}, "default_expr": repr(p["default"])}
+            fixed.append(p)
+        out["params"] = fixed
+    return out
 
 
 def _params_text(params: list[object]) -> str:
@@ -59,7 +82,7 @@ def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
         ) from exc
 
     if as_json:
-        emit_json({"tasks": list(entries.values()), "check": report.to_json()})
+        emit_json({"tasks": [_json_entry(e) for e in entries.values()], "check": report.to_json()})
     else:
         table = Table(title=f"Tasks of {', '.join(cli.settings.task_packages)}")
         table.add_column("Task", no_wrap=True)
@@ -72,7 +95,8 @@ def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
                 status = "[yellow]not in REGISTERED_TASKS[/yellow]"
             else:
                 status = "[red]not registered with Celery[/red]"
-            table.add_row(name, str(entry["name"]), str(entry["category"]), _params_text(entry["params"]), status)
+            table.add_row(escape(name), escape(str(entry["name"])), escape(str(entry["category"])),
+                          escape(_params_text(entry["params"])), status)
         cli.console.print(table)
         if not report.ok:
             err = stderr_console()
