@@ -61,8 +61,11 @@ def _fmt(value: Any) -> str:
 
 
 def _next_run(row: Mapping[str, Any]) -> str:
-    """A paused, disabled or done row has no next run: beat sends nothing for it."""
-    return _fmt(row["next_run_at"]) if row["status"] == ScheduleStatus.ACTIVE else "-"
+    """A paused, disabled or done row has no next run: beat sends nothing for it. An active
+    row without a due time gets one from beat on its next pass."""
+    if row["status"] != ScheduleStatus.ACTIVE:
+        return "-"
+    return _fmt(row["next_run_at"]) if row["next_run_at"] is not None else "pending (beat plans it)"
 
 
 def _print_row(cli: CliContext, row: Mapping[str, Any], title: str) -> None:
@@ -200,7 +203,9 @@ def _report_write(cli: CliContext, written: Written, verb: str, as_json: bool, u
         return
     head = (f"{verb} schedule {row['id']} [bold]{_fmt(row['name'])}[/bold]" if written.changed
             else f"schedule {row['id']} [bold]{_fmt(row['name'])}[/bold] {unchanged}")
-    when = f", next run {_next_run(row)} UTC" if row["status"] == ScheduleStatus.ACTIVE else ""
+    when = ""
+    if row["status"] == ScheduleStatus.ACTIVE:
+        when = f", next run {_next_run(row)}" + (" UTC" if row["next_run_at"] is not None else "")
     cli.console.print(f"{head}: {_fmt(row['task_name'])}, {_fmt(row['schedule'])}, {row['status']}{when}",
                       highlight=False, soft_wrap=True)
 

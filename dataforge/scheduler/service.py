@@ -552,6 +552,7 @@ def add_schedule(db: Database, catalog: TaskCatalog, edit: ScheduleEdit,
             row = ScheduledTask(**values)
             session.add(row)
             session.flush()
+            session.refresh(row)
             return Written(schedule_to_dict(row))
     except IntegrityError as exc:  # another writer took the name between our check and insert
         raise _name_taken(values["name"]) from exc
@@ -571,7 +572,11 @@ def _update(db: Database, ref: str | int, plan: Callable[[Mapping[str, Any]], Pl
             raise ScheduleError("name", new_name, "another schedule has this name; pick another name")
         for key, value in changes.items():
             setattr(row, key, value)
-        session.flush()
+        if changes:
+            session.flush()
+            # The change triggers may have adjusted the row (cleared a due time that equals
+            # the old one, cleared the invalid flag): report what is stored, not what we sent.
+            session.refresh(row)
         return Written(schedule_to_dict(row), changed=bool(changes), problems=planned.problems)
 
 

@@ -18,12 +18,10 @@ from typing import Any
 
 import pytest
 import redis
-from click.testing import CliRunner, Result
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from dataforge.catalog.params import ParamSpec, TaskParams, check_kwargs
 from dataforge.catalog.registry import TaskCatalog
-from dataforge.cli.main import cli
 from dataforge.db import Database
 from dataforge.errors import ScheduleError, UnknownTaskError
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
@@ -38,67 +36,7 @@ from dataforge.scheduler.service import (
 )
 from dataforge.settings import Settings
 from dataforge.tools.processes import CeleryProcess, beat_command, worker_command
-
-TASK = "dataforge.example_cleanup"
-OTHER_TASK = "dataforge.example_sync_accounts"
-
-
-# --- helpers -----------------------------------------------------------------------------------
-
-
-def invoke(settings: Settings, *args: str) -> Result:
-    """Run `dataforge ARGS` with ``settings`` as its environment (the CLI reads nothing else).
-
-    COLUMNS: rich wraps tables to the terminal width; a wide one keeps cell text on one line.
-    """
-    env = {**settings.as_env(), "COLUMNS": "250"}
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-
-def ok_json(settings: Settings, *args: str) -> Any:
-    result = invoke(settings, *args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def snapshot(settings: Settings) -> list[dict[str, Any]]:
-    """Every column of every schedule row, to prove a refused write changed nothing."""
-    db = Database(settings.database_url)
-    try:
-        with db.session() as session:
-            return [
-                {c.key: getattr(row, c.key) for c in ScheduledTask.__table__.columns}
-                for row in session.scalars(select(ScheduledTask).order_by(ScheduledTask.id))
-            ]
-    finally:
-        db.dispose()
-
-
-def set_columns(settings: Settings, schedule_id: int, **values: Any) -> None:
-    db = Database(settings.database_url)
-    try:
-        with db.session() as session:
-            session.execute(update(ScheduledTask).where(ScheduledTask.id == schedule_id).values(**values))
-    finally:
-        db.dispose()
-
-
-def add(settings: Settings, name: str, *extra: str) -> dict[str, Any]:
-    args = extra if any(a in extra for a in ("--interval", "--cron", "--at")) else (*extra, "--interval", "3600")
-    if "--task" not in args:
-        args = (*args, "--task", TASK)
-    return ok_json(settings, "schedules", "add", name, *args)  # type: ignore[no-any-return]
-
-
-def refused(settings: Settings, args: list[str], *needles: str, code: int = 2) -> Result:
-    """Run a command that must be refused: exit ``code``, message with ``needles``, table unchanged."""
-    before = snapshot(settings)
-    result = invoke(settings, *args)
-    assert result.exit_code == code, result.output
-    for needle in needles:
-        assert needle in result.output, f"{needle!r} not in:\n{result.output}"
-    assert snapshot(settings) == before, "a refused command changed the table"
-    return result
+from tests.dataforge.cli.support import OTHER_TASK, TASK, add, invoke, ok_json, refused, set_columns, snapshot
 
 
 def dt(text: str) -> datetime:
@@ -338,11 +276,13 @@ def test_edit_changes_only_what_is_given(embedded_settings: Settings) -> None:
     assert edited["kwargs"] == {"dry_run": False} and edited["description"] == "d"
     assert edited["timeout_seconds"] is None and edited["max_retries"] == 4
     assert dt(edited["next_run_at"]) == due  # no timing change: the due time stays
-    renamed = ok_json(s, "schedules", "edit", str(row["id"]), "--name", "ed2", "--interval", "900")
-    assert renamed["name"] == "ed2" and renamed["interval_seconds"] == 900
-    # The grid continues from last_run_at in 900 s steps: the first point after now.
+    # 840 s does not divide the hour: the new grid misses the old due time (had it hit it, the
+    # change trigger would take the equal value for "not set" and leave the due time to beat).
+    renamed = ok_json(s, "schedules", "edit", str(row["id"]), "--name", "ed2", "--interval", "840")
+    assert renamed["name"] == "ed2" and renamed["interval_seconds"] == 840
+    # The grid continues from last_run_at in 840 s steps: the first point after now.
     new_due = dt(renamed["next_run_at"])
-    assert new_due > utcnow() - timedelta(seconds=1) and (new_due - (due - timedelta(hours=1))).seconds % 900 == 0
+    assert new_due > utcnow() - timedelta(seconds=1) and (new_due - (due - timedelta(hours=1))).seconds % 840 == 0
     to_cron = ok_json(s, "schedules", "edit", "ed2", "--cron", "15 4 * * *", "--timezone", "Asia/Tokyo")
     assert to_cron["task_type"] == "cron" and to_cron["interval_seconds"] is None
     assert (dt(to_cron["next_run_at"]).hour, dt(to_cron["next_run_at"]).minute) == (19, 15)
