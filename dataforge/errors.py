@@ -79,6 +79,10 @@ class DatabaseUnavailableError(DataForgeError):
         self.fix = fix
         super().__init__(f"database {url} is unreachable: {reason}; {fix}")
 
+    def __reduce__(self) -> tuple[type[DatabaseUnavailableError], tuple[str, str, str]]:
+        # Celery pickles a task's exception (eager results, the result backend): keep the type.
+        return type(self), (self.url, self.reason, self.fix)
+
 
 class SchemaError(DataForgeError):
     """The database has no DataForge schema, or one at a revision this code cannot run on.
@@ -96,6 +100,9 @@ class SchemaError(DataForgeError):
         self.revision = revision
         super().__init__(f"database {url} {problem}: {fix}")
 
+    def __reduce__(self) -> tuple[type[SchemaError], tuple[str, str, str, str, str | None]]:
+        return type(self), (self.url, self.kind, self.problem, self.fix, self.revision)
+
 
 class JsonValueError(DataForgeError):
     """A value is not strict JSON (NaN, infinities, lone surrogates, duplicate keys, too deep
@@ -105,3 +112,6 @@ class JsonValueError(DataForgeError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}" if path != "$" else reason)
+
+    def __reduce__(self) -> tuple[type[JsonValueError], tuple[str, str]]:
+        return type(self), (self.path, self.reason)
