@@ -200,11 +200,14 @@ def _usage(exc: click.UsageError) -> Failure:
 
 
 def failure_for(exc: BaseException, settings: Settings | None, subject: str | None = None) -> Failure | None:
-    """What ``exc`` means, or ``None`` for an exception nobody expected (a bug: let it raise).
+    """What ``exc`` means, or ``None`` for an exception nobody expected (a bug: let it raise)
+    or one click reports itself (a group's help).
 
     ``settings``: the CLI's, to name the database or broker that failed (``None`` when the
     settings themselves could not be built); ``subject``: what the verb was working on.
     """
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return None  # a group run without a verb: click prints its help, exit 2
     if isinstance(exc, click.UsageError):
         return _usage(exc)
     if isinstance(exc, click.ClickException):

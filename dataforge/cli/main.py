@@ -54,7 +54,14 @@ class _Group(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[_ARGV_META] = list(args)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:  # an option of the root itself (`dataforge --bogus`)
+            failure = failure_for(exc, None)
+            if failure is None:
+                raise
+            report(failure, as_json=_wants_json(ctx))
+            ctx.exit(int(failure.exit))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

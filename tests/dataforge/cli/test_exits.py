@@ -241,6 +241,8 @@ READY_STEPS: list[Case] = [
     Case(("convert", "no/such/dir"), Exit.REFUSED, "does not exist"),
     Case(("verify", "no/such/dir", "--cases", "x.json"), Exit.REFUSED, "does not exist"),
     Case(("nosuchverb",), Exit.REFUSED, "No such command"),
+    Case(("--bogus",), Exit.REFUSED, "No such option"),
+    Case(("db", "sql"), Exit.OK, "CREATE TABLE scheduled_tasks"),
 ]
 
 
