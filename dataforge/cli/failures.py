@@ -47,7 +47,18 @@ from dataforge.scheduler.errors import ScheduleCannotRunError, ScheduleNotFoundE
 from dataforge.schema import driver_reason, safe_url, unreachable
 from dataforge.settings import Settings
 
-__all__ = ["OPTION_FOR_FIELD", "SUBJECT_META", "Failure", "Kind", "about", "echo_value", "failure_for", "report"]
+__all__ = [
+    "OPTION_FOR_FIELD",
+    "SUBJECT_META",
+    "Failure",
+    "Kind",
+    "about",
+    "echo_value",
+    "failure_for",
+    "one_line",
+    "report",
+    "stored_fault",
+]
 
 #: ``ctx.meta`` key: what the verb is working on (``schedule 'nightly'``), to start messages with.
 SUBJECT_META: Final = "dataforge.subject"
@@ -173,18 +184,21 @@ def _schedule_failure(exc: ScheduleError, subject: str | None) -> Failure:
     return Failure(Exit.REFUSED, Kind.INVALID, ": ".join(parts), option)
 
 
+def stored_fault(schedule_id: int, fault: ScheduleError | UnknownTaskError) -> tuple[str, str]:
+    """(option, text) for a fault stored in a row: what is refused, and the edit that fixes it."""
+    field = fault.field if isinstance(fault, ScheduleError) else "task_name"
+    option = OPTION_FOR_FIELD.get(field, field)
+    what = (f"its {option} {echo_value(fault.value)} is refused: {fault.reason}" if isinstance(fault, ScheduleError)
+            else str(fault).split(";")[0])
+    return option, f"{what}; fix it with `dataforge schedules edit {schedule_id} {option} ...`"
+
+
 def _cannot_run(exc: ScheduleCannotRunError) -> Failure:
-    option = OPTION_FOR_FIELD.get(exc.field, exc.field)
-    cause = exc.cause
-    if isinstance(cause, ScheduleError):
-        what = f"its {option} {echo_value(cause.value)} is refused: {cause.reason}"
-    else:
-        what = str(cause).split(";")[0]
-    fix = f"fix it with `dataforge schedules edit {exc.schedule_id} {option} ...`"
+    option, text = stored_fault(exc.schedule_id, exc.cause)
     if exc.verb == "resume":
-        fix += " (it stays paused until then)"
-    return Failure(Exit.REFUSED, Kind.REFUSED,
-                   f"schedule {exc.schedule_id} ({exc.name}) cannot {exc.verb}: {what}; {fix}", option)
+        text += " (it stays paused until then)"
+    return Failure(Exit.REFUSED, Kind.REFUSED, f"schedule {exc.schedule_id} ({exc.name}) cannot {exc.verb}: {text}",
+                   option)
 
 
 def _usage(exc: click.UsageError) -> Failure:

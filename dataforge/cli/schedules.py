@@ -9,6 +9,7 @@ command is refused.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -18,8 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dataforge.cli.common import CliContext, emit_json, json_option, pass_cli
-from dataforge.cli.failures import OPTION_FOR_FIELD, about, echo_value, one_line
-from dataforge.errors import ScheduleError
+from dataforge.cli.failures import about, one_line, stored_fault
 from dataforge.protocol import ExecutionStatus, ScheduleStatus
 from dataforge.scheduler.limits import INT32_MAX
 from dataforge.scheduler.service import (
@@ -51,12 +51,16 @@ def _subject(ref: str) -> None:
     about(click.get_current_context(), f"schedule '{shown}'")
 
 
+#: An ISO timestamp as schedule_to_dict writes them: tables show it to the second, without the T.
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+
+
 def _fmt(value: Any) -> str:
     """A value for rich output: one line, and stored text never read as rich markup."""
     if value is None:
         return "-"
-    if isinstance(value, str) and len(value) >= 19 and value[10:11] == "T":
-        return value[:19].replace("T", " ")  # tables show seconds; --json has the full value
+    if isinstance(value, str) and _TIMESTAMP.match(value):
+        return value[:19].replace("T", " ")  # --json has the full value
     return escape(one_line(str(value)))
 
 
@@ -185,12 +189,8 @@ def _edit_from(options: Mapping[str, Any], **extra: Any) -> ScheduleEdit:
 
 
 def _problem_line(row: Mapping[str, Any], fault: Fault) -> str:
-    field = fault.field if isinstance(fault, ScheduleError) else "task_name"
-    option = OPTION_FOR_FIELD.get(field, field)
-    what = (f"its {option} {echo_value(fault.value)} is refused: {fault.reason}" if isinstance(fault, ScheduleError)
-            else str(fault).split(";")[0])
-    return (f"warning: schedule {row['id']} ({row['name']}) still cannot run: {what}; fix it with "
-            f"`dataforge schedules edit {row['id']} {option} ...`")
+    _option, text = stored_fault(row["id"], fault)
+    return f"warning: schedule {row['id']} ({row['name']}) still cannot run: {text}"
 
 
 def _report_write(cli: CliContext, written: Written, verb: str, as_json: bool, unchanged: str) -> None:

@@ -119,8 +119,6 @@ def _unreachable_url(backend: str, tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_unreachable_database_is_exit_3_for_every_verb(backend: str, tmp_path: Path) -> None:
-    if backend == "postgresql":
-        pytest.importorskip("psycopg")
     env = env_for(_unreachable_url(backend, tmp_path), tmp_path)
     needle = "does not exist" if backend == "sqlite" else "Connection refused"
     for args in [*DB_VERBS, *DB_ADMIN_VERBS]:
