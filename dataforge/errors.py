@@ -10,8 +10,11 @@ from __future__ import annotations
 __all__ = [
     "ConfigurationError",
     "DataForgeError",
+    "DatabaseUnavailableError",
+    "JsonValueError",
     "LockUnavailableError",
     "ScheduleError",
+    "SchemaError",
     "UnknownTaskError",
 ]
 
@@ -61,3 +64,54 @@ class LockUnavailableError(DataForgeError):
         self.key = key
         self.cause = cause
         super().__init__(f"lock store unreachable for {key!r}: {cause!r}")
+
+
+class DatabaseUnavailableError(DataForgeError):
+    """The database cannot be reached (server down, wrong URL, SQLite file in a missing folder).
+
+    ``url`` is the database URL with any password hidden; ``reason`` is the driver's first line;
+    ``fix`` what to check.
+    """
+
+    def __init__(self, url: str, reason: str, fix: str) -> None:
+        self.url = url
+        self.reason = reason
+        self.fix = fix
+        super().__init__(f"database {url} is unreachable: {reason}; {fix}")
+
+    def __reduce__(self) -> tuple[type[DatabaseUnavailableError], tuple[str, str, str]]:
+        # Celery pickles a task's exception (eager results, the result backend): keep the type.
+        return type(self), (self.url, self.reason, self.fix)
+
+
+class SchemaError(DataForgeError):
+    """The database has no DataForge schema, or one at a revision this code cannot run on.
+
+    ``kind`` is ``missing`` (no tables), ``legacy`` (the legacy tables, never migrated),
+    ``outdated`` (an older revision) or ``unknown`` (a revision this release does not know);
+    ``fix`` is the command that repairs it, already part of the message.
+    """
+
+    def __init__(self, url: str, kind: str, problem: str, fix: str, revision: str | None = None) -> None:
+        self.url = url
+        self.kind = kind
+        self.problem = problem
+        self.fix = fix
+        self.revision = revision
+        super().__init__(f"database {url} {problem}: {fix}")
+
+    def __reduce__(self) -> tuple[type[SchemaError], tuple[str, str, str, str, str | None]]:
+        return type(self), (self.url, self.kind, self.problem, self.fix, self.revision)
+
+
+class JsonValueError(DataForgeError):
+    """A value is not strict JSON (NaN, infinities, lone surrogates, duplicate keys, too deep
+    or too large). ``path`` points at the offending part (``$.a[2]``)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path != "$" else reason)
+
+    def __reduce__(self) -> tuple[type[JsonValueError], tuple[str, str]]:
+        return type(self), (self.path, self.reason)

@@ -17,6 +17,7 @@ from celery import Celery
 from dataforge.db import Database
 from dataforge.errors import DataForgeError
 from dataforge.locks import LockBackend, LockRenewer, backend_for
+from dataforge.schema import SchemaGate
 from dataforge.settings import Settings
 from dataforge.worker.loop import JobLoop
 from dataforge.worker.recording.recorder import Recorder
@@ -50,6 +51,9 @@ class Runtime:
         self._lock_renewer: LockRenewer | None = None
         self._job_loop: JobLoop | None = None
         self._recorder: Recorder | None = None
+        #: Whether the database has a schema this release runs on (checked once it passes;
+        #: kept across forks: a fork does not change the schema).
+        self.schema = SchemaGate(self.db)
 
     @property
     def locks(self) -> LockBackend:

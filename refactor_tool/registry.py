@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from dataforge.catalog.params import TaskParams, no_params_item, var_keyword_item
+from dataforge.errors import JsonValueError
+from dataforge.strict_json import check_value
 from refactor_tool.analysis import NOT_LITERAL, ModuleFacts, Param, TaskDef
 
 __all__ = [
@@ -49,8 +51,12 @@ def _param_dict(param: Param) -> dict[str, Any]:
     out: dict[str, Any] = {"name": param.name, "required": param.required}
     if param.default is not None:
         try:
-            out["default"] = ast.literal_eval(param.default)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            value = ast.literal_eval(param.default)
+            # A default is shown as data (`dataforge tasks --json`) only if it is strict JSON,
+            # the rule schedule kwargs follow; `1e999`, `()` or `{1: 2}` stay source text.
+            check_value(value)
+            out["default"] = value
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, JsonValueError):
             out["default_expr"] = param.default
     if param.annotation is not None:
         out["annotation"] = param.annotation

@@ -21,7 +21,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from dataforge.cli.common import EXIT_CHANGED, EXIT_FAILED, EXIT_OK, CliContext, emit_json, pass_cli
+from dataforge.cli.common import CliContext, emit_json, json_option, pass_cli
+from dataforge.cli.exits import Exit
 from refactor_tool.errors import RefactorError
 from refactor_tool.options import DEFAULT_BASE_IMPORT, DEFAULT_CELERY_APP_IMPORT, ConvertOptions, ImportTarget
 from refactor_tool.runner import NothingToConvert, Progress
@@ -156,7 +157,7 @@ def convert(
             report = run_convert(legacy_backend_dir, options, mode=mode, jobs=jobs, progress=progress)
     except NothingToConvert as exc:
         err.print(f"convert: {exc}", markup=False)
-        raise SystemExit(EXIT_FAILED) from exc
+        raise SystemExit(Exit.REFUSED) from exc
     except WriteInterrupted as exc:
         state = "every file it had written was restored" if exc.restored else "it came after the last write: done"
         err.print(f"convert: interrupted; {state}", markup=False)
@@ -192,7 +193,7 @@ def convert(
 @click.option(
     "--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds allowed per case."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome of every case as one JSON document.")
+@json_option("Print the outcome of every case as one JSON document (errors too).")
 @click.option(
     "--tasks-package",
     default="app.tasks",
@@ -216,22 +217,17 @@ def verify(
     0 every case identical (or differing exactly as the case declares), 1 differences,
     2 the verification could not run.
     """
-    from refactor_tool.verify import VerifyError, load_cases
+    from refactor_tool.verify import load_cases
     from refactor_tool.verify import verify as run_verify
 
     # The converted side runs on this project's runtime, so the default import targets apply.
     options = _options(cli, tasks_package, str(DEFAULT_CELERY_APP_IMPORT), str(DEFAULT_BASE_IMPORT), keep_scripts=False)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    try:
-        cases = load_cases(cases_file)
-        report = run_verify(legacy_backend_dir, cases, options, worker=worker, timeout=timeout)
-    except VerifyError as exc:
-        err.print(f"verify: {exc}", markup=False)
-        raise SystemExit(EXIT_FAILED) from exc
+    cases = load_cases(cases_file)
+    report = run_verify(legacy_backend_dir, cases, options, worker=worker, timeout=timeout)
     if as_json:
         emit_json(report.to_json())
     else:
         out = Console(highlight=False, soft_wrap=True)
         for line in report.lines():
             out.print(line, markup=False)
-    raise SystemExit(EXIT_OK if report.ok else EXIT_CHANGED)
+    raise SystemExit(Exit.OK if report.ok else Exit.NO)

@@ -23,10 +23,11 @@ from typing import Any, NoReturn
 
 import click
 from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
-from dataforge.cli.common import EXIT_CHANGED, EXIT_ENVIRONMENT, EXIT_FAILED, CliContext, emit_json, pass_cli
-from dataforge.errors import DataForgeError
+from dataforge.cli import failures
+from dataforge.cli.common import JSON_META, CliContext, emit_json, json_option, pass_cli
+from dataforge.cli.exits import Exit
+from dataforge.cli.failures import Failure, Kind
 from dataforge.settings import Settings
 
 __all__ = ["db"]
@@ -47,25 +48,20 @@ def _url(settings: Settings, x_args: Mapping[str, str]) -> str:
     return x_args.get("url") or settings.database_url
 
 
-def _fail(code: int, message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+def _fail(code: Exit, kind: Kind, message: str) -> NoReturn:
+    """End the verb with a failure the shared mapping cannot classify from an exception alone."""
+    failures.report(Failure(code, kind, message), as_json=bool(click.get_current_context().meta.get(JSON_META)))
     raise SystemExit(code)
 
 
 @contextmanager
 def _inspect(url: str) -> Iterator[Connection | None]:
     """A connection that cannot change the database (``None``: a SQLite file that does not
-    exist yet); exit 3 when it cannot be opened."""
+    exist yet); one that cannot be opened ends the verb with exit 3 (the shared mapping)."""
     from migrations.connections import inspection_connection
-    from migrations.errors import DatabaseUnavailableError
 
-    try:
-        with inspection_connection(url, missing_ok=True) as conn:
-            yield conn
-    except DatabaseUnavailableError as exc:
-        _fail(EXIT_ENVIRONMENT, str(exc))
-    except SQLAlchemyError as exc:
-        _fail(EXIT_ENVIRONMENT, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+    with inspection_connection(url, missing_ok=True) as conn:
+        yield conn
 
 
 def _current(url: str) -> tuple[str | None, bool]:
@@ -119,7 +115,7 @@ def _renamed_hint(revision: str) -> str:
 def _run_alembic(cli: CliContext, action: str, fn: Any, as_json: bool, x_args: Mapping[str, str] | None = None) -> None:
     from alembic.util import CommandError
 
-    from migrations.errors import DatabaseUnavailableError, MigrationOptionError, MigrationRefusedError
+    from migrations.errors import MigrationRefusedError
     from migrations.preflight import RENAMED_REVISIONS, preflight
 
     try:
@@ -127,8 +123,8 @@ def _run_alembic(cli: CliContext, action: str, fn: Any, as_json: bool, x_args: M
     except CommandError as exc:
         renamed = [old for old in RENAMED_REVISIONS if f"'{old}'" in str(exc)]
         if renamed:
-            _fail(EXIT_ENVIRONMENT, f"{exc}; {_renamed_hint(renamed[0])}")
-        _fail(EXIT_FAILED, str(exc))
+            _fail(Exit.ENVIRONMENT, Kind.SCHEMA_OUTDATED, f"{exc}; {_renamed_hint(renamed[0])}")
+        raise
     except MigrationRefusedError as exc:
         report = exc.report
         if exc.revision == "0003_data" and x_args is not None:
@@ -142,13 +138,7 @@ def _run_alembic(cli: CliContext, action: str, fn: Any, as_json: bool, x_args: M
             click.echo(f"migration {exc.revision} refused: {exc.reason}; nothing was changed", err=True)
             if report is not None:
                 click.echo(report.render(), err=True)
-        raise SystemExit(EXIT_CHANGED) from exc
-    except DatabaseUnavailableError as exc:
-        _fail(EXIT_ENVIRONMENT, str(exc))
-    except (MigrationOptionError, DataForgeError) as exc:
-        _fail(EXIT_FAILED, str(exc))
-    except SQLAlchemyError as exc:
-        _fail(EXIT_ENVIRONMENT, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+        raise SystemExit(Exit.NO) from exc
 
 
 _x_option = click.option(
@@ -161,7 +151,7 @@ _policy_option = click.option(
     "--on-unmappable", type=click.Choice(["refuse", "pause"]), default=None,
     help="Active rows that name no task: refuse the upgrade (default) or pause them.",
 )  # fmt: skip
-_json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+_json_option = json_option("One JSON document on stdout (errors too).")
 
 
 @click.group("db")
@@ -284,29 +274,21 @@ def check(cli: CliContext, map_file: str | None, on_unmappable: str | None, x: t
     Exit 1 when the upgrade would refuse, or would leave an active row unable to run (paused,
     unmapped, kwargs or schedule beat refuses: each row is listed with all its reasons).
     """
-    from migrations.errors import DatabaseUnavailableError, MigrationOptionError
     from migrations.preflight import RENAMED_REVISIONS, preflight
 
     x_args = _x_options(x, map=map_file, on_unmappable=on_unmappable)
-    try:
-        report, revision = preflight(cli.settings, x_args)
-    except DatabaseUnavailableError as exc:
-        _fail(EXIT_ENVIRONMENT, str(exc))
-    except (MigrationOptionError, DataForgeError) as exc:
-        _fail(EXIT_FAILED, str(exc))
-    except SQLAlchemyError as exc:
-        _fail(EXIT_ENVIRONMENT, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+    report, revision = preflight(cli.settings, x_args)
+    if revision in RENAMED_REVISIONS:
+        _fail(Exit.ENVIRONMENT, Kind.SCHEMA_OUTDATED, _renamed_hint(revision))
     if as_json:
         emit_json({"revision": revision, **report.to_json()})
     else:
         click.echo(report.render())
-    if revision in RENAMED_REVISIONS:
-        _fail(EXIT_ENVIRONMENT, _renamed_hint(revision))
     if report.blocking:
         if not as_json:
             click.echo("the upgrade would REFUSE: fix the [BLOCK] rows or use --on-unmappable pause", err=True)
-        raise SystemExit(EXIT_CHANGED)
+        raise SystemExit(Exit.NO)
     if report.stops_rows:
         if not as_json:
             click.echo("active rows would stop running after the upgrade: see [STOP]", err=True)
-        raise SystemExit(EXIT_CHANGED)
+        raise SystemExit(Exit.NO)

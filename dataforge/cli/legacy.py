@@ -8,16 +8,11 @@ message each verb prints.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import click
 
-from dataforge.cli.common import EXIT_FAILED, CliContext, emit_json, pass_cli
-from dataforge.db import Database
-from dataforge.legacy.errors import LegacySwitchError
+from dataforge.cli.common import CliContext, emit_json, json_option, pass_cli
 from dataforge.legacy.status import LegacyStatus, legacy_status
-from dataforge.legacy.switch import set_switch
+from dataforge.legacy.switch import read_switch, set_switch
 
 __all__ = ["legacy"]
 
@@ -29,18 +24,6 @@ _AFTER_DISABLE = (
     "beat stops sending legacy messages from its next full refresh; restart the workers to drop the shim "
     "(legacy messages still queued are then run by the forwarder, as the new task)"
 )
-
-
-@contextmanager
-def _database(cli: CliContext) -> Iterator[Database]:
-    db = Database(cli.settings.database_url)
-    try:
-        yield db
-    except LegacySwitchError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(EXIT_FAILED) from exc
-    finally:
-        db.dispose()
 
 
 def _show(cli: CliContext, status: LegacyStatus, as_json: bool, note: str | None = None) -> None:
@@ -72,34 +55,46 @@ def legacy() -> None:
     """The legacy switch: run legacy handler_path rows through the compat shim (rollback)."""
 
 
+_json = json_option()
+
+
 @legacy.command("status")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@_json
 @pass_cli
 def status(cli: CliContext, as_json: bool) -> None:
     """Show the switch, where it comes from, and how much the legacy path is still used."""
-    with _database(cli) as db:
+    with cli.database() as db:
         _show(cli, legacy_status(db, cli.settings), as_json)
 
 
+def _flip(cli: CliContext, enabled: bool, as_json: bool, after: str) -> None:
+    """Persist the switch unless it already is so (then nothing is written, not even the
+    audit columns, and the command says so)."""
+    word = "enabled" if enabled else "disabled"
+    with cli.database() as db:
+        already = read_switch(db, cli.settings).persisted is enabled
+        if not already:
+            set_switch(db, cli.settings, enabled)
+        state = legacy_status(db, cli.settings)
+    note = f"the legacy switch is already {word}; nothing changed" if already else after
+    if not enabled and state.switch.env:
+        note += "; DATAFORGE_LEGACY_TASKS=1 is set in this environment and keeps it on where it is set"
+    _show(cli, state, as_json, note)
+
+
 @legacy.command("enable")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@_json
 @pass_cli
 def enable(cli: CliContext, as_json: bool) -> None:
-    """Turn the legacy switch on (persisted: beat and all workers see it)."""
-    with _database(cli) as db:
-        set_switch(db, cli.settings, True)
-        _show(cli, legacy_status(db, cli.settings), as_json, _AFTER_ENABLE)
+    """Turn the legacy switch on (persisted: beat and all workers see it). Enabling it when it
+    is on changes nothing and succeeds."""
+    _flip(cli, True, as_json, _AFTER_ENABLE)
 
 
 @legacy.command("disable")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@_json
 @pass_cli
 def disable(cli: CliContext, as_json: bool) -> None:
-    """Turn the persisted legacy switch off (DATAFORGE_LEGACY_TASKS=1 still forces it on)."""
-    with _database(cli) as db:
-        set_switch(db, cli.settings, False)
-        state = legacy_status(db, cli.settings)
-        note = _AFTER_DISABLE
-        if state.switch.env:
-            note = "DATAFORGE_LEGACY_TASKS=1 is set in this environment and keeps the switch on where it is set"
-        _show(cli, state, as_json, note)
+    """Turn the persisted legacy switch off (DATAFORGE_LEGACY_TASKS=1 still forces it on).
+    Disabling it when it is off changes nothing and succeeds."""
+    _flip(cli, False, as_json, _AFTER_DISABLE)

@@ -7,12 +7,37 @@ a worker runs) are kept by hand in different places; ``--check`` makes CI fail w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import click
+from rich.markup import escape
 from rich.table import Table
 
-from dataforge.cli.common import EXIT_CHANGED, EXIT_FAILED, CliContext, emit_json, pass_cli, stderr_console
+from dataforge.cli.common import CliContext, emit_json, json_option, pass_cli, stderr_console
+from dataforge.cli.exits import Exit
+from dataforge.errors import ConfigurationError, JsonValueError
+from dataforge.strict_json import check_value
 
 __all__ = ["tasks"]
+
+
+def _json_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry for ``--json``: a param default that is not strict JSON (``float("inf")`` in a
+    hand-written REGISTERED_TASKS) is given as ``default_expr`` source text instead."""
+    out = dict(entry)
+    params = out.get("params")
+    if isinstance(params, list):
+        fixed: list[Any] = []
+        for p in params:
+            if isinstance(p, Mapping) and "default" in p:
+                try:
+                    check_value(p["default"])
+                except JsonValueError:
+                    p = {**{k: v for k, v in p.items() if k != "default"}, "default_expr": repr(p["default"])}
+            fixed.append(p)
+        out["params"] = fixed
+    return out
 
 
 def _params_text(params: list[object]) -> str:
@@ -32,7 +57,7 @@ def _params_text(params: list[object]) -> str:
 
 
 @click.command("tasks")
-@click.option("--json", "as_json", is_flag=True, help="Print the tasks and the check as one JSON document.")
+@json_option("Print the tasks and the check as one JSON document (errors too).")
 @click.option("--check", is_flag=True, help="Exit 1 when REGISTERED_TASKS and Celery's registry disagree.")
 @pass_cli
 def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
@@ -51,14 +76,13 @@ def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
         entries = get_registered_tasks(app)
         report = check_registry(app)
     except ImportError as exc:
-        stderr_console().print(
-            f"[red]cannot import the task packages {', '.join(cli.settings.task_packages)}:[/red] {exc}\n"
-            "Check DATAFORGE_TASK_PACKAGES and that the packages are on PYTHONPATH."
-        )
-        raise SystemExit(EXIT_FAILED) from exc
+        raise ConfigurationError(
+            "DATAFORGE_TASK_PACKAGES", ",".join(cli.settings.task_packages),
+            f"cannot import the task packages ({exc}); check the names and that they are on PYTHONPATH",
+        ) from exc
 
     if as_json:
-        emit_json({"tasks": list(entries.values()), "check": report.to_json()})
+        emit_json({"tasks": [_json_entry(e) for e in entries.values()], "check": report.to_json()})
     else:
         table = Table(title=f"Tasks of {', '.join(cli.settings.task_packages)}")
         table.add_column("Task", no_wrap=True)
@@ -71,11 +95,12 @@ def tasks(cli: CliContext, as_json: bool, check: bool) -> None:
                 status = "[yellow]not in REGISTERED_TASKS[/yellow]"
             else:
                 status = "[red]not registered with Celery[/red]"
-            table.add_row(name, str(entry["name"]), str(entry["category"]), _params_text(entry["params"]), status)
+            table.add_row(escape(name), escape(str(entry["name"])), escape(str(entry["category"])),
+                          escape(_params_text(entry["params"])), status)
         cli.console.print(table)
         if not report.ok:
             err = stderr_console()
             for problem in report.problems():
                 err.print(f"[yellow]warning:[/yellow] {problem}")
     if check and not report.ok:
-        raise SystemExit(EXIT_CHANGED)
+        raise SystemExit(Exit.NO)

@@ -154,6 +154,8 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     # -- celery.beat.Scheduler API ----------------------------------------------------------------
     def setup_schedule(self) -> None:
+        # Exit with one line on a database without the schema, instead of retrying forever.
+        self.runtime.schema.refuse_to_start("beat")
         # Beat's loader imports the task modules too; doing it here makes an in-process
         # scheduler (tests, embedded beat) see the same registry.
         self.app.loader.import_default_modules()

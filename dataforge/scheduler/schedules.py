@@ -25,7 +25,6 @@ back, hence the layer below, which uses croniter only to match fields on naive w
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Mapping
@@ -38,8 +37,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from croniter.croniter import CroniterBadDateError, CroniterError
 
-from dataforge.errors import ScheduleError
+from dataforge import strict_json
+from dataforge.errors import JsonValueError, ScheduleError
 from dataforge.protocol import MissedRunPolicy, TaskType
+from dataforge.scheduler.limits import check_int, check_text
 
 __all__ = [
     "CRON_NICKNAMES",
@@ -60,8 +61,10 @@ __all__ = [
     "to_naive_utc",
     "validate_cron",
     "validate_definition",
+    "validate_max_retries",
     "validate_missed_run_policy",
     "validate_schedule",
+    "validate_timeout",
     "validate_timezone",
 ]
 
@@ -161,6 +164,7 @@ def validate_timezone(name: object, schedule_id: int | None = None) -> ZoneInfo:
         raise ScheduleError(
             "timezone", name, "empty; use an IANA time zone name such as 'UTC' or 'Europe/Berlin'", schedule_id
         )
+    check_text("timezone", name, schedule_id)
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -199,6 +203,7 @@ def validate_cron(expression: object, timezone: object = "UTC", schedule_id: int
     """A :class:`CronSchedule`, or ScheduleError naming ``cron_expression`` or ``timezone``."""
     if not isinstance(expression, str) or not expression.strip():
         raise ScheduleError("cron_expression", expression, "required for task_type 'cron'", schedule_id)
+    check_text("cron_expression", expression, schedule_id)
     try:
         normalised, every_hour = _cron_fields(expression)
     except _CronRefused as exc:
@@ -235,13 +240,8 @@ def validate_schedule(
         return validate_cron(cron_expression, timezone, schedule_id)
     validate_timezone(timezone, schedule_id)
     if task_type == TaskType.INTERVAL:
-        if isinstance(interval_seconds, bool) or not isinstance(interval_seconds, int):
-            raise ScheduleError(
-                "interval_seconds", interval_seconds, "required for task_type 'interval': a whole number", schedule_id
-            )
-        if interval_seconds <= 0:
-            raise ScheduleError("interval_seconds", interval_seconds, "must be > 0", schedule_id)
-        return IntervalSchedule(interval_seconds)
+        seconds = check_int("interval_seconds", interval_seconds, 1, "seconds between runs", schedule_id)
+        return IntervalSchedule(seconds)
     try:
         when = parse_db_datetime(run_at)
     except ValueError:
@@ -265,23 +265,23 @@ def validate_missed_run_policy(value: object, schedule_id: int | None = None) ->
 def parse_kwargs(text: object, schedule_id: int | None = None) -> dict[str, Any]:
     """``handler_kwargs`` as the dict a task receives, or ScheduleError('handler_kwargs').
 
-    The column is text; only a JSON object is accepted (``''``, ``'null'``, a list or a Python
-    repr such as ``"{'days': 7}"`` are refused: the data migration rewrites those).
+    The one validity rule for kwargs: a JSON object under :mod:`dataforge.strict_json` (no
+    NaN or infinities, no duplicate keys, bounded size and depth). ``''``, ``'null'``, a list
+    or a Python repr such as ``"{'days': 7}"`` are refused (the data migration rewrites those).
+    Beat flags a stored row that breaks it; every writer refuses it before writing.
     """
     echo = text if not isinstance(text, str) or len(text) <= _MAX_KWARGS_ECHO else text[:_MAX_KWARGS_ECHO] + "..."
     if not isinstance(text, str):
         raise ScheduleError("handler_kwargs", echo, "must be the text of a JSON object", schedule_id)
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ScheduleError(
-            "handler_kwargs", echo, f'not valid JSON ({exc.args[0]}); write a JSON object such as {{"days": 7}}',
-            schedule_id,
-        ) from None
+        value = strict_json.loads(text)
+    except JsonValueError as exc:
+        hint = '; write a JSON object such as {"days": 7}' if exc.reason.startswith("not valid JSON") else ""
+        raise ScheduleError("handler_kwargs", echo, f"{exc}{hint}", schedule_id) from None
     if not isinstance(value, dict):
+        kind = "array" if isinstance(value, list) else "null" if value is None else type(value).__name__
         raise ScheduleError(
-            "handler_kwargs", echo, f"must be a JSON object, not {type(value).__name__}; use {{}} for none",
-            schedule_id,
+            "handler_kwargs", echo, f"must be a JSON object, not {kind}; use {{}} for none", schedule_id
         )
     return value
 
@@ -321,14 +321,22 @@ def validate_definition(
         schedule_id=schedule_id,
     )
     kwargs = parse_kwargs(handler_kwargs, schedule_id)
-    if timeout_seconds is not None and (
-        isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, int) or timeout_seconds <= 0
-    ):
-        raise ScheduleError("timeout_seconds", timeout_seconds, "must be a whole number > 0 or NULL", schedule_id)
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ScheduleError("max_retries", max_retries, "must be a whole number >= 0", schedule_id)
+    timeout = validate_timeout(timeout_seconds, schedule_id)
+    retries = validate_max_retries(max_retries, schedule_id)
     policy = validate_missed_run_policy(missed_run_policy, schedule_id)
-    return Definition(schedule, kwargs, timeout_seconds, max_retries, policy)
+    return Definition(schedule, kwargs, timeout, retries, policy)
+
+
+def validate_timeout(value: object, schedule_id: int | None = None) -> int | None:
+    """``timeout_seconds``: ``None`` (no limit) or 1 .. INT32_MAX seconds."""
+    if value is None:
+        return None
+    return check_int("timeout_seconds", value, 1, "soft time limit in seconds (or none)", schedule_id)
+
+
+def validate_max_retries(value: object, schedule_id: int | None = None) -> int:
+    """``max_retries``: 0 .. INT32_MAX."""
+    return check_int("max_retries", value, 0, "retries of a failed run", schedule_id)
 
 
 #: The user-written columns of ``scheduled_tasks`` that make a :class:`Definition`.

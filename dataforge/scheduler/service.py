@@ -1,18 +1,27 @@
 """What ``dataforge schedules`` does, without click: validate, plan and apply schedule writes.
 
 The CLI is a thin shell over this module so the rules are testable without a terminal and
-reusable by anything else that edits schedules (an API, a fixture). The rules:
+reusable by anything else that edits schedules (the HTTP API, a fixture). The rules:
 
-* Every write is validated in full *before* anything is written: the task must be registered
-  with the Celery app, the schedule (interval / cron + time zone / once) must evaluate with
-  the scheduler's own functions (:mod:`dataforge.scheduler.schedules`; there is no second cron
-  parser here), and the kwargs must be a JSON object that matches the task's declared params.
-  A refused write raises and leaves the table as it was.
+* Every write is validated *before* anything is written, identically on every backend: the
+  task must be registered with the Celery app, the schedule (interval / cron + time zone /
+  once) must evaluate with the scheduler's own functions (:mod:`dataforge.scheduler.schedules`;
+  there is no second cron parser here), every value must fit its PostgreSQL column
+  (:mod:`dataforge.scheduler.limits`: SQLite would store what PostgreSQL refuses), and the
+  kwargs must be strict JSON (:mod:`dataforge.strict_json`, the rule beat applies too) that
+  matches the task's declared params. A refused write raises and leaves the table as it was.
+* A row's stored state never blocks a write that does not touch it: an edit validates what it
+  changes (and what depends on it: a new task is checked against the stored kwargs); a fault
+  in an untouched column (kwargs broken by raw SQL, a task removed by a deploy) is returned
+  with the result (:attr:`Written.problems`) instead of refusing the edit, so the row can
+  always be fixed. ``resume`` and ``run-now`` need a row that can run: they refuse a faulty
+  one with :class:`~dataforge.scheduler.errors.ScheduleCannotRunError` naming the column.
+* Idempotent verbs: pausing a paused row, resuming an active one, an edit that changes
+  nothing: nothing is written and :attr:`Written.changed` is ``False``.
 * ``next_run_at`` is computed here with the scheduler's math whenever the timing of a row
   changes (add, an edit of the schedule or time zone, resume), so beat sees a correct due time
   on its next tick. Edits that do not touch timing keep the due time.
-* A row this module writes is valid by construction, so the scheduler's "invalid" flag is
-  cleared on every successful add/edit/resume.
+* The scheduler's "invalid" flag is cleared when a write leaves the row valid as a whole.
 * ``run-now`` sends through the scheduler's own message builder, so a manual run is the same
   message a scheduled one would be.
 
@@ -21,24 +30,26 @@ Pure planning (``plan_*``) is kept apart from the I/O functions that apply it.
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy import text as sql_text
+from sqlalchemy.exc import IntegrityError
 
+from dataforge import strict_json
 from dataforge.catalog.params import check_kwargs
 from dataforge.catalog.registry import TaskCatalog
 from dataforge.db import Database, is_postgres
-from dataforge.errors import ScheduleError
+from dataforge.errors import ScheduleError, UnknownTaskError
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
 from dataforge.protocol import PUBLISH_RETRY_POLICY, ExecutionStatus, MissedRunPolicy, ScheduleStatus, TaskType
 from dataforge.scheduler import schedules
-from dataforge.scheduler.errors import ScheduleNotFoundError, ScheduleStateError
+from dataforge.scheduler.errors import ScheduleCannotRunError, ScheduleNotFoundError, ScheduleStateError
+from dataforge.scheduler.limits import INT32_MAX, check_text, max_length
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -51,8 +62,10 @@ __all__ = [
     "WRITABLE_COLUMNS",
     "Count",
     "Page",
+    "Plan",
     "RunNowResult",
     "ScheduleEdit",
+    "Written",
     "add_schedule",
     "count_schedules",
     "delete_schedule",
@@ -71,6 +84,7 @@ __all__ = [
     "pause_schedule",
     "plan_add",
     "plan_edit",
+    "plan_pause",
     "plan_resume",
     "resume_schedule",
     "run_now",
@@ -79,6 +93,9 @@ __all__ = [
 
 #: ``--missed-runs`` values; ``default`` stores NULL (the global DATAFORGE_MISSED_RUNS applies).
 MISSED_RUN_CHOICES = (*(p.value for p in MissedRunPolicy), "default")
+
+#: A refusal of one column: the service's own, or an unregistered task.
+Fault = ScheduleError | UnknownTaskError
 
 
 # --- parsing user input ---------------------------------------------------------------------------
@@ -94,7 +111,10 @@ def parse_at(text: str, timezone: str) -> datetime:
                             "or 2030-01-31T09:30+01:00") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=schedules.validate_timezone(timezone))
-    return schedules.to_naive_utc(value)
+    try:
+        return schedules.to_naive_utc(value)
+    except OverflowError:
+        raise ScheduleError("run_at", text, "out of range: in UTC it falls outside years 1 .. 9999") from None
 
 
 # --- planning writes (pure) -----------------------------------------------------------------------
@@ -115,7 +135,7 @@ class ScheduleEdit:
     cron_expression: str | None = None
     run_at: str | None = None
     timezone: str | None = None
-    #: ``--kwargs`` text; must be a JSON object (stored re-serialised, keys sorted).
+    #: ``--kwargs`` text; must be a strict JSON object (stored re-serialised, keys sorted).
     handler_kwargs: str | None = None
     description: str | None = None
     timeout_seconds: int | None = None
@@ -136,19 +156,104 @@ class ScheduleEdit:
             raise ScheduleError("task_type", given, "give only one of --interval, --cron, --at")
         return given[0] if given else None
 
+    def touched(self) -> frozenset[str]:
+        """The validation groups (see :data:`_GROUPS`) this edit changes."""
+        given = {
+            "name": self.name is not None,
+            "task": self.task_name is not None,
+            "timing": any(v is not None for v in (self.interval_seconds, self.cron_expression, self.run_at,
+                                                  self.timezone)),
+            # A new task must accept the stored kwargs: changing the task touches them.
+            "kwargs": self.handler_kwargs is not None or self.task_name is not None,
+            "timeout": self.timeout_seconds is not None or self.clear_timeout,
+            "retries": self.max_retries is not None,
+            "missed": self.missed_run_policy is not None,
+            "description": self.description is not None,
+        }
+        return frozenset(group for group, yes in given.items() if yes)
 
+
+#: The validation groups of a row, in the order refusals are reported. Each is checked on its
+#: own, so a fault in one never hides (or blocks) a change in another.
+_GROUPS = ("name", "task", "timing", "kwargs", "timeout", "retries", "missed", "description")
 #: The columns whose change moves the due time.
 _TIMING = ("task_type", "interval_seconds", "cron_expression", "run_at", "timezone")
 
 
-def _apply(current: Mapping[str, Any], edit: ScheduleEdit, catalog: TaskCatalog,
-           now: datetime) -> tuple[dict[str, Any], schedules.Schedule]:
-    """The row as it would be after ``edit``, validated in full with the scheduler's own
-    rules (raises on the first fault), and the schedule it describes."""
+@dataclass(frozen=True)
+class Plan:
+    """What a write changes (only the columns that change; empty: nothing to write), and the
+    stored faults it leaves: columns it did not touch that still keep the row from running."""
+
+    changes: dict[str, Any]
+    problems: tuple[Fault, ...] = ()
+
+
+def _check_name(row: Mapping[str, Any], schedule_id: int | None) -> None:
+    name = row.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ScheduleError("name", name, "a schedule needs a non-empty name", schedule_id)
+    check_text("name", name, schedule_id)
+
+
+def _check_task(row: Mapping[str, Any], catalog: TaskCatalog, schedule_id: int | None) -> None:
+    task_name = row.get("task_name")
+    if not task_name:
+        raise ScheduleError("task_name", task_name, "the schedule has no task; give --task NAME", schedule_id)
+    check_text("task_name", task_name, schedule_id)
+    catalog.require(task_name)
+
+
+def _check_kwargs(row: Mapping[str, Any], catalog: TaskCatalog, schedule_id: int | None) -> None:
+    kwargs = schedules.parse_kwargs(row.get("handler_kwargs"), schedule_id)
+    task_name = row.get("task_name")
+    if isinstance(task_name, str) and task_name in catalog.tasks:
+        # (An unknown task is the task group's fault, not the kwargs'.)
+        check_kwargs(task_name, kwargs, catalog.tasks[task_name])
+
+
+def _check_description(row: Mapping[str, Any], schedule_id: int | None) -> None:
+    if row.get("description") is not None:
+        check_text("description", row["description"], schedule_id)
+
+
+def _faults(row: Mapping[str, Any], catalog: TaskCatalog) -> tuple[dict[str, Fault], schedules.Schedule | None]:
+    """Every group's refusal (if any), each checked on its own, and the schedule when valid."""
+    schedule_id = row.get("id")
+    found: dict[str, Fault] = {}
+    schedule: schedules.Schedule | None = None
+
+    def timing() -> None:
+        nonlocal schedule
+        schedule = schedules.validate_schedule(
+            row.get("task_type"), interval_seconds=row.get("interval_seconds"),
+            cron_expression=row.get("cron_expression"), run_at=row.get("run_at"), timezone=row.get("timezone"),
+            schedule_id=schedule_id,
+        )  # fmt: skip
+
+    checks: dict[str, Callable[[], object]] = {
+        "name": lambda: _check_name(row, schedule_id),
+        "task": lambda: _check_task(row, catalog, schedule_id),
+        "timing": timing,
+        "kwargs": lambda: _check_kwargs(row, catalog, schedule_id),
+        "timeout": lambda: schedules.validate_timeout(row.get("timeout_seconds"), schedule_id),
+        "retries": lambda: schedules.validate_max_retries(row.get("max_retries"), schedule_id),
+        "missed": lambda: schedules.validate_missed_run_policy(row.get("missed_run_policy"), schedule_id),
+        "description": lambda: _check_description(row, schedule_id),
+    }
+    for group in _GROUPS:
+        try:
+            checks[group]()
+        except (ScheduleError, UnknownTaskError) as exc:
+            found[group] = exc
+    return found, schedule
+
+
+def _apply(current: Mapping[str, Any], edit: ScheduleEdit, now: datetime) -> dict[str, Any]:
+    """The row as it would be after ``edit``. Raises only on input that cannot even be read
+    (an unreadable ``--at``, kwargs that are not strict JSON, two timings)."""
     row = dict(current)
     if edit.name is not None:
-        if not edit.name.strip():
-            raise ScheduleError("name", edit.name, "a schedule needs a non-empty name")
         row["name"] = edit.name.strip()
     if edit.task_name is not None:
         row["task_name"] = edit.task_name
@@ -183,15 +288,20 @@ def _apply(current: Mapping[str, Any], edit: ScheduleEdit, catalog: TaskCatalog,
             raise ScheduleError("status", edit.status, f"expected one of {', '.join(ScheduleStatus)}")
         row["status"] = edit.status
     if edit.handler_kwargs is not None:
-        row["handler_kwargs"] = json.dumps(schedules.parse_kwargs(edit.handler_kwargs), sort_keys=True)
+        row["handler_kwargs"] = strict_json.dumps(schedules.parse_kwargs(edit.handler_kwargs))
+    return row
 
-    task_name = row.get("task_name")
-    if not task_name:
-        raise ScheduleError("task_name", task_name, "the schedule has no task; give --task NAME")
-    params = catalog.require(task_name)
-    definition = schedules.definition_of(row)
-    check_kwargs(task_name, definition.kwargs, params)
-    return row, definition.schedule
+
+def _validated(current: Mapping[str, Any], edit: ScheduleEdit, catalog: TaskCatalog, now: datetime,
+               touched: frozenset[str]) -> tuple[dict[str, Any], schedules.Schedule | None, tuple[Fault, ...]]:
+    """The edited row; raises the first fault in a group the edit touches. The faults of the
+    untouched groups are returned: stored state that does not block this write."""
+    row = _apply(current, edit, now)
+    faults, schedule = _faults(row, catalog)
+    for group in _GROUPS:
+        if group in touched and group in faults:
+            raise faults[group]
+    return row, schedule, tuple(faults[g] for g in _GROUPS if g in faults)
 
 
 def _healthy(row: dict[str, Any]) -> dict[str, Any]:
@@ -217,51 +327,74 @@ def plan_add(edit: ScheduleEdit, catalog: TaskCatalog, now: datetime) -> dict[st
         "timezone": "UTC", "handler_kwargs": "{}", "status": ScheduleStatus.ACTIVE, "max_retries": 0,
         "timeout_seconds": None, "description": None, "missed_run_policy": None, "last_run_at": None,
     }
-    row, schedule = _apply(defaults, edit, catalog, now)
+    row, schedule, _ = _validated(defaults, edit, catalog, now, frozenset(_GROUPS))
+    assert schedule is not None
     row = _healthy(row)
     row.pop("last_run_at")
     row["next_run_at"] = _due(schedule, row, now)
     return row
 
 
-def plan_edit(current: Mapping[str, Any], edit: ScheduleEdit, catalog: TaskCatalog,
-              now: datetime) -> dict[str, Any]:
+def plan_edit(current: Mapping[str, Any], edit: ScheduleEdit, catalog: TaskCatalog, now: datetime) -> Plan:
     """The columns an edit changes (only those), or a raised refusal.
 
     The due time is recomputed with beat's rule when the timing changed (or the row had none);
     otherwise it stays, so an edit of kwargs never makes a row fire early or skip a run. A
     ``done`` once row given a new time is active again.
     """
-    row, schedule = _apply(current, edit, catalog, now)
+    row, schedule, problems = _validated(current, edit, catalog, now, edit.touched())
     timing_changed = any(row.get(k) != current.get(k) for k in _TIMING)
     if timing_changed and row.get("status") == ScheduleStatus.DONE:
         row["status"] = ScheduleStatus.ACTIVE
-    if row.get("status") == ScheduleStatus.ACTIVE and (timing_changed or row.get("next_run_at") is None):
+    if (schedule is not None and row.get("status") == ScheduleStatus.ACTIVE
+            and (timing_changed or row.get("next_run_at") is None)):
         row["next_run_at"] = _due(schedule, row, now)
     changes = {k: v for k, v in row.items() if current.get(k) != v}
-    if current.get("invalid_reason") is not None or current.get("invalid_at") is not None:
+    if not problems and (current.get("invalid_reason") is not None or current.get("invalid_at") is not None):
         changes.update(invalid_reason=None, invalid_at=None)
-    return changes
+    return Plan(changes, problems)
 
 
-def plan_resume(current: Mapping[str, Any], catalog: TaskCatalog, now: datetime) -> dict[str, Any]:
-    """Resume a paused/disabled row: validated like an edit, due time realigned from ``now``.
+def _runnable(current: Mapping[str, Any], catalog: TaskCatalog, verb: str) -> schedules.Schedule:
+    """The row's schedule, or ScheduleCannotRunError naming the first faulty column."""
+    faults, schedule = _faults(current, catalog)
+    for group in _GROUPS:
+        if group in faults:
+            raise ScheduleCannotRunError(int(current.get("id") or 0), str(current.get("name")), verb, faults[group])
+    assert schedule is not None
+    return schedule
 
-    Runs missed while paused are not replayed (what django-celery-beat users expect when they
-    re-enable a task): beat's :func:`~dataforge.scheduler.schedules.first_run_at` continues an
-    interval's grid after ``now`` and takes a cron's next match after ``now``.
+
+def plan_pause(current: Mapping[str, Any]) -> Plan:
+    """Beat sends nothing for a paused row; its due time is left for resume to realign. A
+    paused row stays as it is (no change); a done or disabled row cannot be paused."""
+    status = current.get("status")
+    if status == ScheduleStatus.PAUSED:
+        return Plan({})
+    if status != ScheduleStatus.ACTIVE:
+        raise ScheduleStateError(int(current.get("id") or 0), str(status), "only an active schedule can be paused")
+    return Plan({"status": ScheduleStatus.PAUSED})
+
+
+def plan_resume(current: Mapping[str, Any], catalog: TaskCatalog, now: datetime) -> Plan:
+    """Resume a paused/disabled row: it must be able to run; due time realigned from ``now``.
+
+    An active row stays as it is (no change). Runs missed while paused are not replayed (what
+    django-celery-beat users expect when they re-enable a task): beat's
+    :func:`~dataforge.scheduler.schedules.first_run_at` continues an interval's grid after
+    ``now`` and takes a cron's next match after ``now``.
     """
     status = current.get("status")
     schedule_id = int(current.get("id") or 0)
     if status == ScheduleStatus.ACTIVE:
-        raise ScheduleStateError(schedule_id, status, "it is already active; nothing to resume")
+        return Plan({})
     if status == ScheduleStatus.DONE:
-        raise ScheduleStateError(schedule_id, status, "this once schedule already ran; give it a new time "
+        raise ScheduleStateError(schedule_id, str(status), "this once schedule already ran; give it a new time "
                                  f"with `dataforge schedules edit {schedule_id} --at DATETIME`")
-    row, schedule = _apply(current, ScheduleEdit(status=ScheduleStatus.ACTIVE), catalog, now)
-    row = _healthy(row)
+    schedule = _runnable(current, catalog, "resume")
+    row = _healthy({**current, "status": ScheduleStatus.ACTIVE})
     row["next_run_at"] = _due(schedule, row, now)
-    return {k: v for k, v in row.items() if current.get(k) != v}
+    return Plan({k: v for k, v in row.items() if current.get(k) != v})
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -287,15 +420,19 @@ def describe_schedule(row: Mapping[str, Any]) -> str:
 
 
 def schedule_to_dict(row: ScheduledTask | Mapping[str, Any]) -> dict[str, Any]:
-    """Every column (datetimes as ISO text, naive UTC) plus ``schedule`` and ``kwargs`` decoded."""
+    """Every column (datetimes as ISO text, naive UTC) plus ``schedule`` and ``kwargs`` decoded.
+
+    ``kwargs`` is ``None`` when the stored text breaks the kwargs rule (``NaN``, not an object):
+    the output stays strict JSON whatever raw SQL stored; ``handler_kwargs`` has the text.
+    """
     values = _values(row) if isinstance(row, ScheduledTask) else dict(row)
     out: dict[str, Any] = {}
     for key, value in values.items():
         out[key] = value.isoformat() if isinstance(value, datetime) else value
     out["schedule"] = describe_schedule(values)
     try:
-        out["kwargs"] = json.loads(values.get("handler_kwargs") or "{}")
-    except json.JSONDecodeError:
+        out["kwargs"] = schedules.parse_kwargs(values.get("handler_kwargs") or "{}")
+    except ScheduleError:
         out["kwargs"] = None
     return out
 
@@ -308,13 +445,27 @@ def execution_to_dict(row: TaskExecution) -> dict[str, Any]:
     return out
 
 
+_NAME_MAX = max_length("name") or 0
+
+
 def _by_ref(ref: str | int) -> Select[ScheduledTask]:
+    """The row with id or name ``ref``. A ref no row could have (too long, a NUL, undecodable
+    bytes) finds nothing without reaching the database (whose driver would refuse it)."""
     if isinstance(ref, int):
         # An id from a URL or a resolved row: never fall back to a name, so a retried DELETE
         # of a gone id cannot hit the schedule that happens to be named "5".
+        if not 0 < ref <= INT32_MAX:
+            raise ScheduleNotFoundError(str(ref))
         return select(ScheduledTask).where(ScheduledTask.id == ref)
     text = str(ref).strip()
-    if text.isdigit():
+    try:
+        text.encode("utf-8")
+        readable = "\x00" not in text and len(text) <= _NAME_MAX
+    except UnicodeEncodeError:
+        readable = False
+    if not readable:
+        raise ScheduleNotFoundError(text[:_NAME_MAX] + ("..." if len(text) > _NAME_MAX else ""))
+    if text.isascii() and text.isdigit() and int(text) <= INT32_MAX:
         # An all-digit name is allowed by the schema; the id wins, the name is the fallback.
         return select(ScheduledTask).where(
             (ScheduledTask.id == int(text)) | (ScheduledTask.name == text)
@@ -324,8 +475,9 @@ def _by_ref(ref: str | int) -> Select[ScheduledTask]:
 
 def find_schedule(db: Database, ref: str | int) -> ScheduledTask:
     """The row with id or name ``ref``; raises :class:`ScheduleNotFoundError`."""
+    query = _by_ref(ref).limit(1)
     with db.session() as session:
-        row = session.scalars(_by_ref(ref).limit(1)).first()
+        row = session.scalars(query).first()
         if row is None:
             raise ScheduleNotFoundError(str(ref))
         session.expunge(row)
@@ -339,11 +491,17 @@ def get_schedule(db: Database, ref: str | int) -> dict[str, Any]:
 def list_schedules(db: Database, *, statuses: Iterable[str] = (), task_name: str | None = None,
                    invalid: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
     """Rows ordered by id, filtered by status(es), exact task name and/or the invalid flag."""
-    query = select(ScheduledTask).order_by(ScheduledTask.id).limit(limit)
     wanted = list(statuses)
+    unknown = [s for s in wanted if s not in tuple(ScheduleStatus)]
+    if unknown:
+        raise ScheduleError("status", unknown[0], f"expected one of {', '.join(ScheduleStatus)}")
+    if limit is not None and not 1 <= limit <= INT32_MAX:
+        raise ScheduleError("limit", limit, f"must be between 1 and {INT32_MAX}")
+    query = select(ScheduledTask).order_by(ScheduledTask.id).limit(limit)
     if wanted:
         query = query.where(ScheduledTask.status.in_(wanted))
     if task_name:
+        check_text("task_name", task_name)
         query = query.where(ScheduledTask.task_name == task_name)
     if invalid:
         query = query.where(ScheduledTask.invalid_reason.is_not(None))
@@ -356,6 +514,8 @@ def history(db: Database, ref: str | int, *, limit: int = 20,
     """The schedule and its newest executions (one per attempt), newest first."""
     if state is not None and state not in tuple(ExecutionStatus):
         raise ScheduleError("state", state, f"expected one of {', '.join(ExecutionStatus)}")
+    if not 1 <= limit <= INT32_MAX:
+        raise ScheduleError("limit", limit, f"must be between 1 and {INT32_MAX}")
     schedule = find_schedule(db, ref)
     query = (
         select(TaskExecution)
@@ -375,6 +535,18 @@ def history(db: Database, ref: str | int, *, limit: int = 20,
 # --- writing ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Written:
+    """The row after a write, and what the write did."""
+
+    row: dict[str, Any]
+    #: ``False``: the row already was as asked (a second pause, a no-op edit); nothing written.
+    changed: bool = True
+    #: Stored faults in columns the write did not touch: the row still cannot run until they
+    #: are fixed (the CLI prints them as warnings with the option that fixes each).
+    problems: tuple[Fault, ...] = ()
+
+
 def _locked(db: Database, ref: str | int) -> Select[ScheduledTask]:
     query = _by_ref(ref).limit(1)
     # Beat advances next_run_at with a compare-and-set; holding the row while we read and
@@ -382,26 +554,35 @@ def _locked(db: Database, ref: str | int) -> Select[ScheduledTask]:
     return query.with_for_update() if is_postgres(db.url) else query
 
 
+def _name_taken(name: object) -> ScheduleError:
+    return ScheduleError("name", name, "a schedule with this name exists; pick another name "
+                         "or change that one with `dataforge schedules edit`")
+
+
 def add_schedule(db: Database, catalog: TaskCatalog, edit: ScheduleEdit,
-                 now: datetime | None = None) -> dict[str, Any]:
+                 now: datetime | None = None) -> Written:
     """Validate and insert one schedule; returns the new row."""
     values = plan_add(edit, catalog, now or utcnow())
-    with db.session() as session:
-        if session.scalars(select(ScheduledTask.id).where(ScheduledTask.name == values["name"])).first():
-            raise ScheduleError("name", values["name"], "a schedule with this name exists; pick another name "
-                                "or change it with `dataforge schedules edit`")
-        row = ScheduledTask(**values)
-        session.add(row)
-        session.flush()
-        return schedule_to_dict(row)
+    try:
+        with db.session() as session:
+            if session.scalars(select(ScheduledTask.id).where(ScheduledTask.name == values["name"])).first():
+                raise _name_taken(values["name"])
+            row = ScheduledTask(**values)
+            session.add(row)
+            session.flush()
+            session.refresh(row)
+            return Written(schedule_to_dict(row))
+    except IntegrityError as exc:  # another writer took the name between our check and insert
+        raise _name_taken(values["name"]) from exc
 
 
-def _update(db: Database, ref: str | int, plan: Any) -> dict[str, Any]:
+def _update(db: Database, ref: str | int, plan: Callable[[Mapping[str, Any]], Plan]) -> Written:
     with db.session() as session:
         row = session.scalars(_locked(db, ref)).first()
         if row is None:
             raise ScheduleNotFoundError(str(ref))
-        changes: dict[str, Any] = plan(_values(row))
+        planned = plan(_values(row))
+        changes = planned.changes
         new_name = changes.get("name")
         if new_name is not None and session.scalars(
             select(ScheduledTask.id).where(ScheduledTask.name == new_name, ScheduledTask.id != row.id)
@@ -409,28 +590,24 @@ def _update(db: Database, ref: str | int, plan: Any) -> dict[str, Any]:
             raise ScheduleError("name", new_name, "another schedule has this name; pick another name")
         for key, value in changes.items():
             setattr(row, key, value)
-        session.flush()
-        return schedule_to_dict(row)
+        if changes:
+            session.flush()
+            # The change triggers may have adjusted the row (cleared a due time that equals
+            # the old one, cleared the invalid flag): report what is stored, not what we sent.
+            session.refresh(row)
+        return Written(schedule_to_dict(row), changed=bool(changes), problems=planned.problems)
 
 
 def edit_schedule(db: Database, catalog: TaskCatalog, ref: str | int, edit: ScheduleEdit,
-                  now: datetime | None = None) -> dict[str, Any]:
-    """Validate and apply an edit; returns the row as written."""
+                  now: datetime | None = None) -> Written:
+    """Validate and apply an edit; returns the row as written (unchanged if it changes nothing)."""
     at = now or utcnow()
     return _update(db, ref, lambda current: plan_edit(current, edit, catalog, at))
 
 
-def pause_schedule(db: Database, ref: str | int) -> dict[str, Any]:
-    """Beat sends nothing for a paused row; its due time is left for resume to realign."""
-
-    def plan(current: Mapping[str, Any]) -> dict[str, Any]:
-        if current["status"] == ScheduleStatus.PAUSED:
-            return {}
-        if current["status"] != ScheduleStatus.ACTIVE:
-            raise ScheduleStateError(current["id"], current["status"], "only an active schedule can be paused")
-        return {"status": ScheduleStatus.PAUSED}
-
-    return _update(db, ref, plan)
+def pause_schedule(db: Database, ref: str | int) -> Written:
+    """Pause an active row; a paused one is left as it is (``changed=False``)."""
+    return _update(db, ref, plan_pause)
 
 
 def delete_schedule(db: Database, ref: str | int) -> dict[str, Any]:
@@ -451,7 +628,9 @@ def delete_schedule(db: Database, ref: str | int) -> dict[str, Any]:
 
 
 def resume_schedule(db: Database, catalog: TaskCatalog, ref: str | int,
-                    now: datetime | None = None) -> dict[str, Any]:
+                    now: datetime | None = None) -> Written:
+    """Resume a paused or disabled row (refused when it cannot run); an active row is left as
+    it is (``changed=False``)."""
     at = now or utcnow()
     return _update(db, ref, lambda current: plan_resume(current, catalog, at))
 
@@ -472,20 +651,17 @@ def run_now(app: Celery, catalog: TaskCatalog, db: Database, ref: str | int) -> 
     The message comes from beat's own builder (:func:`dataforge.scheduler.dispatch.build_message`:
     kwargs plus ``scheduled_task_id``, the max-retries and schedule-id headers, the time
     limits), with a fresh task id and no due time, so it is never mistaken for a scheduled run.
-    Paused rows can be run (that is how one tries a schedule before resuming it); a row whose
-    task is not registered is refused, since the worker would discard the message.
+    Paused rows can be run (that is how one tries a schedule before resuming it); a row that
+    cannot run (an unregistered task, which the worker would discard, bad kwargs...) is refused.
     """
     from dataforge.plugins import Target
     from dataforge.scheduler.dispatch import RowSnapshot, build_message
 
     row = find_schedule(db, ref)
     values = _values(row)
-    if not row.task_name:
-        raise ScheduleError("task_name", None, "the schedule has no task; give it one with "
-                            f"`dataforge schedules edit {row.id} --task NAME`", schedule_id=row.id)
-    params = catalog.require(row.task_name)
+    _runnable(values, catalog, "run")
+    assert row.task_name is not None
     definition = schedules.definition_of(values, row.id)
-    check_kwargs(row.task_name, definition.kwargs, params)
     message = build_message(RowSnapshot.from_mapping(values), definition, Target(row.task_name),
                             task_id=str(uuid.uuid4()))
     # Beat's publish: same options, same short retry policy (a dead broker fails in about a
@@ -568,7 +744,7 @@ def edit_from_columns(values: Mapping[str, Any]) -> ScheduleEdit:
         cron_expression=timing.get("cron_expression"),
         run_at=timing.get("run_at"),
         timezone=values.get("timezone"),
-        handler_kwargs=None if kwargs is None else json.dumps(kwargs),
+        handler_kwargs=None if kwargs is None else strict_json.dumps(kwargs),
         description="" if "description" in values and values["description"] is None else values.get("description"),
         timeout_seconds=values.get("timeout_seconds"),
         clear_timeout="timeout_seconds" in values and values["timeout_seconds"] is None,

@@ -113,7 +113,7 @@ def list_schedules(
 @router.post("/schedules", status_code=201, response_model=ScheduleOut, responses=documented(409, 422))
 def create_schedule(console: ConsoleDep, body: ScheduleCreate, response: Response) -> ScheduleOut:
     """Add a schedule: validated like `dataforge schedules add` (task, timing, kwargs), then written."""
-    row = service.add_schedule(console.db, console.catalog(), service.edit_from_columns(body.columns()))
+    row = service.add_schedule(console.db, console.catalog(), service.edit_from_columns(body.columns())).row
     response.headers["Location"] = f"/api/schedules/{row['id']}"
     return schedule_out(row)
 
@@ -127,7 +127,7 @@ def get_schedule(console: ConsoleDep, schedule_id: ScheduleId) -> ScheduleOut:
 def patch_schedule(console: ConsoleDep, schedule_id: ScheduleId, body: SchedulePatch) -> ScheduleOut:
     """Change the columns given; a timing change re-plans the next run (`dataforge schedules edit`)."""
     edit = service.edit_from_columns(body.columns())
-    return schedule_out(service.edit_schedule(console.db, console.catalog(), schedule_id, edit))
+    return schedule_out(service.edit_schedule(console.db, console.catalog(), schedule_id, edit).row)
 
 
 @router.delete("/schedules/{schedule_id}", response_model=ScheduleOut, responses=documented(404))
@@ -139,14 +139,14 @@ def delete_schedule(console: ConsoleDep, schedule_id: ScheduleId) -> ScheduleOut
 @router.post("/schedules/{schedule_id}/pause", response_model=ScheduleOut, responses=documented(404, 409))
 def pause_schedule(console: ConsoleDep, schedule_id: ScheduleId) -> ScheduleOut:
     """Stop sending it (a run in progress finishes). Pausing a paused row changes nothing."""
-    return schedule_out(service.pause_schedule(console.db, schedule_id))
+    return schedule_out(service.pause_schedule(console.db, schedule_id).row)
 
 
 @router.post("/schedules/{schedule_id}/resume", response_model=ScheduleOut, responses=documented(404, 409))
 def resume_schedule(console: ConsoleDep, schedule_id: ScheduleId) -> ScheduleOut:
     """Send it again from the next due time after now (runs missed while paused are not replayed)."""
     try:
-        return schedule_out(service.resume_schedule(console.db, console.catalog(), schedule_id))
+        return schedule_out(service.resume_schedule(console.db, console.catalog(), schedule_id).row)
     except (ScheduleError, UnknownTaskError) as exc:
         raise _stored_row(exc) from exc
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from dataforge.errors import DataForgeError, ScheduleError, UnknownTaskError
 from dataforge.legacy.errors import LegacySwitchError
-from dataforge.scheduler.errors import ScheduleNotFoundError, ScheduleStateError
+from dataforge.scheduler.errors import ScheduleCannotRunError, ScheduleNotFoundError, ScheduleStateError
 
 __all__ = ["CatalogUnavailableError", "HTTPProblem", "Problem", "UnsafeBindError", "WebError", "problem_for"]
 
@@ -63,6 +63,8 @@ def problem_for(exc: DataForgeError, *, stored_row: bool = False) -> Problem:
         return Problem(404, "not_found", str(exc))
     if isinstance(exc, ScheduleStateError):
         return Problem(409, "conflict", str(exc))
+    if isinstance(exc, ScheduleCannotRunError):
+        return Problem(409, "row_invalid", str(exc), exc.field)
     if isinstance(exc, ScheduleError):
         status, code = (409, "row_invalid") if stored_row else (422, "invalid")
         return Problem(status, code, f"{exc.field}: {exc.reason}", exc.field)

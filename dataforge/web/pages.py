@@ -193,7 +193,7 @@ def add_schedule(request: Request, form: Form) -> Response:
         edit = edit_from_form(form)
         if form.get("paused"):
             edit = replace(edit, status=ScheduleStatus.PAUSED)
-        row = service.add_schedule(console.db, console.catalog(), edit)
+        row = service.add_schedule(console.db, console.catalog(), edit).row
     except (ScheduleError, UnknownTaskError, CatalogUnavailableError) as exc:
         field, message = _field_error(exc)
         return render(request, "schedules.html", 422, form=form, errors={field: message},
@@ -228,7 +228,7 @@ def edit_schedule(request: Request, schedule_id: int, form: Form) -> Response:
     current = service.find_schedule(console.db, schedule_id)
     try:
         edit = edit_from_form(form, service.schedule_to_dict(current))
-        row = service.edit_schedule(console.db, console.catalog(), schedule_id, edit)
+        row = service.edit_schedule(console.db, console.catalog(), schedule_id, edit).row
     except (ScheduleError, UnknownTaskError, CatalogUnavailableError) as exc:
         field, message = _field_error(exc)
         return render(request, "schedule.html", 422, form=form, errors={field: message},
@@ -241,10 +241,10 @@ def _verb(request: Request, form: Mapping[str, str], schedule_id: int, verb: str
     console = _console(request)
     try:
         if verb == "pause":
-            row = service.pause_schedule(console.db, schedule_id)
+            row = service.pause_schedule(console.db, schedule_id).row
             text = f"Paused schedule {schedule_id} ({row['name']})."
         elif verb == "resume":
-            row = service.resume_schedule(console.db, console.catalog(), schedule_id)
+            row = service.resume_schedule(console.db, console.catalog(), schedule_id).row
             text = f"Resumed schedule {schedule_id} ({row['name']}): next run {row['next_run_at']} UTC."
         elif verb == "run-now":
             sent = service.run_now(console.app, console.catalog(), console.db, schedule_id)

@@ -147,8 +147,12 @@ class DataForgeTask(Task):  # type: ignore[misc]
         return lock_key(self.lock_name or self.name, kwargs)
 
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-        """End a duplicate delivery of a finished attempt; else take the run lock, skip (held),
-        or apply the lock-unavailable policy."""
+        """Refuse a database without the schema; end a duplicate delivery of a finished
+        attempt; else take the run lock, skip (held), or apply the lock-unavailable policy."""
+        runtime = get_runtime(self.app)
+        # A database without the schema fails the run at once with the fix in the message
+        # (SchemaError is not retried: an exception here takes the failure path).
+        runtime.schema.require()
         request = self.request
         state = run_state(request)
         state.lock_token = None
@@ -156,7 +160,6 @@ class DataForgeTask(Task):  # type: ignore[misc]
             self._end_duplicate(task_id, int(request.retries or 0), state.duplicate_of)
         if not self.lock_enabled:
             return
-        runtime = get_runtime(self.app)
         key = self.lock_key_for(kwargs or {})
         state.lock_key = key
         backend = runtime.locks

@@ -21,6 +21,7 @@ from celery.exceptions import TimeLimitExceeded, WorkerLostError
 from dataforge.models import utcnow
 from dataforge.protocol import ExecutionStatus
 from dataforge.runtime import NotConfiguredError, Runtime, get_runtime
+from dataforge.schema import may_be_schema_error
 from dataforge.worker.recording.recorder import truncate
 from dataforge.worker.recording.runlog import log_run
 from dataforge.worker.run_state import duplicate_reason, peek_run_state, run_state
@@ -68,6 +69,8 @@ def _guard(runtime: Runtime, event: str, task_id: str | None) -> Iterator[None]:
     except Exception as exc:
         stats = runtime.recorder.stats
         stats.failed(event, exc)
+        if may_be_schema_error(exc) and runtime.schema.report_once("cannot record task runs"):
+            return  # one line naming the fix, not one per event
         log.warning("could not record %s of task %s (%d recording errors so far): %r",
                     event, task_id, stats.db_errors, exc)
 

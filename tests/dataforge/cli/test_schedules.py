@@ -18,17 +18,15 @@ from typing import Any
 
 import pytest
 import redis
-from click.testing import CliRunner, Result
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from dataforge.catalog.params import ParamSpec, TaskParams, check_kwargs
 from dataforge.catalog.registry import TaskCatalog
-from dataforge.cli.main import cli
 from dataforge.db import Database
 from dataforge.errors import ScheduleError, UnknownTaskError
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
 from dataforge.protocol import DUE_AT_HEADER, HARD_LIMIT_GRACE_SECONDS, MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER
-from dataforge.scheduler.errors import ScheduleStateError
+from dataforge.scheduler.errors import ScheduleCannotRunError, ScheduleStateError
 from dataforge.scheduler.service import (
     ScheduleEdit,
     parse_at,
@@ -38,67 +36,7 @@ from dataforge.scheduler.service import (
 )
 from dataforge.settings import Settings
 from dataforge.tools.processes import CeleryProcess, beat_command, worker_command
-
-TASK = "dataforge.example_cleanup"
-OTHER_TASK = "dataforge.example_sync_accounts"
-
-
-# --- helpers -----------------------------------------------------------------------------------
-
-
-def invoke(settings: Settings, *args: str) -> Result:
-    """Run `dataforge ARGS` with ``settings`` as its environment (the CLI reads nothing else).
-
-    COLUMNS: rich wraps tables to the terminal width; a wide one keeps cell text on one line.
-    """
-    env = {**settings.as_env(), "COLUMNS": "250"}
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-
-def ok_json(settings: Settings, *args: str) -> Any:
-    result = invoke(settings, *args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def snapshot(settings: Settings) -> list[dict[str, Any]]:
-    """Every column of every schedule row, to prove a refused write changed nothing."""
-    db = Database(settings.database_url)
-    try:
-        with db.session() as session:
-            return [
-                {c.key: getattr(row, c.key) for c in ScheduledTask.__table__.columns}
-                for row in session.scalars(select(ScheduledTask).order_by(ScheduledTask.id))
-            ]
-    finally:
-        db.dispose()
-
-
-def set_columns(settings: Settings, schedule_id: int, **values: Any) -> None:
-    db = Database(settings.database_url)
-    try:
-        with db.session() as session:
-            session.execute(update(ScheduledTask).where(ScheduledTask.id == schedule_id).values(**values))
-    finally:
-        db.dispose()
-
-
-def add(settings: Settings, name: str, *extra: str) -> dict[str, Any]:
-    args = extra if any(a in extra for a in ("--interval", "--cron", "--at")) else (*extra, "--interval", "3600")
-    if "--task" not in args:
-        args = (*args, "--task", TASK)
-    return ok_json(settings, "schedules", "add", name, *args)  # type: ignore[no-any-return]
-
-
-def refused(settings: Settings, args: list[str], *needles: str, code: int = 2) -> Result:
-    """Run a command that must be refused: exit ``code``, message with ``needles``, table unchanged."""
-    before = snapshot(settings)
-    result = invoke(settings, *args)
-    assert result.exit_code == code, result.output
-    for needle in needles:
-        assert needle in result.output, f"{needle!r} not in:\n{result.output}"
-    assert snapshot(settings) == before, "a refused command changed the table"
-    return result
+from tests.dataforge.cli.support import OTHER_TASK, TASK, add, invoke, ok_json, refused, set_columns, snapshot
 
 
 def dt(text: str) -> datetime:
@@ -193,38 +131,40 @@ def _current(**over: Any) -> dict[str, Any]:
 
 
 def test_plan_edit_keeps_the_due_time_unless_the_timing_changes() -> None:
-    assert plan_edit(_current(), ScheduleEdit(handler_kwargs='{"x": 1}'), CATALOG, NOW) == {
+    assert plan_edit(_current(), ScheduleEdit(handler_kwargs='{"x": 1}'), CATALOG, NOW).changes == {
         "handler_kwargs": '{"x": 1}'
     }
     # New interval: the grid continues from last_run_at, first point after now.
-    changes = plan_edit(_current(), ScheduleEdit(interval_seconds=120), CATALOG, NOW)
+    changes = plan_edit(_current(), ScheduleEdit(interval_seconds=120), CATALOG, NOW).changes
     assert changes == {"interval_seconds": 120, "next_run_at": datetime(2030, 6, 1, 12, 1)}
     # A switch to cron clears the interval; a paused row keeps its due time for resume.
-    paused = plan_edit(_current(status="paused"), ScheduleEdit(cron_expression="0 13 * * *"), CATALOG, NOW)
+    paused = plan_edit(_current(status="paused"), ScheduleEdit(cron_expression="0 13 * * *"), CATALOG, NOW).changes
     assert paused == {"task_type": "cron", "interval_seconds": None, "cron_expression": "0 13 * * *"}
     # A flagged row that is fixed is healthy again.
     fixed = plan_edit(_current(task_name="t.gone", invalid_reason="unregistered", invalid_at=NOW),
-                      ScheduleEdit(task_name="t.open"), CATALOG, NOW)
+                      ScheduleEdit(task_name="t.open"), CATALOG, NOW).changes
     assert fixed == {"task_name": "t.open", "invalid_reason": None, "invalid_at": None}
     # A done once row given a new time runs again.
     done = _current(task_type="once", interval_seconds=None, run_at=datetime(2030, 5, 1), status="done",
                     next_run_at=None)
-    again = plan_edit(done, ScheduleEdit(run_at="2030-07-01T00:00"), CATALOG, NOW)
+    again = plan_edit(done, ScheduleEdit(run_at="2030-07-01T00:00"), CATALOG, NOW).changes
     assert again == {"run_at": datetime(2030, 7, 1), "status": "active", "next_run_at": datetime(2030, 7, 1)}
-    with pytest.raises(ScheduleError, match="no task"):
-        plan_edit(_current(task_name=None), ScheduleEdit(description="x"), CATALOG, NOW)
+    # A stored fault the edit does not touch does not block it; it comes back as a problem.
+    kept = plan_edit(_current(task_name=None), ScheduleEdit(description="x"), CATALOG, NOW)
+    assert kept.changes == {"description": "x"}
+    assert [p.field for p in kept.problems if isinstance(p, ScheduleError)] == ["task_name"]
 
 
 def test_plan_resume_realigns_without_replaying_the_backlog() -> None:
     old = _current(status="paused", last_run_at=datetime(2030, 5, 1, 0, 0), next_run_at=datetime(2030, 5, 1, 0, 10))
-    changes = plan_resume(old, CATALOG, NOW)
+    changes = plan_resume(old, CATALOG, NOW).changes
     assert changes == {"status": "active", "next_run_at": datetime(2030, 6, 1, 12, 10)}
-    with pytest.raises(ScheduleStateError, match="already active"):
-        plan_resume(_current(), CATALOG, NOW)
+    assert plan_resume(_current(), CATALOG, NOW).changes == {}  # already active: nothing to do
     with pytest.raises(ScheduleStateError, match="edit 7 --at"):
         plan_resume(_current(status="done"), CATALOG, NOW)
-    with pytest.raises(UnknownTaskError):
+    with pytest.raises(ScheduleCannotRunError) as info:
         plan_resume(_current(status="paused", task_name="t.gone"), CATALOG, NOW)
+    assert info.value.field == "task_name" and isinstance(info.value.cause, UnknownTaskError)
 
 
 # --- the verbs on SQLite -------------------------------------------------------------------------
@@ -316,8 +256,8 @@ def test_show_by_id_and_name(embedded_settings: Settings) -> None:
     assert {"next_run_at", "last_run_at", "success_count", "failure_count", "last_error"} <= set(by_id)
     table = invoke(s, "schedules", "show", "shown")
     assert table.exit_code == 0 and "invalid_reason" in table.output and "bad cron" in table.output
-    refused(s, ["schedules", "show", "missing"], "no schedule with id or name 'missing'", code=1)
-    refused(s, ["schedules", "show", "999"], "'999'", code=1)
+    refused(s, ["schedules", "show", "missing"], "no schedule with id or name 'missing'")
+    refused(s, ["schedules", "show", "999"], "'999'")
 
 
 def test_an_all_digit_name_is_found_when_no_id_matches(embedded_settings: Settings) -> None:
@@ -336,11 +276,13 @@ def test_edit_changes_only_what_is_given(embedded_settings: Settings) -> None:
     assert edited["kwargs"] == {"dry_run": False} and edited["description"] == "d"
     assert edited["timeout_seconds"] is None and edited["max_retries"] == 4
     assert dt(edited["next_run_at"]) == due  # no timing change: the due time stays
-    renamed = ok_json(s, "schedules", "edit", str(row["id"]), "--name", "ed2", "--interval", "900")
-    assert renamed["name"] == "ed2" and renamed["interval_seconds"] == 900
-    # The grid continues from last_run_at in 900 s steps: the first point after now.
+    # 840 s does not divide the hour: the new grid misses the old due time (had it hit it, the
+    # change trigger would take the equal value for "not set" and leave the due time to beat).
+    renamed = ok_json(s, "schedules", "edit", str(row["id"]), "--name", "ed2", "--interval", "840")
+    assert renamed["name"] == "ed2" and renamed["interval_seconds"] == 840
+    # The grid continues from last_run_at in 840 s steps: the first point after now.
     new_due = dt(renamed["next_run_at"])
-    assert new_due > utcnow() - timedelta(seconds=1) and (new_due - (due - timedelta(hours=1))).seconds % 900 == 0
+    assert new_due > utcnow() - timedelta(seconds=1) and (new_due - (due - timedelta(hours=1))).seconds % 840 == 0
     to_cron = ok_json(s, "schedules", "edit", "ed2", "--cron", "15 4 * * *", "--timezone", "Asia/Tokyo")
     assert to_cron["task_type"] == "cron" and to_cron["interval_seconds"] is None
     assert (dt(to_cron["next_run_at"]).hour, dt(to_cron["next_run_at"]).minute) == (19, 15)
@@ -359,7 +301,7 @@ def test_edit_refusals_leave_the_row_as_it_was(embedded_settings: Settings) -> N
     refused(s, [*base, "--timezone", "Moon/Base"], "--timezone")
     refused(s, [*base, "--name", "other"], "another schedule has this name")
     refused(s, [*base, "--timeout", "5", "--no-timeout"], "not both")
-    refused(s, ["schedules", "edit", "ghost", "--description", "x"], "no schedule", code=1)
+    refused(s, ["schedules", "edit", "ghost", "--description", "x"], "no schedule")
 
 
 def test_edit_revives_a_flagged_row(embedded_settings: Settings) -> None:
@@ -387,14 +329,15 @@ def test_pause_and_resume(embedded_settings: Settings) -> None:
     assert resumed["status"] == "active"
     assert utcnow() - timedelta(seconds=1) < due <= utcnow() + timedelta(seconds=600)  # no backlog replay
     assert (due - last.replace(microsecond=0)).total_seconds() % 600 == 0  # same grid
-    refused(s, ["schedules", "resume", "pr"], "already active", code=1)
+    again = invoke(s, "schedules", "resume", "pr")  # idempotent: exit 0, says so, writes nothing
+    assert again.exit_code == 0 and "is already active" in again.output
     set_columns(s, row["id"], status="done")
-    refused(s, ["schedules", "resume", "pr"], "--at", code=1)
-    refused(s, ["schedules", "pause", "pr"], "only an active schedule", code=1)
+    refused(s, ["schedules", "resume", "pr"], "--at")
+    refused(s, ["schedules", "pause", "pr"], "only an active schedule")
     set_columns(s, row["id"], status="paused", task_name="dataforge.removed")
-    refused(s, ["schedules", "resume", "pr"], "not registered", "schedules edit pr --task", code=1)
+    refused(s, ["schedules", "resume", "pr"], "not registered", f"schedules edit {row['id']} --task")
     text = invoke(s, "schedules", "pause", "ghost")
-    assert text.exit_code == 1
+    assert text.exit_code == 2
 
 
 def _executions(settings: Settings, schedule_id: int) -> None:
@@ -440,7 +383,7 @@ def test_history(embedded_settings: Settings) -> None:
     assert "traceback line" not in table.output and "1.502s" in table.output
     refused(s, ["schedules", "history", "hist", "--state", "exploded"], "--state")
     refused(s, ["schedules", "history", "hist", "--limit", "0"], "--limit")
-    refused(s, ["schedules", "history", "nope"], "no schedule", code=1)
+    refused(s, ["schedules", "history", "nope"], "no schedule")
 
 
 def test_delete_keeps_the_history_and_needs_yes_off_a_terminal(embedded_settings: Settings) -> None:
@@ -461,13 +404,13 @@ def test_delete_keeps_the_history_and_needs_yes_off_a_terminal(embedded_settings
             assert len(runs) == 4 and {r.scheduled_task_id for r in runs} == {None}
     finally:
         db.dispose()
-    refused(s, ["schedules", "delete", "doomed", "--yes"], "no schedule", code=1)
+    refused(s, ["schedules", "delete", "doomed", "--yes"], "no schedule")
 
 
 def test_a_database_without_the_schema_is_a_clear_error(tmp_path: Any) -> None:
     bare = Settings.from_env({}, cwd=tmp_path)
     result = invoke(bare, "schedules", "list")
-    assert result.exit_code == 1 and "dataforge db upgrade" in result.output
+    assert result.exit_code == 3 and "dataforge db upgrade" in result.stderr
 
 
 # --- run-now -------------------------------------------------------------------------------------
@@ -523,18 +466,19 @@ def test_run_now_refuses_what_a_worker_would_discard(embedded_settings: Settings
     s = embedded_settings
     row = add(s, "gone")
     set_columns(s, row["id"], task_name="dataforge.removed")
-    refused(s, ["schedules", "run-now", "gone"], "not registered", "schedules edit gone --task", code=1)
+    fix = f"schedules edit {row['id']}"
+    refused(s, ["schedules", "run-now", "gone"], "not registered", f"{fix} --task")
     set_columns(s, row["id"], task_name=TASK, handler_kwargs='{"weeks": 1}')
-    refused(s, ["schedules", "run-now", "gone"], "weeks", "--kwargs", code=1)
+    refused(s, ["schedules", "run-now", "gone"], '{"weeks": 1}', f"{fix} --kwargs")
     set_columns(s, row["id"], handler_kwargs="{}", task_type="cron", cron_expression="99 * * * *")
-    refused(s, ["schedules", "run-now", "gone"], "cron_expression", "schedules edit gone --cron", code=1)
-    refused(s, ["schedules", "run-now", "nothing"], "no schedule", code=1)
+    refused(s, ["schedules", "run-now", "gone"], "'99 * * * *'", f"{fix} --cron")
+    refused(s, ["schedules", "run-now", "nothing"], "no schedule")
 
 
 def test_run_now_with_the_broker_down_is_a_clear_error(embedded_settings: Settings) -> None:
     add(embedded_settings, "nobroker")
     down = embedded_settings.with_(broker_url="redis://:secret@127.0.0.1:1/0")
-    result = refused(down, ["schedules", "run-now", "nobroker"], "could not send to the broker", code=1)
+    result = refused(down, ["schedules", "run-now", "nobroker"], "could not send to the broker", code=3)
     assert "secret" not in result.output
 
 
