@@ -21,6 +21,7 @@ from sqlalchemy import Connection, create_engine, make_url, pool
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from dataforge.db import Database, is_sqlite
+from dataforge.schema import driver_reason
 from migrations.errors import DatabaseUnavailableError
 
 __all__ = ["inspection_connection", "read_only", "redacted"]
@@ -47,6 +48,8 @@ def inspection_connection(url: str, *, missing_ok: bool = False) -> Iterator[Con
         if not database or database == ":memory:":
             raise DatabaseUnavailableError(redacted(url), "an in-memory SQLite database cannot be inspected")
         path = Path(database)
+        if not path.parent.is_dir():
+            raise DatabaseUnavailableError(redacted(url), f"the folder {path.parent} does not exist")
         if not path.is_file():
             if missing_ok:
                 yield None
@@ -76,6 +79,6 @@ def read_only(connection: Connection) -> None:
         connection.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+def _first_line(exc: SQLAlchemyError) -> str:
+    """The driver's reason, without SQLAlchemy's wrapping or class names."""
+    return driver_reason(exc)

@@ -241,11 +241,15 @@ def _verb(request: Request, form: Mapping[str, str], schedule_id: int, verb: str
     console = _console(request)
     try:
         if verb == "pause":
-            row = service.pause_schedule(console.db, schedule_id).row
-            text = f"Paused schedule {schedule_id} ({row['name']})."
+            written = service.pause_schedule(console.db, schedule_id)
+            row = written.row
+            text = (f"Paused schedule {schedule_id} ({row['name']})." if written.changed
+                    else f"Schedule {schedule_id} ({row['name']}) is already paused.")
         elif verb == "resume":
-            row = service.resume_schedule(console.db, console.catalog(), schedule_id).row
-            text = f"Resumed schedule {schedule_id} ({row['name']}): next run {row['next_run_at']} UTC."
+            written = service.resume_schedule(console.db, console.catalog(), schedule_id)
+            row = written.row
+            text = (f"Resumed schedule {schedule_id} ({row['name']}): next run {row['next_run_at'] or 'pending'} UTC."
+                    if written.changed else f"Schedule {schedule_id} ({row['name']}) is already active.")
         elif verb == "run-now":
             sent = service.run_now(console.app, console.catalog(), console.db, schedule_id)
             text = f"Sent {sent.task_name} for schedule {schedule_id} as task {sent.celery_task_id}."

@@ -189,7 +189,8 @@ def test_pause_and_resume(client: TestClient, db: Database) -> None:
     assert client.post(f"/api/schedules/{sid}/pause", headers=H).json()["status"] == "paused"  # no-op
     resumed = client.post(f"/api/schedules/{sid}/resume", headers=H)
     assert resumed.status_code == 200 and resumed.json()["status"] == "active"
-    refused(client.post(f"/api/schedules/{sid}/resume", headers=H), 409, None)
+    again = client.post(f"/api/schedules/{sid}/resume", headers=H)  # idempotent, like the CLI
+    assert again.status_code == 200 and again.json()["status"] == "active"
     done = add_schedule(db, status="done", task_type="once", interval_seconds=None, run_at=utcnow())
     refused(client.post(f"/api/schedules/{done}/pause", headers=H), 409, None)
     refused(client.post(f"/api/schedules/{done}/resume", headers=H), 409, None)

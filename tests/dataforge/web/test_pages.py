@@ -95,7 +95,7 @@ def test_add_through_the_form(page: TestClient, db: Database) -> None:
     [
         ({"task_type": "cron", "cron_expression": "0 25 * * *"}, "cron_expression", "not a valid cron"),
         ({"interval_seconds": "ten"}, "interval_seconds", "whole number"),
-        ({"interval_seconds": "0"}, "interval_seconds", "> 0"),
+        ({"interval_seconds": "0"}, "interval_seconds", "between 1 and"),
         ({"interval_seconds": "60", "task_name": "no.such.task"}, "task_name", "not registered"),
         ({"interval_seconds": "60", "handler_kwargs": "{days: 3}"}, "handler_kwargs", "JSON"),
         ({"interval_seconds": "60", "handler_kwargs": '{"nope": 1}'}, "handler_kwargs", "nope"),
