@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from dataforge.db import Database
 from dataforge.errors import LockUnavailableError
@@ -24,6 +24,7 @@ from dataforge.locks import (
 )
 from dataforge.models import LockLease, utcnow
 from dataforge.runtime import Runtime
+from dataforge.scheduler.schedules import parse_db_datetime
 from dataforge.settings import Settings
 from tests.conftest import create_schema
 from tests.dataforge.worker.helpers import noted
@@ -199,14 +200,42 @@ def test_unreachable_store_raises_on_acquire_and_never_on_release(make: Callable
 # -- renewal ---------------------------------------------------------------------------------
 
 
-def test_renewer_keeps_a_lock_for_three_ttls(backend: LockBackend) -> None:
-    ttl = 0.6
+def _lease_left(backend: LockBackend, key: str) -> float:
+    """Seconds the store will keep ``key`` (its own clock), read from the store itself."""
+    if isinstance(backend, RedisLockBackend):
+        client = redis.Redis.from_url(backend.url)
+        try:
+            return float(client.pttl(key)) / 1000
+        finally:
+            client.close()
+    assert isinstance(backend, DatabaseLockBackend)
+    with backend.db.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            sql = "SELECT EXTRACT(EPOCH FROM expires_at - timezone('utc', now())) FROM dataforge_locks WHERE key = :k"
+            return float(conn.execute(text(sql), {"k": key}).scalar_one())
+        expires = conn.execute(text("SELECT expires_at FROM dataforge_locks WHERE key = :k"), {"k": key}).scalar_one()
+    return (parse_db_datetime(expires) - utcnow()).total_seconds()  # type: ignore[operator]
+
+
+def test_a_lease_lasts_its_ttl_and_a_renewal_its_new_ttl(backend: LockBackend) -> None:
+    """docs/runtime.md: a killed worker's lock frees itself within one DATAFORGE_LOCK_TTL. The
+    store must keep a lease for the TTL asked, not longer (read from the store, no waiting)."""
+    token = backend.acquire("ttl", 30)
+    assert token is not None
+    assert 29.0 < _lease_left(backend, "ttl") <= 30.0
+    assert backend.renew("ttl", token, 45)
+    assert 44.0 < _lease_left(backend, "ttl") <= 45.0
+
+
+def test_renewer_keeps_a_lock_beyond_its_ttl(backend: LockBackend) -> None:
+    # Renewed every ttl/3: a 1.5 s lease leaves a second of slack for a loaded machine.
+    ttl = 1.5
     token = backend.acquire("long-run", ttl)
     assert token is not None
     renewer = LockRenewer()
     try:
         renewer.hold(backend, "long-run", token, ttl)
-        end = time.monotonic() + 3 * ttl
+        end = time.monotonic() + 2 * ttl
         while time.monotonic() < end:
             assert backend.acquire("long-run", ttl) is None, "the lock expired while its run was going"
             time.sleep(ttl / 4)

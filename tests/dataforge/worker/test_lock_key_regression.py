@@ -10,14 +10,20 @@ The real-worker version of this test is in tests/dataforge/worker/.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
-import pytest
 from celery import states
 
 from dataforge.settings import Settings
 from dataforge.worker.task import DataForgeTask
 from tests.dataforge.worker.helpers import add_schedule, executions
+from tests.refactor_tool.support import EXAMPLE
 
 
 async def run(scheduled_task_id: int, days: int = 7) -> dict[str, int]:
@@ -26,19 +32,41 @@ async def run(scheduled_task_id: int, days: int = 7) -> dict[str, int]:
     return {"schedule": scheduled_task_id, "days": days}
 
 
-def legacy_execute_scheduled_task(scheduled_task_id: int, handler_path: str, **kwargs: Any) -> Any:
-    """What backend/app/celery_tasks.py did (reduced to the part that fails)."""
-    kwargs["scheduled_task_id"] = scheduled_task_id
-    kwargs["_lock_key"] = f"lock:{handler_path}:{scheduled_task_id}"
-    return asyncio.run(run(**kwargs))
-
-
 MESSAGE: dict[str, Any] = {"days": 3, "_lock_key": "lock:scripts:report:5"}  # a leaked key, as in old rows
 
+#: The job above as a legacy script module.
+_SCRIPT = """import asyncio
 
-def test_legacy_executor_fails_with_the_production_error() -> None:
-    with pytest.raises(TypeError, match=r"^run\(\) got an unexpected keyword argument '_lock_key'$"):
-        legacy_execute_scheduled_task(5, "scripts:report", days=3)
+
+async def run(scheduled_task_id, days=7):
+    await asyncio.sleep(0)
+    return {"schedule": scheduled_task_id, "days": days}
+"""
+#: Runs the legacy backend's own executor once, in its own process (it builds its Celery app
+#: and its Redis client at import, from the backend's config).
+_CALL = """import json, sys
+from app.celery_tasks import execute_scheduled_task
+try:
+    print(json.dumps({"result": execute_scheduled_task.run(5, "scripts:report", days=3)}))
+except Exception as exc:
+    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+"""
+
+
+def test_the_legacy_executor_fails_with_the_production_error(tmp_path: Path, redis_url: str) -> None:
+    """The example backend's real ``execute_scheduled_task`` (not a copy), on a job that names
+    its parameters: the production ``TypeError``."""
+    backend = tmp_path / "backend"
+    shutil.copytree(EXAMPLE / "app", backend / "app")
+    (backend / "scripts").mkdir()
+    (backend / "scripts" / "__init__.py").write_text("")
+    (backend / "scripts" / "report.py").write_text(_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(backend), "REDIS_URL": redis_url,
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'legacy.db'}"}
+    done = subprocess.run([sys.executable, "-c", _CALL], cwd=backend, env=env, capture_output=True, text=True,
+                          timeout=60, check=True)
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome == {"error": "TypeError", "message": "run() got an unexpected keyword argument '_lock_key'"}
 
 
 def test_run_job_passes_only_what_the_job_declares(embedded_settings: Settings, make_app: Any) -> None:

@@ -46,18 +46,6 @@ def test_two_sequential_async_jobs_share_one_loop_and_a_loop_bound_client(
     assert first["loop"] == second["loop"]
 
 
-def test_asyncio_run_per_task_breaks_the_same_client(redis_url: str) -> None:
-    """Why the loop is persistent: the legacy `asyncio.run(run())` per task fails here."""
-    client = aioredis.Redis.from_url(redis_url)
-
-    async def job() -> bool:
-        return bool(await client.ping())
-
-    assert asyncio.run(job()) is True
-    with pytest.raises(RuntimeError, match="Event loop is closed"):
-        asyncio.run(job())
-
-
 def test_interrupting_the_wait_cancels_the_coroutine_cleanly(loop: JobLoop) -> None:
     """Celery's soft time limit raises SoftTimeLimitExceeded in the task thread (a signal
     handler); the coroutine must be cancelled on the loop and unwind before it propagates."""
@@ -143,3 +131,44 @@ def test_threads_pool_tasks_await_concurrently_on_the_one_loop(loop: JobLoop) ->
     for t in threads:
         t.join(20)
     assert len(results) == 2 and len(set(results)) == 1
+
+
+def test_a_coroutine_that_ignores_cancellation_holds_the_run_for_cancel_grace_only(
+    loop: JobLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/runtime.md: after the soft time limit the coroutine is awaited for at most
+    ``cancel_grace``; one that swallows every cancellation must not hang the worker child."""
+    loop.cancel_grace = 0.5
+    release = threading.Event()
+    cancelled = threading.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                cancelled.set()  # and carries on regardless
+
+    fired: list[str] = []
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        if not fired:
+            fired.append("soft limit")
+            signal.setitimer(signal.ITIMER_REAL, 8.0)  # the watchdog: well past the grace
+            raise SoftTimeLimitExceeded("soft time limit")
+        fired.append("watchdog")
+        raise TimeoutError("the interrupted run was still waiting for its coroutine 8 s later")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        loop.loop.call_soon_threadsafe(lambda: None)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with caplog.at_level("WARNING", logger="dataforge.worker.loop"), pytest.raises(SoftTimeLimitExceeded):
+            loop.run(stubborn())
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        release.set()
+    assert fired == ["soft limit"], "the run waited past cancel_grace for a coroutine that ignores cancellation"
+    assert cancelled.is_set()
+    assert "ignored cancellation for 0.5s" in caplog.text
