@@ -89,9 +89,9 @@ def _mode(path: Path) -> int | None:
         return None
 
 
-def _run(root: Path, rel: str, kind: str, make: Callable[[CodemodContext], Command]) -> _Done | None:
-    """``rel`` through the command ``make`` builds: a report, never an exception. ``None`` when the
-    command says the file is not of its kind."""
+def _run(root: Path, rel: str, kind: str, make: Callable[[CodemodContext], Command], quiet: bool) -> _Done | None:
+    """``rel`` through the command ``make`` builds: a report, never an exception. A file the
+    command skips is reported skipped, with why (``quiet``: not reported, ``None``)."""
     try:
         source = (root / rel).read_bytes()
     except OSError as exc:
@@ -109,8 +109,11 @@ def _run(root: Path, rel: str, kind: str, make: Callable[[CodemodContext], Comma
     command = make(context)
     try:
         output = command.transform_module(tree).bytes
-    except SkipFile:
-        return None
+    except SkipFile as exc:
+        if quiet:
+            return None
+        report.status, report.reasons = "skipped", [str(exc)]
+        return done
     except ConversionRefused as exc:
         report.status, report.reasons = "refused", [r.format(rel) for r in exc.refusals]
         return done
@@ -149,10 +152,10 @@ def plan_app_files(root: Path, options: ConvertOptions, style: ImportStyle, chan
     tasks_prefix = "/".join(options.tasks_dir_parts) + "/"
     done: dict[str, _Done] = {}
 
-    def run(rel: str, kind: str, make: Callable[[CodemodContext], Command]) -> _Done | None:
+    def run(rel: str, kind: str, make: Callable[[CodemodContext], Command], quiet: bool = False) -> _Done | None:
         if not (root / rel).is_file():
             return None
-        item = _run(root, rel, kind, make)
+        item = _run(root, rel, kind, make, quiet)
         if item is not None:
             done[rel] = item
         return item
@@ -174,7 +177,7 @@ def plan_app_files(root: Path, options: ConvertOptions, style: ImportStyle, chan
             data = b""
         if module == MODEL_MODULES or module.startswith(MODEL_MODULES + "."):
             if SCHEDULES_TABLE.encode() in data:
-                run(rel, "model", DeprecateHandlerPathCommand)
+                run(rel, "model", DeprecateHandlerPathCommand, quiet=True)
         elif module == CONFIG_MODULES:
             config = (rel, data)
         elif module == _SCHEDULER:

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import ast
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import libcst as cst
 
 from refactor_tool.analysis import statement_bindings
 from refactor_tool.commands._base import statement_map
-from refactor_tool.import_layout import Statement
+from refactor_tool.import_layout import Statement, is_import_line, required_blank_lines
 
 __all__ = ["Pruned", "Removed", "loaded_names", "prune"]
 
@@ -80,10 +80,17 @@ def _alias_binding(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> str |
     return alias.asname or alias.name
 
 
-def prune(tree: cst.Module, tree_ast: ast.Module, remove: Iterable[int], released: Iterable[str] = ()) -> Pruned:
+def prune(
+    tree: cst.Module,
+    tree_ast: ast.Module,
+    remove: Iterable[int],
+    rewritten: Mapping[int, set[str]] | None = None,
+    rebound: Iterable[str] = (),
+) -> Pruned:
     """``tree`` without the top-level statements at ``ast`` indexes ``remove`` and what only they
-    used (see the module docstring). ``released``: names that code already rewritten used to read
-    (they count as read by removed code)."""
+    used (see the module docstring). ``rewritten``: statements the caller rewrites afterwards, with
+    the names they will read (what they read before counts as read by removed code). ``rebound``:
+    names the caller binds again (they are not gone)."""
     body = tree_ast.body
     removed_stmts = set(remove)
     units: dict[_Unit, set[str]] = {}
@@ -95,7 +102,12 @@ def prune(tree: cst.Module, tree_ast: ast.Module, remove: Iterable[int], release
         else:
             units[(i, None)] = statement_bindings(stmt)
     gone: set[_Unit] = {u for u in units if u[0] in removed_stmts}
+    kept_names = set(rebound)
     uses = {i: loaded_names(stmt) for i, stmt in enumerate(body) if not isinstance(stmt, ast.Import | ast.ImportFrom)}
+    released: set[str] = set()
+    for i, names in (rewritten or {}).items():
+        released |= uses[i]
+        uses[i] = set(names)
     while True:
         live = set().union(*(uses[i] for i in uses if (i, None) not in gone))
         dead = set(released).union(*(uses[i] for i in uses if (i, None) in gone))
@@ -104,6 +116,7 @@ def prune(tree: cst.Module, tree_ast: ast.Module, remove: Iterable[int], release
             for u, names in units.items()
             if u not in gone
             and names
+            and not names & kept_names
             and names <= dead
             and not names & live
             and (u[1] is not None or _prunable(body[u[0]]))
@@ -111,7 +124,7 @@ def prune(tree: cst.Module, tree_ast: ast.Module, remove: Iterable[int], release
         if not newly:
             break
         gone |= newly
-    kept_bindings = set().union(*(names for u, names in units.items() if u not in gone))
+    kept_bindings = kept_names.union(*(names for u, names in units.items() if u not in gone))
     removed_names = set().union(*(names for u, names in units.items() if u in gone)) - kept_bindings
     broken = sorted((body[i].lineno, name) for i in uses if (i, None) not in gone for name in uses[i] & removed_names)
     removed = sorted(
@@ -136,12 +149,22 @@ def _rewrite(tree: cst.Module, body: list[ast.stmt], gone: set[_Unit]) -> cst.Mo
             if not carried_blanks:
                 carried_blanks = _blank_lines(stmt) or -1
             continue
-        if carried_blanks > 0 and out and _blank_lines(new) < carried_blanks:
-            attached = list(new.leading_lines)[_blank_lines(new) :]
-            new = new.with_changes(leading_lines=[cst.EmptyLine() for _ in range(carried_blanks)] + attached)
+        if carried_blanks and not out:
+            # The module's first statements went: this one starts the module as the first did.
+            new = _with_blank_lines(new, _blank_lines(tree.body[0]))
+        elif carried_blanks and is_import_line(out[-1]) and not is_import_line(new):
+            # Now the first statement after the import block: the blank lines isort wants there.
+            new = _with_blank_lines(new, required_blank_lines(new))
+        elif carried_blanks > 0 and _blank_lines(new) < carried_blanks:
+            new = _with_blank_lines(new, carried_blanks)
         carried_blanks = 0
         out.append(new)
     return tree.with_changes(body=out)
+
+
+def _with_blank_lines(stmt: Statement, blanks: int) -> Statement:
+    attached = list(stmt.leading_lines)[_blank_lines(stmt) :]
+    return stmt.with_changes(leading_lines=[cst.EmptyLine() for _ in range(blanks)] + attached)
 
 
 def _blank_lines(stmt: Statement) -> int:

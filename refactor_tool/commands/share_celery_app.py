@@ -177,17 +177,19 @@ class ShareCeleryAppCommand(Command):
             raise ConversionRefused(sorted(set(problems)), path)
         if not remove:
             return tree
-        pruned = prune(tree, tree_ast, remove)
+        # The app's name stays bound: the import that replaces the assignment binds it.
+        pruned = prune(tree, tree_ast, remove, rebound={name})
         if pruned.broken:
             raise ConversionRefused(
                 [Refusal(line, f"uses {n}, which only the app's configuration used; move that use, then re-run")
                  for line, n in pruned.broken],
                 path,
             )  # fmt: skip
-        self.removed_names = [r for r in pruned.removed if r.name != name]
+        self.removed_names = pruned.removed
         module = pruned.module
         if not shared:
             module = self._hand_out(module, name, facts.docstring is not None)
+        self.notes.sort(key=lambda note: int(note.split(":")[0].removeprefix("line ")))
         for note in self.notes:
             self.warn(note)
         return module

@@ -14,7 +14,8 @@ delegates::
 ``discover_scripts()`` goes, with what only it used (``import scripts``, ``pkgutil``...: once
 ``scripts/`` is converted, ``import scripts`` would even fail). Anything that stays but calls
 what went is refused; callers in other files are reported by the runner, with file and line.
-A ``get_registered_tasks`` that takes parameters (a filter the delegate cannot keep) is refused.
+A ``get_registered_tasks`` that takes parameters (a filter the delegate cannot keep) is refused;
+a module without ``discover_scripts()`` is skipped (simplified already, by hand).
 Running the command on its output changes nothing.
 """
 
@@ -24,7 +25,7 @@ import ast
 import itertools
 
 import libcst as cst
-from libcst.codemod import CodemodContext
+from libcst.codemod import CodemodContext, SkipFile
 
 from refactor_tool.analysis import analyze_tree
 from refactor_tool.commands._base import Command, free_name, statement_map
@@ -33,13 +34,17 @@ from refactor_tool.import_layout import ImportStyle, Statement, add_import
 from refactor_tool.options import DEFAULT_CELERY_APP_IMPORT, ImportTarget
 from refactor_tool.pruning import Removed, loaded_names, prune
 
-__all__ = ["DELEGATE_MODULE", "SCANNER", "SimplifySchedulerRegistryCommand"]
+__all__ = ["DELEGATE_MODULE", "SCANNER", "NoScanner", "SimplifySchedulerRegistryCommand"]
 
 #: The legacy scanner and the function the API keeps.
 SCANNER = "discover_scripts"
 _KEPT = "get_registered_tasks"
 #: Where the runtime's ``get_registered_tasks(app)`` lives (its public face).
 DELEGATE_MODULE = "dataforge.scheduler.registry"
+
+
+class NoScanner(SkipFile):
+    """No ``discover_scripts()``: simplified already, by hand or by an earlier run."""
 
 
 def _delegates(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
@@ -79,35 +84,27 @@ class SimplifySchedulerRegistryCommand(Command):
         if SCANNER not in defs:
             if kept is None or _delegates(kept[1]):
                 return tree
-            raise ConversionRefused(
-                [Refusal(kept[1].lineno, f"{_KEPT}() is not the legacy one (no {SCANNER}() beside it) and does not "
-                 f"delegate to {DELEGATE_MODULE}; convert this file by hand")],
-                path,
-            )  # fmt: skip
+            raise NoScanner(
+                f"no {SCANNER}(): nothing to remove; {_KEPT}() is left as written (it does not delegate to "
+                f"{DELEGATE_MODULE}, which joins REGISTERED_TASKS with Celery's registry)"
+            )
         if kept is not None:
             fn = kept[1]
             args = fn.args
-            if (
-                isinstance(fn, ast.AsyncFunctionDef)
-                or args.posonlyargs
-                or args.args
-                or args.vararg
-                or args.kwonlyargs
-                or args.kwarg
-            ):
+            takes = args.posonlyargs or args.args or args.vararg or args.kwonlyargs or args.kwarg
+            if isinstance(fn, ast.AsyncFunctionDef) or takes:
                 raise ConversionRefused(
                     [Refusal(fn.lineno, f"{_KEPT}() takes parameters: {DELEGATE_MODULE}.{_KEPT} cannot keep what "
                      "they do; rewrite it by hand")],
                     path,
                 )  # fmt: skip
-            released = loaded_names(fn)
-            tree = self._delegate(tree, tree_ast, kept[0])
-            tree_ast = ast.parse(tree.bytes, filename=path)
-        else:
-            released = set()
-        scanner = next(i for i, s in enumerate(tree_ast.body) if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)
-                       and s.name == SCANNER)  # fmt: skip
-        pruned = prune(tree, tree_ast, {scanner}, released)
+        # Pruned first, on the module as written (refusals name its lines); then the delegate. The
+        # kept function still reads what its decorators and signature read, not its old body.
+        rewritten = None
+        if kept is not None:
+            outside = [*kept[1].decorator_list, kept[1].args, *([kept[1].returns] if kept[1].returns else [])]
+            rewritten = {kept[0]: set().union(*(loaded_names(node) for node in outside))}
+        pruned = prune(tree, tree_ast, {defs[SCANNER][0]}, rewritten)
         if pruned.broken:
             raise ConversionRefused(
                 [Refusal(line, f"uses {name}, which goes with {SCANNER}(); remove or rewrite that use, then re-run")
@@ -123,7 +120,12 @@ class SimplifySchedulerRegistryCommand(Command):
                 "entry with task_name, in_registry, in_celery and dataforge_task beside name, description, category, "
                 "params"
             )
-        return pruned.module
+        if kept is None:
+            return pruned.module
+        module = pruned.module
+        module_ast = ast.parse(module.bytes, filename=path)
+        index = next(i for i, s in enumerate(module_ast.body) if isinstance(s, ast.FunctionDef) and s.name == _KEPT)
+        return self._delegate(module, module_ast, index)
 
     def _delegate(self, tree: cst.Module, tree_ast: ast.Module, index: int) -> cst.Module:
         facts = analyze_tree(tree_ast)
@@ -139,8 +141,10 @@ class SimplifySchedulerRegistryCommand(Command):
         )
         if app is None:
             app = free_name(
-                itertools.chain([self.celery_app_import.attr], (f"dataforge_{self.celery_app_import.attr}_{n}"
-                                for n in itertools.count(2))),
+                itertools.chain(
+                    [self.celery_app_import.attr, f"dataforge_{self.celery_app_import.attr}"],
+                    (f"dataforge_{self.celery_app_import.attr}_{n}" for n in itertools.count(2)),
+                ),
                 taken,
             )  # fmt: skip
             taken.add(app)
