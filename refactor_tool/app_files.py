@@ -207,10 +207,16 @@ def plan_app_files(root: Path, options: ConvertOptions, style: ImportStyle, chan
         return converted_sources(root, [*changes, *outputs, *gone])
 
     if emptied or removed:
-        _delete_emptied(emptied, final, converted())
-        _report_users(removed, emptied, final, modules, converted())
+        before_deletions = converted()
+        _delete_emptied(emptied, final, before_deletions)
+        # A module deleted now leaves the tree searched next.
+        deleted = {rel for rel, d in final.items() if d.output is None and d.report.status == "changed"}
+        sources = {rel: data for rel, data in before_deletions.items() if rel not in deleted}
+        _report_users(removed, emptied, final, modules, sources)
+    else:
+        sources = None
     if config is not None:
-        result.files.append(_config_report(*config, converted()))
+        result.files.append(_config_report(*config, sources if sources is not None else converted()))
     for rel, item in done.items():
         if rel == executor_rel and executor is not None:
             continue  # reported, and its operations (the rename) planned, by _executor
