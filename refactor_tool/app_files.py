@@ -34,7 +34,7 @@ from libcst.codemod import CodemodContext, SkipFile
 from refactor_tool.commands._base import Command
 from refactor_tool.commands.deprecate_handler_path import DeprecateHandlerPathCommand
 from refactor_tool.commands.keep_legacy_executor import KeepLegacyExecutorCommand
-from refactor_tool.commands.remove_signal_handlers import RemoveSignalHandlersCommand
+from refactor_tool.commands.remove_signal_handlers import RemoveSignalHandlersCommand, find_signal_handlers
 from refactor_tool.commands.share_celery_app import ShareCeleryAppCommand
 from refactor_tool.commands.simplify_scheduler_registry import SimplifySchedulerRegistryCommand
 from refactor_tool.errors import ConversionRefused
@@ -140,16 +140,23 @@ def _places(refs: Sequence[Reference]) -> str:
     return shown if len(refs) <= _SHOWN else f"{shown} and {len(refs) - _SHOWN} more"
 
 
-def plan_app_files(root: Path, options: ConvertOptions, style: ImportStyle, changes: Sequence[Change]) -> AppPlan:
+def plan_app_files(
+    root: Path,
+    options: ConvertOptions,
+    style: ImportStyle,
+    changes: Sequence[Change],
+    reports: Sequence[FileReport] = (),
+) -> AppPlan:
     """The reports and file operations of the legacy app's files (see the module docstring).
 
-    ``changes``: the rest of the conversion's operations (the converted tree is searched as they
-    leave it).
+    ``changes`` and ``reports``: the rest of the conversion (the converted tree is searched as its
+    operations leave it; a recording handler found in the tasks package is noted on its report).
     """
     result = AppPlan()
     if not options.app_files or not (root / APP_PACKAGE).is_dir():
         return result
     tasks_prefix = "/".join(options.tasks_dir_parts) + "/"
+    _handlers_in_tasks_package(root, tasks_prefix, changes, reports)
     done: dict[str, _Done] = {}
 
     def run(rel: str, kind: str, make: Callable[[CodemodContext], Command], quiet: bool = False) -> _Done | None:
@@ -225,6 +232,40 @@ def plan_app_files(root: Path, options: ConvertOptions, style: ImportStyle, chan
             result.changes.append(Change(rel, item.source, item.output))
     result.files.sort(key=lambda f: f.path)
     return result
+
+
+def _handlers_in_tasks_package(
+    root: Path, prefix: str, changes: Sequence[Change], reports: Sequence[FileReport]
+) -> None:
+    """The worker imports every module of the tasks package, so a recording handler there runs
+    beside the runtime's. Those files belong to the job and retarget commands: each such handler
+    is reported on its file's report, to be removed by hand."""
+    planned = {c.path: c.new for c in changes}
+    sources: dict[str, bytes] = {}
+    tasks_dir = root / prefix.rstrip("/")
+    if tasks_dir.is_dir():
+        for path in python_files(tasks_dir):
+            rel = path.relative_to(root).as_posix()
+            if rel not in planned:
+                try:
+                    sources[rel] = path.read_bytes()
+                except OSError:
+                    continue
+    sources.update({rel: new for rel, new in planned.items() if new is not None and rel.startswith(prefix)})
+    by_path = {f.target or f.path: f for f in reports}
+    for rel, data in sorted(sources.items()):
+        if b"connect" not in data or b"signals" not in data or rel not in by_path:
+            continue
+        try:
+            tree = ast.parse(data, filename=rel)
+        except (SyntaxError, ValueError):
+            continue
+        for handler in find_signal_handlers(tree):
+            if handler.owned and handler.records:
+                by_path[rel].notes.append(
+                    f"{rel}:{handler.line}: {handler.function}() ({', '.join(handler.signals)}) records runs, and the "
+                    f"worker imports this module: {handler.replacement()}; remove it by hand"
+                )
 
 
 def _executor(

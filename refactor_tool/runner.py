@@ -188,7 +188,7 @@ def convert(
     ctx = TransformContext(str(root), options, index, style)
     outcomes = transform_all(units, ctx, jobs=jobs, progress=progress)
     decided = plan(root, options, outcomes, style, lambda unit, lock_key: transform_unit(unit, ctx, lock_key))
-    app = plan_app_files(root, options, style, decided.changes)
+    app = plan_app_files(root, options, style, decided.changes, decided.files)
     decided.files.extend(app.files)
     decided.changes.extend(app.changes)
     report = ConvertReport(str(root), mode, decided.files, decided.changes, decided.removed_dirs)

@@ -162,3 +162,19 @@ def test_a_file_that_does_not_parse_fails_alone(example: Path) -> None:
     assert signals.status == "failed" and signals.reasons[0].startswith("app/celery_signals.py:1: does not parse")
     assert report.exit_code(check=False) == 2
     assert (example / "app/celery_tasks_legacy.py").exists()
+
+
+def test_a_recording_handler_in_the_tasks_package_is_reported(example: Path) -> None:
+    """The worker imports every module of app/tasks: a handler there would record every run twice."""
+    base = (example / "app/tasks/base.py").read_text()
+    handler = (
+        "\n\nfrom celery.signals import task_postrun  # noqa: E402\n\n\n@task_postrun.connect\n"
+        "def touch(sender=None, **kwargs):\n    from app.models import ScheduledTask\n\n    ScheduledTask.touch()\n"
+    )
+    (example / "app/tasks/base.py").write_text(base + handler)
+    report = convert(example, mode="check")
+    line = (base + handler).splitlines().index("def touch(sender=None, **kwargs):") + 1
+    assert any(
+        n.startswith(f"app/tasks/base.py:{line}: touch() (task_postrun) records runs, and the worker imports this")
+        for n in _file(report, "app/tasks/base.py").notes
+    )
