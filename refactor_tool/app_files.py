@@ -286,9 +286,7 @@ def _executor(
         return None
     item = run(source_rel, "legacy_executor", KeepLegacyExecutorCommand)
     if item is None or item.output is None:
-        if item is not None:
-            result.files.append(item.report)
-        return None
+        return None  # refused or failed: reported with the others, left as it is
     item.report.status, item.report.target = "changed", target_rel
     item.report.notes.append(
         f"renamed to {target_rel}: kept for a full rollback of the code; nothing imports it (the legacy switch "

@@ -22,6 +22,7 @@ _TASK_PACKAGES = (
 _JSON = "the runtime sends and accepts JSON only"
 _UTC = "the runtime runs in UTC"
 _LIMITS = "each schedule's timeout_seconds sets the time limits of its runs"
+_OWN = "the runtime's app sets its own value (docs/runtime.md)"
 
 #: A Celery setting (or ``Celery()`` argument) -> what the runtime does instead.
 _CELERY: dict[str, str] = {
@@ -43,6 +44,12 @@ _CELERY: dict[str, str] = {
     "enable_utc": _UTC,
     "task_time_limit": _LIMITS,
     "task_soft_time_limit": _LIMITS,
+    "task_acks_late": _OWN,
+    "task_reject_on_worker_lost": _OWN,
+    "worker_prefetch_multiplier": _OWN,
+    "task_track_started": _OWN,
+    "result_expires": _OWN,
+    "worker_send_task_events": _OWN,
 }
 
 #: A legacy ``app/config.py`` setting, or the environment variable it reads -> the runtime's.

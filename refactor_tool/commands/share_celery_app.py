@@ -233,6 +233,12 @@ class ShareCeleryAppCommand(Command):
                 assert chain is not None
                 if chain[2] == "beat_schedule" and len(chain) == 3 and stmt.value is not None:
                     self._beat_schedule(stmt.value, problems)
+                elif chain[2] == "beat_schedule" and len(chain) == 4 and stmt.value is not None:
+                    self._beat_entry(repr(chain[3]), stmt.value, problems)  # beat_schedule["name"] = {...}
+                elif chain[2] == "beat_schedule":
+                    problems.append(
+                        Refusal(stmt.lineno, "changes beat_schedule in a way whose entries cannot be known")
+                    )
                 else:
                     self.notes.append(celery_setting_note(chain[2], stmt.lineno))
             return True
@@ -265,27 +271,32 @@ class ShareCeleryAppCommand(Command):
                 Refusal(value.lineno, "beat_schedule is not a dict literal: which entries it holds cannot be known")
             )
             return
+        if not value.keys:
+            self.notes.append(celery_setting_note("beat_schedule", value.lineno))
         for key, entry in zip(value.keys, value.values, strict=True):
-            name = ast.unparse(key) if key is not None else "**"
-            task = None
-            if isinstance(entry, ast.Dict):
-                for k, v in zip(entry.keys, entry.values, strict=True):
-                    if isinstance(k, ast.Constant) and k.value == "task" and isinstance(v, ast.Constant):
-                        task = v.value if isinstance(v.value, str) else None
-            if isinstance(task, str) and task.rpartition(".")[2] == POLLER_FUNCTION:
-                self.notes.append(
-                    f"line {entry.lineno}: beat entry {name} ({task}) removed: DatabaseScheduler dispatches every "
-                    "schedule from the database"
+            self._beat_entry(ast.unparse(key) if key is not None else "**", entry, problems)
+
+    def _beat_entry(self, name: str, entry: ast.expr, problems: list[Refusal]) -> None:
+        """The poller's entry goes; any other would stop running: refused."""
+        task = None
+        if isinstance(entry, ast.Dict):
+            for k, v in zip(entry.keys, entry.values, strict=True):
+                if isinstance(k, ast.Constant) and k.value == "task" and isinstance(v, ast.Constant):
+                    task = v.value if isinstance(v.value, str) else None
+        if isinstance(task, str) and task.rpartition(".")[2] == POLLER_FUNCTION:
+            self.notes.append(
+                f"line {entry.lineno}: beat entry {name} ({task}) removed: DatabaseScheduler dispatches every "
+                "schedule from the database"
+            )
+        else:
+            problems.append(
+                Refusal(
+                    entry.lineno,
+                    f"beat entry {name} ({task or 'task unknown'}) would stop running: beat runs dataforge's "
+                    "DatabaseScheduler, which reads schedules from the database; add it as a schedule "
+                    "(`dataforge schedules add`), delete the entry, then re-run",
                 )
-            else:
-                problems.append(
-                    Refusal(
-                        entry.lineno,
-                        f"beat entry {name} ({task or 'task unknown'}) would stop running: beat runs dataforge's "
-                        "DatabaseScheduler, which reads schedules from the database; add it as a schedule "
-                        "(`dataforge schedules add`), delete the entry, then re-run",
-                    )
-                )
+            )
 
     # -- what comes -----------------------------------------------------------------------------
     def _hand_out(self, module: cst.Module, name: str, has_docstring: bool) -> cst.Module:

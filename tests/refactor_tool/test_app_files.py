@@ -178,3 +178,18 @@ def test_a_recording_handler_in_the_tasks_package_is_reported(example: Path) -> 
         n.startswith(f"app/tasks/base.py:{line}: touch() (task_postrun) records runs, and the worker imports this")
         for n in _file(report, "app/tasks/base.py").notes
     )
+
+
+def test_a_refused_executor_is_reported_once_and_not_renamed(example: Path) -> None:
+    executor = (example / "app/celery_tasks.py").read_bytes()
+    extra = b"\n\n@celery_app.task\ndef cleanup_executions(days=30):\n    return days\n"
+    (example / "app/celery_tasks.py").write_bytes(executor + extra)
+    report = convert(example)
+    reports = [f for f in report.files if f.path == "app/celery_tasks.py"]
+    assert [f.status for f in reports] == ["refused"]
+    assert "defines task cleanup_executions() besides the legacy executor" in reports[0].reasons[0]
+    assert (example / "app/celery_tasks.py").read_bytes() == executor + extra
+    assert not (example / "app/celery_tasks_legacy.py").exists()
+    # Every file is reported once.
+    paths = [f.path for f in report.files]
+    assert len(paths) == len(set(paths))
