@@ -310,6 +310,9 @@ def _delete_emptied(emptied: dict[str, str], final: dict[str, _Done], sources: d
     for module, rel in emptied.items():
         item = final[rel]
         users = [r for r in importers if r.module == module]
+        if rel.endswith("/__init__.py"):
+            item.report.notes.append("kept without its handlers: it makes its folder a package")
+            continue
         if users:
             item.report.notes.append(f"kept without its handlers: imported by {_places(users)}")
             continue

@@ -111,15 +111,15 @@ class ShareCeleryAppCommand(Command):
         tree_ast = ast.parse(tree.bytes, filename=path)
         facts = analyze_tree(tree_ast)
         problems: list[Refusal] = []
+        constructions = celery_constructions(tree_ast)
         apps = [
             (i, stmt)
             for i, stmt in enumerate(tree_ast.body)
             if isinstance(stmt, ast.Assign | ast.AnnAssign)
             and isinstance(stmt.value, ast.Call)
-            and stmt.value.lineno in celery_constructions(tree_ast)
+            and stmt.value.lineno in constructions
         ]
         shared = [b for b in facts.imports.values() if (b.module, b.attr) == (self.target.module, self.target.attr)]
-        constructions = celery_constructions(tree_ast)
         if len(constructions) + len(shared) > 1:
             lines = ", ".join(str(n) for n in sorted([*constructions, *(b.line for b in shared)]))
             raise ConversionRefused(
@@ -145,7 +145,8 @@ class ShareCeleryAppCommand(Command):
             if not isinstance(target, ast.Name) or (isinstance(assign, ast.Assign) and len(assign.targets) > 1):
                 raise ConversionRefused([Refusal(assign.lineno, "the app is not bound to one plain name")], path)
             name = target.id
-            self._celery_arguments(assign.value)  # type: ignore[arg-type]
+            assert isinstance(assign.value, ast.Call)
+            self._celery_arguments(assign.value)
         else:
             name = shared[0].name
         self.app_name = name

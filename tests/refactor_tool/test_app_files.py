@@ -193,3 +193,13 @@ def test_a_refused_executor_is_reported_once_and_not_renamed(example: Path) -> N
     # Every file is reported once.
     paths = [f.path for f in report.files]
     assert len(paths) == len(set(paths))
+
+
+def test_a_package_init_left_empty_is_never_deleted(example: Path) -> None:
+    signals = (example / "app/celery_signals.py").read_bytes()
+    (example / "app/scheduler/__init__.py").write_bytes(signals)
+    report = convert(example)
+    assert report.exit_code(check=False) == 0
+    init = _file(report, "app/scheduler/__init__.py")
+    assert init.status == "changed" and "kept without its handlers: it makes its folder a package" in init.notes
+    assert (example / "app/scheduler/__init__.py").read_bytes().startswith(b'"""prerun / success')
