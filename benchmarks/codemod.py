@@ -5,8 +5,9 @@
 
 A legacy tree of N job modules is generated in a temp dir (each ~80 lines: docstring, imports of a
 shared helper, metadata constants for a third of them, helpers, a class, an async or sync ``run``
-with defaults and keyword-only parameters, a ``__main__`` block for every fifth). Then, in this
-one process and on the same files:
+with defaults and keyword-only parameters, a ``__main__`` block for every fifth), beside the
+example's legacy ``app/`` (its Celery app, executor, signal handlers, registry, models, settings:
+converted and searched as in a real backend). Then, in this one process and on the same files:
 
 * ``bare``: ``libcst.parse_module(bytes).bytes`` for every file (the floor any libcst codemod pays);
 * ``jobs1`` / ``jobs2``: the whole ``convert`` in ``check`` mode (discover, transform, compile every
@@ -39,6 +40,7 @@ import libcst as cst  # noqa: E402
 from refactor_tool.runner import convert  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "codemod.json"
+EXAMPLE_APP = ROOT / "examples" / "legacy_backend" / "app"
 
 COMMON = '''"""Helpers shared by the generated jobs."""
 import json
@@ -152,6 +154,8 @@ def _summary(records):
 
 
 def generate(root: Path, files: int) -> list[Path]:
+    # The example's legacy app beside the jobs (its files are converted too), without its tasks.
+    shutil.copytree(EXAMPLE_APP, root / "app", ignore=shutil.ignore_patterns("__pycache__", "tasks"))
     scripts = root / "scripts"
     scripts.mkdir(parents=True)
     (scripts / "__init__.py").write_text('"""Jobs."""\n')

@@ -117,4 +117,7 @@ def create_app(settings: Settings | None = None, plugins: Iterable[Plugin] | Non
 
 
 #: The app of `celery -A dataforge.celery_app` and of `@celery_app.task(base=DataForgeTask)`.
-celery_app = create_app()
+#: Bound before it is configured: configuring imports the task packages' parents, and a legacy
+#: backend's ``app/__init__.py`` may import ``app.celery_app``, which hands out this object.
+celery_app = DataForgeApp("dataforge")
+configure(celery_app, Settings.from_env())

@@ -59,6 +59,8 @@ class ConvertOptions:
     #: The legacy scripts package (a top-level directory of the backend).
     scripts_package: str = "scripts"
     keep_scripts: bool = False
+    #: Also apply the design's file change list to the legacy ``app/`` (refactor_tool.app_files).
+    app_files: bool = True
 
     def __post_init__(self) -> None:
         _check_package(self.tasks_package, "tasks package")

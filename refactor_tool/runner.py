@@ -3,24 +3,27 @@
 Phase 1 transforms every file in memory (in a process pool with ``jobs > 1``; results come back
 in input order, so the output is identical to ``jobs=1``); every output is compiled. Then, in
 this process, :mod:`refactor_tool.plan` decides what moves and computes every file operation,
-and :mod:`refactor_tool.writes` performs them all or none (phase 2).
+and the legacy app's own files (:mod:`refactor_tool.app_files`), and :mod:`refactor_tool.writes`
+performs them all or none (phase 2).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from refactor_tool.app_files import plan_app_files
 from refactor_tool.commands.rewrite_imports import ModuleIndex
 from refactor_tool.errors import RefactorError, Refusal
 from refactor_tool.import_layout import ImportStyle
 from refactor_tool.options import ConvertOptions
 from refactor_tool.plan import plan
 from refactor_tool.report import ConvertReport
+from refactor_tool.source_tree import python_files
 from refactor_tool.transform import SCRIPT, TASK_MODULE, TransformContext, Unit, UnitOutcome, transform_unit
 from refactor_tool.writes import Writer, apply_changes, atomic_write
 
@@ -42,17 +45,6 @@ class NothingToConvert(RefactorError):
 
 
 # -- discovery -----------------------------------------------------------------------------------
-def _py_files(directory: Path) -> Iterator[Path]:
-    """Python files under ``directory``, in sorted order, skipping caches and non-package dirs."""
-    for path in sorted(directory.iterdir()):
-        if path.is_dir():
-            if path.name == "__pycache__" or not path.name.isidentifier():
-                continue
-            yield from _py_files(path)
-        elif path.suffix == ".py" and path.is_file():
-            yield path
-
-
 def discover(root: Path, options: ConvertOptions) -> tuple[list[Unit], ModuleIndex]:
     """The units of ``root`` (scripts first, then task modules) and the scripts module index."""
     pkg = options.scripts_package
@@ -63,7 +55,7 @@ def discover(root: Path, options: ConvertOptions) -> tuple[list[Unit], ModuleInd
     modules: set[str] = set()
     packages: set[str] = set()
     if scripts_dir.is_dir():
-        for path in _py_files(scripts_dir):
+        for path in python_files(scripts_dir):
             parts = path.relative_to(scripts_dir).with_suffix("").parts
             is_pkg = parts[-1] == "__init__"
             module = ".".join([pkg, *(parts[:-1] if is_pkg else parts)])
@@ -83,7 +75,7 @@ def discover(root: Path, options: ConvertOptions) -> tuple[list[Unit], ModuleInd
             modules.add(module)
             packages.add(".".join([pkg, *parts[:-1]]))
     if tasks_dir.is_dir():
-        for path in _py_files(tasks_dir):
+        for path in python_files(tasks_dir):
             rel = path.relative_to(tasks_dir)
             if rel.as_posix() == "__init__.py":
                 continue  # the registry: handled after every module is known
@@ -196,6 +188,9 @@ def convert(
     ctx = TransformContext(str(root), options, index, style)
     outcomes = transform_all(units, ctx, jobs=jobs, progress=progress)
     decided = plan(root, options, outcomes, style, lambda unit, lock_key: transform_unit(unit, ctx, lock_key))
+    app = plan_app_files(root, options, style, decided.changes, decided.files)
+    decided.files.extend(app.files)
+    decided.changes.extend(app.changes)
     report = ConvertReport(str(root), mode, decided.files, decided.changes, decided.removed_dirs)
     if mode == "write" and (decided.changes or decided.removed_dirs):
         report.write_error = apply_changes(root, decided.changes, decided.removed_dirs, write=write)

@@ -35,7 +35,12 @@ EXIT_INTERRUPTED = 130
 
 
 def _options(
-    cli: CliContext, tasks_package: str, celery_app_import: str, base_import: str, keep_scripts: bool
+    cli: CliContext,
+    tasks_package: str,
+    celery_app_import: str,
+    base_import: str,
+    keep_scripts: bool,
+    app_files: bool = True,
 ) -> ConvertOptions:
     try:
         return ConvertOptions(
@@ -44,6 +49,7 @@ def _options(
             base_import=ImportTarget.parse(base_import),
             scripts_package=cli.settings.scripts_package,
             keep_scripts=keep_scripts,
+            app_files=app_files,
         )
     except RefactorError as exc:
         raise click.BadParameter(str(exc)) from exc
@@ -124,6 +130,12 @@ def _progress(console: Console, enabled: bool) -> Iterator[Progress | None]:
     help="Transform files in N processes (the output is identical to --jobs 1).",
 )
 @click.option("--keep-scripts", is_flag=True, help="Leave the original scripts/ files in place.")
+@click.option(
+    "--skip-app-files",
+    is_flag=True,
+    help="Leave the legacy app/ files (celery_app, celery_tasks, celery_signals, scheduler/registry, models) as "
+    "they are.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Only print refusals and failures (and no progress bar).")
 @_target_options
 @pass_cli
@@ -135,13 +147,17 @@ def convert(
     report_file: Path | None,
     jobs: int,
     keep_scripts: bool,
+    skip_app_files: bool,
     quiet: bool,
     tasks_package: str,
     celery_app_import: str,
     base_import: str,
 ) -> None:
     """Convert the legacy jobs of LEGACY_BACKEND_DIR (the folder holding scripts/ and app/)
-    into registered DataForge tasks, and write the handler_path map file.
+    into registered DataForge tasks, write the handler_path map file, and apply the design's
+    file change list to the legacy app/: app/celery_app.py hands out dataforge's app,
+    app/celery_tasks.py becomes app/celery_tasks_legacy.py (rollback only), the duplicate signal
+    handlers and discover_scripts() go, handler_path is marked deprecated.
 
     Exit status: 0 done (or nothing to do), 1 with --check when something would change,
     2 bad input (no scripts/ nor tasks package; any file refused or failed), 3 the write
@@ -149,7 +165,7 @@ def convert(
     """
     from refactor_tool.runner import convert as run_convert
 
-    options = _options(cli, tasks_package, celery_app_import, base_import, keep_scripts)
+    options = _options(cli, tasks_package, celery_app_import, base_import, keep_scripts, not skip_app_files)
     mode = "diff" if diff else "check" if check else "write"
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:

@@ -6,7 +6,8 @@ workspace, with real ``celery worker`` and ``celery beat`` processes:
 
 1. copy ``examples/legacy_backend`` and build its legacy database (the baseline schema, rows
    with every legacy quirk);
-2. ``dataforge convert --diff``, then ``dataforge convert``;
+2. ``dataforge convert --diff``, then ``dataforge convert`` (the jobs, and the legacy app's own
+   files: the executor renamed for rollback, the duplicate signal handlers gone);
 3. ``dataforge db check`` and ``dataforge db upgrade``;
 4. worker + beat on the unified runtime, a live table of executions;
 5. rollback: ``dataforge db downgrade`` to the expand schema + ``dataforge legacy enable``,
@@ -23,6 +24,7 @@ way out, Ctrl-C included.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -134,6 +136,25 @@ LEGACY_ROWS: tuple[tuple[str, str, str | None, str | None, int, str, str], ...] 
     ("reminders_every_5s", "interval", None, "scripts:send_reminders", 5, "null", "active"),
     ("retired_job", "interval", None, "scripts:no_such_job", 60, "{}", "paused"),
 )
+
+
+def _legacy_app_lines(report_file: Path) -> list[str]:
+    """What the conversion did to the legacy app's own files, one line each, from the JSON report."""
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    deleted = {op["path"] for op in report["operations"] if op["op"] == "delete"}
+    lines = [f"legacy app/ (the design's file change list; every note in {report_file.name}):"]
+    for f in report["files"]:
+        path = f["path"]
+        if not path.startswith("app/") or path.startswith("app/tasks/"):
+            continue
+        if f["target"]:
+            what = f"-> {f['target']} (kept for rollback only)"
+        elif path in deleted:
+            what = "deleted"
+        else:
+            what = {"changed": "converted", "skipped": "reported, unchanged"}.get(f["status"], f["status"])
+        lines.append(f"  {path} {what}")
+    return lines
 
 
 class Demo:
@@ -284,12 +305,13 @@ class Demo:
         return f"{files} files would change (nothing written yet)"
 
     def _convert(self) -> str:
-        out = self._dataforge("convert", str(self.backend))
+        report_file = self.workspace / "convert-report.json"
+        out = self._dataforge("convert", str(self.backend), "--report", str(report_file))
         map_file = self.backend / "dataforge-handler-map.json"
         if not map_file.is_file():
             raise StepFailed(f"convert wrote no map file at {map_file}")
         self._use_settings(self.settings.with_(legacy_map_file=map_file))
-        return self._show(out)
+        return self._show("\n".join([*out.splitlines()[-1:], *_legacy_app_lines(report_file)]))
 
     def _db_check(self) -> str:
         return self._show(self._dataforge("db", "check"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,48 @@ def fixture_stems(directory: str) -> list[str]:
 def fixture_pair(directory: str, stem: str) -> tuple[bytes, bytes]:
     base = FIXTURES / directory
     return (base / f"{stem}.before.py").read_bytes(), (base / f"{stem}.after.py").read_bytes()
+
+
+def refused_fixtures(directory: str) -> list[str]:
+    """Names of the files under ``fixtures/<directory>/refused`` (each declares its refusals)."""
+    return sorted(p.name for p in (FIXTURES / directory / "refused").glob("*.py"))
+
+
+def expectations(source: bytes) -> list[tuple[int, str]]:
+    """``(line, reason substring)`` of every ``# expect: <line>: <reason>`` header line."""
+    text = source.decode()
+    return [(int(m.group(1)), m.group(2)) for m in re.finditer(r"^# expect: (\d+): (.+)$", text, re.M)]
+
+
+def assert_refused(command: type[Codemod], directory: str, name: str, **kwargs: Any) -> None:
+    """The fixture ``fixtures/<directory>/refused/<name>`` is refused with every reason its header names."""
+    from refactor_tool.errors import ConversionRefused
+
+    source = (FIXTURES / directory / "refused" / name).read_bytes()
+    expected = expectations(source)
+    assert expected, f"{name} declares no expectation"
+    try:
+        run_command(command, source, **kwargs)
+    except ConversionRefused as exc:
+        got = [(r.line, r.reason) for r in exc.refusals]
+    else:
+        raise AssertionError(f"{name} was converted; want {expected}")
+    for line, text in expected:
+        assert any(gl == line and text in reason for gl, reason in got), f"{name}: want {line}: {text!r}, got {got}"
+
+
+def assert_fixture(command: type[Codemod], directory: str, stem: str, **kwargs: Any) -> list[str]:
+    """Byte-exact output, valid Python, idempotent, and no ruff finding the input did not have.
+    Returns the command's report lines."""
+    before, after = fixture_pair(directory, stem)
+    out, warnings = run_command(command, before, **kwargs)
+    assert out == after
+    compile(after, f"{stem}.py", "exec", dont_inherit=True)
+    again, _ = run_command(command, after, **kwargs)
+    assert again == after, "running the command on its output changed it"
+    lint_before, lint_after = lint_pair(before, after)
+    assert lint_after <= lint_before, f"the command added {lint_after - lint_before}"
+    return warnings
 
 
 def run_command(command: type[Codemod], source: bytes, **kwargs: Any) -> tuple[bytes, list[str]]:
@@ -102,10 +145,26 @@ def lint_pair(
     return codes.get("before.py", set()), codes.get("after.py", set())
 
 
-def make_jobs_tree(root: Path, jobs: int) -> Path:
+#: The example's legacy app files (its infrastructure, not its tasks package).
+LEGACY_APP_FILES = (
+    "app/__init__.py",
+    "app/celery_app.py",
+    "app/celery_tasks.py",
+    "app/celery_signals.py",
+    "app/celery_scheduler.py",
+    "app/config.py",
+    "app/database.py",
+    "app/models.py",
+    "app/scheduler/__init__.py",
+    "app/scheduler/registry.py",
+)
+
+
+def make_jobs_tree(root: Path, jobs: int, legacy_app: bool = False) -> Path:
     """A legacy tree of ``jobs`` small jobs with every kind of write-phase operation: new files,
     the registry rewritten in place, a package ``__init__`` carried over, scripts deleted,
-    emptied folders removed."""
+    emptied folders removed; with ``legacy_app``, the example's legacy app files too (a rename,
+    files changed in place, a module deleted)."""
     files: dict[str, str | bytes] = {
         "scripts/__init__.py": '"""Jobs."""\n\nVERSION = 2\n',
         "scripts/_common.py": "def double(n):\n    return 2 * n\n",
@@ -118,4 +177,6 @@ def make_jobs_tree(root: Path, jobs: int) -> Path:
             f'"""Job {i}."""\n\nfrom scripts._common import double\nfrom scripts.lib.dates import TODAY\n\n\n'
             f"def run(n: int = {i}, **kwargs):\n    return {{'n': double(n), 'day': TODAY}}\n"
         )
+    if legacy_app:
+        files.update({rel: (EXAMPLE / rel).read_bytes() for rel in LEGACY_APP_FILES})
     return make_tree(root, files)

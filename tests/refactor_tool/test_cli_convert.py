@@ -55,6 +55,16 @@ def test_check_then_write_then_check(backend: Path, tmp_path: Path) -> None:
     assert (code, out, err) == (0, "", "")
 
 
+def test_skip_app_files_leaves_the_legacy_app_alone(backend: Path) -> None:
+    before = snapshot(backend)
+    code, _, err = _run("convert", str(backend), "--skip-app-files")
+    assert code == 0, err
+    after = snapshot(backend)
+    assert after["app/celery_tasks.py"] == before["app/celery_tasks.py"] and "app/celery_tasks_legacy.py" not in after
+    code, _, err = _run("convert", str(backend), "--check")
+    assert code == 1 and "changed: app/celery_tasks.py -> app/celery_tasks_legacy.py" in err
+
+
 def test_diff_goes_to_stdout_and_writes_nothing(backend: Path) -> None:
     before = snapshot(backend)
     result = CliRunner().invoke(cli, ["convert", str(backend), "--diff"], catch_exceptions=False)

@@ -42,7 +42,8 @@ def test_converted_example_loads_on_the_runtime(tmp_path: Path) -> None:
     env.update(
         DATAFORGE_TASK_PACKAGES="app.tasks",
         DATAFORGE_DATABASE_URL=f"sqlite:///{tmp_path / 'df.db'}",
-        PYTHONPATH=str(root),
+        # The converted tree first, then this checkout (tests/conftest.py put it on PYTHONPATH).
+        PYTHONPATH=os.pathsep.join([str(root), os.environ["PYTHONPATH"]]),
         PYTHONDONTWRITEBYTECODE="1",
     )
     proc = subprocess.run(

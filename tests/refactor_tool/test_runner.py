@@ -14,7 +14,8 @@ import pytest
 from dataforge.legacy.paths import HandlerMap, handler_path_spellings
 from refactor_tool.options import MAP_FILE_NAME, ConvertOptions
 from refactor_tool.report import ConvertReport, FileReport
-from refactor_tool.runner import atomic_write, convert
+from refactor_tool.runner import convert
+from refactor_tool.writes import atomic_write
 from tests.refactor_tool.support import EXAMPLE, make_tree, snapshot
 
 JOB = '"""Job {name}."""\nfrom scripts._common import helper\n\n\ndef run(n: int = 1):\n    return helper(n)\n'
@@ -288,22 +289,19 @@ def test_a_write_failure_rolls_everything_back(example: Path, fail_at: int) -> N
     assert all(f.status != "changed" for f in report.files)
 
 
-def test_a_file_edited_between_the_phases_stops_the_write(example: Path) -> None:
+def test_a_file_edited_between_the_phases_stops_the_write(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from refactor_tool import runner
+    from refactor_tool.plan import Plan, plan
 
-    real_plan = runner.plan
-
-    def plan_then_edit(root: Path, *args: Any) -> object:
-        decided = real_plan(root, *args)
+    def plan_then_edit(root: Path, *args: Any) -> Plan:
+        decided = plan(root, *args)
         (root / "app/tasks/__init__.py").write_text("# edited by someone else\n")
         return decided
 
-    runner.plan = plan_then_edit  # type: ignore[assignment]
-    try:
-        before = snapshot(example)
-        report = convert(example)
-    finally:
-        runner.plan = real_plan
+    monkeypatch.setattr(runner, "plan", plan_then_edit)
+    before = snapshot(example)
+    report = convert(example)
+    monkeypatch.undo()
     assert report.write_error == "app/tasks/__init__.py changed on disk since it was read; re-run"
     after = snapshot(example)
     assert after.pop("app/tasks/__init__.py")[0] == b"# edited by someone else\n"

@@ -26,7 +26,7 @@ from tests.refactor_tool.support import make_jobs_tree, snapshot
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_jobs_tree(tmp_path_factory.mktemp("pristine") / "backend", jobs=6)
+    return make_jobs_tree(tmp_path_factory.mktemp("pristine") / "backend", jobs=6, legacy_app=True)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,10 @@ def converted_snapshot(pristine: Path, tmp_path_factory: pytest.TempPathFactory)
 
 def _operations(pristine: Path) -> int:
     report = convert(pristine, mode="check")
-    kinds = {op["op"] for op in report.to_json()["operations"]}
-    assert kinds == {"create", "update", "delete", "rmdir"}  # every kind of operation is exercised
+    operations = report.to_json()["operations"]
+    assert {op["op"] for op in operations} == {"create", "update", "delete", "rmdir"}  # every kind is exercised
+    assert {"op": "create", "path": "app/celery_tasks_legacy.py", "origin": "app/celery_tasks.py"} in operations
+    assert {"op": "delete", "path": "app/celery_signals.py", "origin": None} in operations
     return len(report.changes) + len(report.removed_dirs)
 
 

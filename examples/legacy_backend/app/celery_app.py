@@ -21,6 +21,13 @@ celery_app.conf.update(
     enable_utc=True,
     beat_scheduler="app.celery_scheduler:DatabaseScheduler",
 )
+celery_app.conf.beat_schedule = {
+    # handler_path rows: sent by the poller (the scheduler above sends task_name rows).
+    "dispatch-due-tasks": {
+        "task": "app.celery_tasks.dispatch_due_tasks",
+        "schedule": 60.0,
+    },
+}
 
 # Signal handlers register on import.
 import app.celery_signals  # noqa: E402,F401

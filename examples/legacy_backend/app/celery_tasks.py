@@ -2,11 +2,13 @@
 
 The scheduler sends ``app.celery_tasks.execute_scheduled_task`` with the row's id, its
 handler_path and its handler_kwargs. The executor imports the script, injects the id and the
-lock key, and runs the coroutine.
+lock key, and runs the coroutine. ``dispatch_due_tasks`` (a beat entry, every minute) sends the
+handler_path rows that are due, from before the database scheduler existed.
 """
 
 import asyncio
 import importlib
+import json
 import logging
 from datetime import datetime
 
@@ -53,6 +55,23 @@ def execute_scheduled_task(self, scheduled_task_id, handler_path, **kwargs):
             lock.release()
         except redis.exceptions.LockError:
             pass
+
+
+@celery_app.task
+def dispatch_due_tasks():
+    """Send every due handler_path row to execute_scheduled_task."""
+    now = datetime.utcnow()
+    with SessionLocal() as session:
+        rows = (
+            session.query(ScheduledTask)
+            .filter(ScheduledTask.status == "active", ScheduledTask.handler_path.isnot(None))
+            .filter(ScheduledTask.next_run_at <= now)
+            .all()
+        )
+        for row in rows:
+            kwargs = json.loads(row.handler_kwargs or "{}") or {}
+            execute_scheduled_task.delay(scheduled_task_id=row.id, handler_path=row.handler_path, **kwargs)
+    return {"sent": len(rows)}
 
 
 @task_postrun.connect

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 class Recorder:
     def __init__(self) -> None:
         self.events: list[str] = []
+        self.outputs: list[str] = []
         self.finished: list[StepResult] = []
         self.live_updates = 0
         self.console: list[str] = []
@@ -32,6 +33,7 @@ class Recorder:
 
     def on_output(self, text: str) -> None:
         self.events.append("output")
+        self.outputs.append(text)
         if text.startswith("console: "):
             # The console is up (--serve): what a newcomer's browser would get.
             url = text.split()[1]
@@ -65,6 +67,12 @@ def test_demo_migrates_rolls_back_and_upgrades_again(tmp_path: Path) -> None:
     assert recorder.live_updates > 0
     assert len(recorder.finished) == len(report.steps) == 11
     assert "sync_accounts_every_3s" in recorder.console, "--serve leaves the console up on the demo's database"
+    # The conversion showed, and did, the design's file change list for the legacy app.
+    converted = next(r for r in report.steps if r.name == "convert scripts/ into registered tasks").detail
+    assert "app/celery_tasks.py -> app/celery_tasks_legacy.py (kept for rollback only)" in converted
+    assert "app/celery_signals.py deleted" in converted
+    app = tmp_path / "ws" / "backend" / "app"
+    assert (app / "celery_tasks_legacy.py").is_file() and not (app / "celery_tasks.py").exists()
 
 
 def test_demo_names_the_failed_step(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from typing import Any
 
 import pytest
 from libcst.codemod import CodemodTest
@@ -127,7 +128,7 @@ def test_text_insertion_keeps_every_byte_and_is_idempotent(source: bytes) -> Non
     out, added = add_registry_entries(source, entries)
     assert added == ["dataforge.new"]
     compile(out, "__init__.py", "exec", dont_inherit=True)
-    registry = {}
+    registry: dict[str, Any] = {}
     exec(compile(out, "__init__.py", "exec", dont_inherit=True), registry)  # noqa: S102 - our own test data
     assert registry["REGISTERED_TASKS"]["dataforge.old"] is not None
     assert registry["REGISTERED_TASKS"]["dataforge.new"] == {"name": "néw", "params": []}
