@@ -53,6 +53,19 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float) ->
     return value
 
 
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigurationError(name, raw, "expected a whole number") from None
+    if value < minimum:
+        raise ConfigurationError(name, raw, f"must be >= {minimum}")
+    return value
+
+
 def _choice(env: Mapping[str, str], name: str, default: E) -> E:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -96,6 +109,9 @@ class Settings:
     #: may lose the last ~0.6 s of execution rows and outcome counters (never due times, never
     #: locks), for about a third less recording cost (docs/runtime.md).
     recorder_synchronous_commit: bool = False
+    #: Finished execution rows older than this many days are pruned by the leading beat
+    #: (hourly) and by ``dataforge history prune``; 0 keeps everything. Running rows never are.
+    history_retention_days: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -128,6 +144,7 @@ class Settings:
             legacy_map_file=Path(map_file) if map_file else None,
             scripts_package=env.get("DATAFORGE_SCRIPTS_PACKAGE", "scripts") or "scripts",
             recorder_synchronous_commit=_bool(env, "DATAFORGE_RECORDER_SYNCHRONOUS_COMMIT", False),
+            history_retention_days=_int(env, "DATAFORGE_HISTORY_RETENTION_DAYS", 30, minimum=0),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -149,6 +166,7 @@ class Settings:
             "DATAFORGE_MISSED_RUNS": self.missed_runs,
             "DATAFORGE_SCRIPTS_PACKAGE": self.scripts_package,
             "DATAFORGE_RECORDER_SYNCHRONOUS_COMMIT": "1" if self.recorder_synchronous_commit else "0",
+            "DATAFORGE_HISTORY_RETENTION_DAYS": str(self.history_retention_days),
         }
         if self.redis_url:
             env["DATAFORGE_REDIS_URL"] = self.redis_url

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dataforge.errors import DataForgeError
-from dataforge.protocol import INTERNAL_PREFIX
+from dataforge.protocol import INTERNAL_PREFIX, SCHEDULE_ID_KWARG
 
 __all__ = [
     "BoundKwargs",
@@ -38,25 +38,41 @@ class JobArgumentError(DataForgeError, TypeError):
     It is a ``TypeError`` too (what calling the job would have raised) but names the job, the
     missing parameters and the keys that were available, so the fix (add the key to the
     schedule's ``handler_kwargs`` or give the parameter a default) is obvious.
+
+    Its ``args`` are its constructor's arguments, so it survives pickling and Celery's JSON
+    result encoding as itself: Celery rebuilds an exception as ``cls(*args)`` and, when that
+    fails, falls back to the nearest base class that can be rebuilt (``DataForgeError``),
+    which is what the result backend and the execution record used to show.
     """
 
     def __init__(self, job: str, missing: list[str], available: list[str]) -> None:
         self.job = job
-        self.missing = missing
-        self.available = available
-        super().__init__(
-            f"job {job} needs parameter(s) {', '.join(missing)} that the call does not provide "
-            f"(given: {', '.join(available) or 'nothing'}); add them to the schedule's handler_kwargs "
+        self.missing = list(missing)
+        self.available = list(available)
+        super().__init__(job, self.missing, self.available)
+
+    def __str__(self) -> str:
+        return (
+            f"job {self.job} needs parameter(s) {', '.join(self.missing)} that the call does not provide "
+            f"(given: {', '.join(self.available) or 'nothing'}); add them to the schedule's handler_kwargs "
             "or give them a default"
         )
 
 
 @dataclass(frozen=True)
 class BoundKwargs:
-    """The kwargs a job receives, and the keys it was not given (for the run's log line)."""
+    """The kwargs a job receives, and the keys it was not given."""
 
     kwargs: dict[str, Any]
     dropped: tuple[str, ...] = field(default=())
+
+    @property
+    def unaccepted(self) -> tuple[str, ...]:
+        """The keys the *caller* chose that the job cannot take (a typo in ``handler_kwargs``,
+        a parameter the job lost): what the run's log line reports. The runtime's own keys
+        (``scheduled_task_id``, which beat adds to every scheduled message, and internal
+        ``_``-prefixed keys) are left out: a job that does not want them is the normal case."""
+        return tuple(k for k in self.dropped if k != SCHEDULE_ID_KWARG and not k.startswith(INTERNAL_PREFIX))
 
 
 def _describe(func: Callable[..., Any]) -> str:

@@ -27,7 +27,7 @@ from dataforge.tools.processes import CeleryProcess, worker_command
 from tests.conftest import REPO_ROOT
 from tests.dataforge.worker.worker_tasks.tasks import SEQ_PATTERN
 
-__all__ = ["REPO_ROOT", "TASKS_PACKAGE", "Rig", "running_rig", "wait_until", "worker_env"]
+__all__ = ["REPO_ROOT", "TASKS_PACKAGE", "Rig", "running_rig", "wait_until", "worker_env", "worker_pid"]
 
 TASKS_PACKAGE = "tests.dataforge.worker.worker_tasks"
 T = TypeVar("T")
@@ -44,6 +44,12 @@ def wait_until(probe: Callable[[], T], timeout: float, what: str, log: Callable[
             tail = "\n".join(log().splitlines()[-40:]) if log else ""
             pytest.fail(f"not within {timeout}s: {what}\n--- worker log tail ---\n{tail}")
         time.sleep(0.1)
+
+
+def worker_pid(worker: str | None) -> int:
+    """The pid in an execution row's ``worker`` (``<hostname>:<pid>#<incarnation>``)."""
+    assert worker, "the row names no worker"
+    return int(worker.rsplit(":", 1)[1].split("#", 1)[0])
 
 
 def worker_env(settings: Settings, extra_path: Sequence[Path] = ()) -> dict[str, str]:
