@@ -23,6 +23,7 @@ COMMANDS = {
     "convert": "dataforge.cli.convert:convert",
     "verify": "dataforge.cli.convert:verify",
     "demo": "dataforge.cli.demo:demo",
+    "history": "dataforge.cli.history:history",
 }
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "bump_counters",
     "close_by_id",
     "insert_image",
+    "reap_running",
     "row_of_attempt",
     "running_attempts",
     "update_image",
@@ -242,3 +243,26 @@ def bump_counters() -> Any:
                                 else_=bindparam("b_last_error", type_=st.c.last_error.type))  # fmt: skip
     values["updated_at"] = st.c.updated_at
     return update(st).where(st.c.id == bindparam("b_sid", type_=Integer())).values(**values)
+
+
+@functools.cache
+def reap_running() -> Any:
+    """Mark running row ``b_id`` ``lost`` only if it still belongs to worker ``b_worker`` (a
+    redelivery that took the row over meanwhile is alive; its row is left alone). RETURNING
+    its schedule id."""
+    te = EXECUTIONS
+    return (
+        update(te)
+        .where(
+            te.c.id == bindparam("b_id", type_=Integer()),
+            te.c.status == ExecutionStatus.RUNNING.value,
+            te.c.worker == _bp("b_worker", "worker"),
+        )
+        .values(
+            status=ExecutionStatus.LOST.value,
+            finished_at=_bp("b_finished", "finished_at"),
+            duration_ms=_bp("b_duration", "duration_ms"),
+            error=_bp("b_error", "error"),
+        )
+        .returning(te.c.scheduled_task_id)
+    )
