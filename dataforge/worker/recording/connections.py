@@ -31,6 +31,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -102,6 +103,28 @@ class HeldConnections:
         except DBAPIError:
             self._drop(conn)
             raise
+
+    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """The first row of a plain-SQL query (``%s`` placeholders), run by the driver itself
+        and prepared once per connection: the read on a run's path, where SQLAlchemy's
+        execution layer would cost more CPU than the query. A dead kept connection is
+        replaced and the query retried once, as in :meth:`execute`."""
+        if self._pid != os.getpid():
+            self.after_fork()
+        for retried in (False, True):
+            conn = self._connection()
+            raw: Any = conn.connection.driver_connection
+            try:
+                row: tuple[Any, ...] | None = raw.execute(sql, params, prepare=True).fetchone()
+                return row
+            except psycopg.Error:
+                dead = bool(raw.broken or raw.closed)
+                self._drop(conn)
+                if retried or not dead:
+                    raise
+            self.replaced += 1
+            log.info("recorder: replaced a dead database connection (server restarted or dropped it)")
+        raise AssertionError("unreachable")
 
     def _drop(self, conn: Connection) -> None:
         self._local.conn = None

@@ -10,6 +10,7 @@ Celery's events.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from dataforge.db import Database, is_postgres
 from dataforge.locks import LockBackend
@@ -69,16 +70,17 @@ class Recorder:
         queued = self.writer.finished_status((task_id, attempt))
         if queued is not None:
             return queued
-        params = {"b_tid": task_id, "b_attempt": attempt}
+        row: tuple[Any, ...] | None
         if self.reads is not None:
-            row = self.reads.execute(statements.attempt_state(), params).first()
+            row = self.reads.fetch_one(statements.ATTEMPT_STATE_SQL, (task_id, attempt))
         else:
             with self.db.engine.connect() as conn:
-                row = conn.execute(statements.attempt_state(), params).first()
+                found = conn.execute(statements.attempt_state(), {"b_tid": task_id, "b_attempt": attempt}).first()
+            row = None if found is None else tuple(found)
         if row is None:
             return None
         try:
-            status = ExecutionStatus(str(row.status))
+            status = ExecutionStatus(str(row[0]))
         except ValueError:
             return "unknown"
         return status if status.finished else None

@@ -27,6 +27,7 @@ from dataforge.protocol import ExecutionStatus
 from dataforge.worker.recording.records import COUNTED, LAST_STATUS_OF, counter_column
 
 __all__ = [
+    "ATTEMPT_STATE_SQL",
     "EXECUTIONS",
     "SCHEDULES",
     "attempt_state",
@@ -58,6 +59,11 @@ def attempt_state() -> Any:
     return select(te.c.status, te.c.worker).where(
         te.c.celery_task_id == _bp("b_tid", "celery_task_id"), te.c.attempt == _bp("b_attempt", "attempt")
     )
+
+
+#: :func:`attempt_state` as the driver's own SQL, for the read on a run's path on PostgreSQL
+#: (run without SQLAlchemy's execution layer; ``tests`` check both give the same answer).
+ATTEMPT_STATE_SQL: Final = "SELECT status, worker FROM task_executions WHERE celery_task_id = %s AND attempt = %s"
 
 
 def _sql_list(values: tuple[str, ...] | frozenset[ExecutionStatus]) -> str:
