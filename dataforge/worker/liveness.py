@@ -8,7 +8,7 @@ the killed container would look alive for as long as the new one runs.
 
 A process that records keeps a lease ``dataforge:worker:<worker>`` in the lock store (Redis,
 or the ``dataforge_locks`` table), taken before its first row is written and renewed every
-ttl/3 by its recorder's writer thread (:class:`Heartbeat`). When the process dies, nobody
+ttl/3 (at most every 4 s) by its recorder's writer thread (:class:`Heartbeat`). When the process dies, nobody
 renews it and the lease expires within one ``DATAFORGE_LOCK_TTL``: that is how the leading
 beat's reaper (:mod:`dataforge.scheduler.reaper`) tells a ``running`` row of a dead process
 from one that is still running.
@@ -20,13 +20,14 @@ import hashlib
 import logging
 import os
 import secrets
+import threading
 import time
 from typing import Final
 
 from dataforge.errors import LockUnavailableError
 from dataforge.locks import LockBackend
 
-__all__ = ["HEARTBEAT_PREFIX", "Heartbeat", "heartbeat_key", "new_incarnation", "process_identity"]
+__all__ = ["HEARTBEAT_PREFIX", "Heartbeat", "heartbeat_key", "new_incarnation", "process_identity", "renew_every"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,14 @@ HEARTBEAT_PREFIX: Final = "dataforge:worker:"
 _INCARNATION_MARK: Final = "#"
 #: ``dataforge_locks.key`` is VARCHAR(255).
 _MAX_KEY: Final = 255
+#: Longest time between two renewals: a lease the store lost (a restart without persistence)
+#: is taken again within this, well inside the reaper's confirmation delay.
+_RENEW_MAX: Final = 4.0
+
+
+def renew_every(ttl: float) -> float:
+    """Seconds between two renewals of a lease of ``ttl`` seconds."""
+    return min(ttl / 3, _RENEW_MAX)
 
 
 def process_identity(hostname: str | None, incarnation: str) -> str:
@@ -72,21 +81,28 @@ class Heartbeat:
         self._token: str | None = None
         self._due = 0.0
         self._failing = False
+        self._lock = threading.Lock()
 
     def due_in(self) -> float:
         """Seconds until the next renewal is due (0 when it is due now)."""
         return max(0.0, self._due - time.monotonic())
 
     def beat(self, locks: LockBackend) -> None:
-        """Take or renew the lease if it is due."""
+        """Take or renew the lease if it is due (from any thread)."""
+        with self._lock:
+            self._beat(locks)
+
+    def _beat(self, locks: LockBackend) -> None:
         if self.key is None or time.monotonic() < self._due:
             return
         try:
             if self._token is not None and locks.renew(self.key, self._token, self.ttl):
                 ok = True
             else:
-                self._token = locks.acquire(self.key, self.ttl, owner=self.worker)
-                ok = self._token is not None or locks.held_by(self.key, self.worker)
+                token = locks.acquire(self.key, self.ttl, owner=self.worker)
+                if token is not None:
+                    self._token = token
+                ok = token is not None or locks.held_by(self.key, self.worker)
         except LockUnavailableError as exc:
             ok = False
             if not self._failing:
@@ -97,10 +113,12 @@ class Heartbeat:
         if ok and self._failing:
             log.info("heartbeat %s restored", self.key)
         self._failing = not ok
-        self._due = time.monotonic() + (self.ttl / 3 if ok else min(1.0, self.ttl / 3))
+        self._due = time.monotonic() + (renew_every(self.ttl) if ok else min(1.0, self.ttl / 3))
 
     def stop(self, locks: LockBackend) -> None:
         """Release the lease (graceful exit): the process is gone, not lost."""
-        if self.key is not None and self._token is not None:
-            locks.release(self.key, self._token)
-            self._token = None
+        with self._lock:
+            if self.key is not None and self._token is not None:
+                locks.release(self.key, self._token)
+                self._token = None
+            self._due = float("inf")
