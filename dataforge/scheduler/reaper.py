@@ -45,7 +45,7 @@ from dataforge.models import utcnow
 from dataforge.protocol import ExecutionStatus
 from dataforge.worker.liveness import heartbeat_key
 from dataforge.worker.recording import statements
-from dataforge.worker.recording.counters import Tally, apply_tallies
+from dataforge.worker.recording.counters import Tally, apply_tallies, counted_outcomes
 
 if TYPE_CHECKING:
     from dataforge.runtime import Runtime
@@ -192,7 +192,7 @@ class Reaper:
                 reaped.append((row_id, tracked.worker))
                 if hit.scheduled_task_id is not None:
                     tallies.setdefault(hit.scheduled_task_id, Tally()).add(ExecutionStatus.LOST, reason, was=None)
-            apply_tallies(conn, tallies)
+            apply_tallies(conn, tallies, counted_outcomes(conn))
         for row_id, worker in reaped:
             self._running.pop(row_id, None)
             log.warning("reaper: execution %d of worker %s marked lost (its worker is gone)", row_id, worker)

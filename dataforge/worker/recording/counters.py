@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, inspect
 
 from dataforge.protocol import ExecutionStatus
 from dataforge.worker.recording import statements
-from dataforge.worker.recording.records import COUNTED, LAST_STATUS_OF
+from dataforge.worker.recording.records import COUNTED, LAST_STATUS_OF, counter_column
 
-__all__ = ["Tally", "apply_tallies"]
+__all__ = ["Tally", "apply_tallies", "counted_outcomes"]
 
 
 @dataclass
@@ -45,17 +45,25 @@ class Tally:
         return not self.outcomes and not self.unlost
 
 
-def apply_tallies(conn: Connection, tallies: dict[int, Tally]) -> None:
+def counted_outcomes(conn: Connection) -> frozenset[ExecutionStatus]:
+    """The outcomes whose counter column ``scheduled_tasks`` has. All of them at head; a
+    database rolled back (the rollback drill: the legacy system runs again on the expanded
+    schema) has ``success_count`` and ``failure_count`` only, and recording goes on with those."""
+    columns = {c["name"] for c in inspect(conn).get_columns(statements.SCHEDULES.name)}
+    return frozenset(s for s in COUNTED if counter_column(s) in columns)
+
+
+def apply_tallies(conn: Connection, tallies: dict[int, Tally], counted: frozenset[ExecutionStatus] = COUNTED) -> None:
     """One counters UPDATE per schedule, in id order (two writers never wait on each other in
-    opposite orders)."""
+    opposite orders), for the counters of ``counted``."""
     for sid in sorted(tallies):
         tally = tallies[sid]
         if tally.empty:
             continue
-        params: dict[str, object] = {f"b_{s.value}": tally.outcomes.get(s, 0) for s in COUNTED}
+        params: dict[str, object] = {f"b_{s.value}": tally.outcomes.get(s, 0) for s in counted}
         params.update(
             b_sid=sid, b_unlost=tally.unlost,
             b_last_status=None if tally.last_status is None else tally.last_status.value,
             b_last_error=tally.last_error,
         )  # fmt: skip
-        conn.execute(statements.bump_counters(), params)
+        conn.execute(statements.bump_counters(counted), params)

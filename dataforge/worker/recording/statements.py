@@ -71,7 +71,7 @@ def _sql_list(values: tuple[str, ...] | frozenset[ExecutionStatus]) -> str:
 
 
 @functools.cache
-def write_images_pg() -> TextClause:
+def write_images_pg(counted: frozenset[ExecutionStatus] = COUNTED) -> TextClause:
     """Upsert a batch of row images and move the counters of the rows written: ONE statement.
 
     The batch travels as one array per column (``unnest``), so the statement text is the same
@@ -81,16 +81,18 @@ def write_images_pg() -> TextClause:
     snapshot): an image that takes over a ``lost`` row (a redelivery of a reaped run, or a
     late outcome of a frozen one) takes that ``lost`` back out of ``lost_count``, so each
     run is counted once. ``last_status``/``last_error`` become those of the batch's last
-    image (``ord``) that ran. Returns how many rows were written.
+    image (``ord``) that ran. Only the counters of ``counted`` are written (the ones the
+    schema has: a database rolled back below the counters' migration has only two). Returns
+    how many rows were written.
     """
     last = _sql_list(LAST_STATUS_OF)
     counters = ",\n        ".join(
         f"{counter_column(s)} = GREATEST(0, st.{counter_column(s)} + p.{s.value} - p.unlost)"
         if s is ExecutionStatus.LOST else f"{counter_column(s)} = st.{counter_column(s)} + p.{s.value}"
-        for s in sorted(COUNTED)
+        for s in sorted(counted)
     )
     tallies = ",\n            ".join(
-        f"count(*) FILTER (WHERE c.count_as = '{s.value}') AS {s.value}" for s in sorted(COUNTED)
+        f"count(*) FILTER (WHERE c.count_as = '{s.value}') AS {s.value}" for s in sorted(counted)
     )
     return text(f"""
 WITH batch AS (
@@ -230,19 +232,21 @@ def close_by_id() -> Any:
 
 
 @functools.cache
-def bump_counters() -> Any:
-    """Add ``b_<outcome>`` to each outcome counter of schedule ``b_sid`` (and take ``b_unlost``
-    runs back out of ``lost_count``, never below 0); ``b_last_status``, when not NULL, becomes the schedule's
-    last outcome with ``b_last_error``. Statistics, not edits: ``updated_at`` is kept."""
+def bump_counters(counted: frozenset[ExecutionStatus] = COUNTED) -> Any:
+    """Add ``b_<outcome>`` to each counter of ``counted`` on schedule ``b_sid`` (and take
+    ``b_unlost`` runs back out of ``lost_count``, never below 0); ``b_last_status``, when not
+    NULL, becomes the schedule's last outcome with ``b_last_error``. Statistics, not edits:
+    ``updated_at`` is kept."""
     st = SCHEDULES
     values: dict[str, Any] = {
         counter_column(s): st.c[counter_column(s)] + bindparam(f"b_{s.value}", type_=Integer())
-        for s in COUNTED
+        for s in counted
     }
     lost = counter_column(ExecutionStatus.LOST)
-    net = values[lost] - bindparam("b_unlost", type_=Integer())
-    # Never below 0: a lost row written before lost_count existed (counted as a failure then).
-    values[lost] = case((net < 0, 0), else_=net)
+    if lost in values:
+        net = values[lost] - bindparam("b_unlost", type_=Integer())
+        # Never below 0: a lost row written before lost_count existed (counted as a failure then).
+        values[lost] = case((net < 0, 0), else_=net)
     last = bindparam("b_last_status", type_=st.c.last_status.type)
     values["last_status"] = case((last.is_(None), st.c.last_status), else_=last)
     values["last_error"] = case((last.is_(None), st.c.last_error),

@@ -48,7 +48,7 @@ from dataforge.protocol import ExecutionStatus
 from dataforge.worker.liveness import Heartbeat
 from dataforge.worker.recording import statements
 from dataforge.worker.recording.connections import HeldConnections
-from dataforge.worker.recording.counters import Tally, apply_tallies
+from dataforge.worker.recording.counters import Tally, apply_tallies, counted_outcomes
 from dataforge.worker.recording.records import CloseAnyAttempt, Record, RowImage
 
 __all__ = ["RecorderStats", "Writer"]
@@ -105,6 +105,9 @@ class Writer:
     max_backoff: float = 1.0
     #: How long :meth:`close` keeps trying to write what is queued.
     exit_timeout: float = 5.0
+    #: Seconds between two looks at which counter columns the schema has (and after any
+    #: failed flush): a migration or a rollback under a running worker is picked up.
+    schema_every: float = 300.0
 
     def __init__(
         self,
@@ -136,6 +139,8 @@ class Writer:
         self._stopped = False
         self._pid = os.getpid()
         self._atexit: Callable[[], None] | None = None
+        self._counted: frozenset[ExecutionStatus] | None = None
+        self._counted_at = 0.0
 
     # -- queueing (the run's side) ----------------------------------------------------------
     def submit(self, record: Record) -> None:
@@ -288,6 +293,7 @@ class Writer:
 
     def _failed(self, keys: list[_Key], batch: list[Record], exc: BaseException) -> None:
         self.stats.failed("flush", exc)
+        self._counted = None  # the schema may be what changed
         with self._cond:
             # Back at the front, in order; an image queued meanwhile for the same attempt
             # follows its earlier one.
@@ -331,11 +337,20 @@ class Writer:
                 log.error("recorder: dropped an execution record the database refuses: %r (%r)", record, exc)
         return written
 
+    def _counters(self) -> frozenset[ExecutionStatus]:
+        """The outcomes whose counter column the schema has (looked up now and then)."""
+        if self._counted is None or time.monotonic() - self._counted_at > self.schema_every:
+            with self.db.engine.connect() as conn:
+                self._counted = counted_outcomes(conn)
+            self._counted_at = time.monotonic()
+        return self._counted
+
     def _write_all(self, batch: list[Record]) -> int:
         engine = self.db.engine
+        counted = self._counters()
         if engine.dialect.name != "postgresql" or self.held is None:
             with engine.begin() as conn:
-                return _write_one_by_one(conn, batch)
+                return _write_one_by_one(conn, batch, counted)
         written = 0
         run: list[RowImage] = []
         for record in [*batch, None]:
@@ -343,14 +358,14 @@ class Writer:
                 run.append(record)
                 continue
             if run:
-                written += self._write_images_pg(run)
+                written += self._write_images_pg(run, counted)
                 run = []
             if record is not None:
                 with engine.begin() as conn:
-                    written += _write_one_by_one(conn, [record])
+                    written += _write_one_by_one(conn, [record], counted)
         return written
 
-    def _write_images_pg(self, images: list[RowImage]) -> int:
+    def _write_images_pg(self, images: list[RowImage], counted: frozenset[ExecutionStatus]) -> int:
         assert self.held is not None
         params: dict[str, list[Any]] = {name: [] for name in (
             "tid", "attempt", "task", "handler", "sid", "status", "started", "finished", "duration", "result",
@@ -371,7 +386,7 @@ class Writer:
             params["worker"].append(image.worker)
             params["count_as"].append(None if image.count_as is None else image.count_as.value)
             params["ord"].append(ord_)
-        return int(self.held.execute(statements.write_images_pg(), params).scalar_one())
+        return int(self.held.execute(statements.write_images_pg(counted), params).scalar_one())
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self, timeout: float | None = None) -> None:
@@ -416,7 +431,7 @@ class Writer:
         self._pid = os.getpid()
 
 
-def _write_one_by_one(conn: Connection, batch: Iterable[Record]) -> int:
+def _write_one_by_one(conn: Connection, batch: Iterable[Record], counted: frozenset[ExecutionStatus]) -> int:
     """Write records one at a time in ``conn``'s transaction, then the counters they move."""
     tallies: dict[int, Tally] = {}
     written = 0
@@ -433,7 +448,7 @@ def _write_one_by_one(conn: Connection, batch: Iterable[Record]) -> int:
                 written += 1
                 if sid is not None:
                     tallies.setdefault(sid, Tally()).add(record.count_as, record.error, was=None)
-    apply_tallies(conn, tallies)
+    apply_tallies(conn, tallies, counted)
     return written
 
 
