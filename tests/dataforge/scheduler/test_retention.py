@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,9 @@ def db(request: pytest.FixtureRequest) -> Database:
 
 def _fill(db: Database) -> dict[str, int]:
     """Rows of every kind, in id order as the recorder writes them (oldest first)."""
-    ago = lambda days: NOW - timedelta(days=days)  # noqa: E731
+    def ago(days: int) -> datetime:
+        return NOW - timedelta(days=days)
+
     kinds = [
         ("old-success", "success", ago(40), ago(40)),
         ("old-running", "running", ago(41), None),  # a run that has been going for 41 days

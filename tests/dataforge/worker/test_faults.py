@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,19 @@ def _settings(tmp: Path, database: str, broker: str, redis_url: str, **extra: st
 def _rows(rig: Rig, sid: int) -> list[TaskExecution]:
     with rig.app.runtime.db.session() as s:
         return list(s.scalars(select(TaskExecution).where(TaskExecution.scheduled_task_id == sid)))
+
+
+def _statuses(rig: Rig, sid: int) -> list[str]:
+    return [r.status for r in _rows(rig, sid)]
+
+
+def _recorded(rig: Rig, sid: int, expected: list[str]) -> bool:
+    return _statuses(rig, sid) == expected
+
+
+def _finished(rig: Rig, task_id: str) -> TaskExecution | None:
+    """The attempt's row once it is no longer ``running``."""
+    return next((r for r in rig.executions(task_id) if r.status != "running"), None)
 
 
 def _gated(rig: Rig, gate: Path, *, paused: bool = False) -> tuple[int, Any]:
@@ -86,7 +100,7 @@ def test_the_first_run_of_every_worker_process_after_a_postgresql_restart_is_rec
     gate.touch()
     for sid, result in warm:
         rig.wait_result(result)
-        wait_until(lambda sid=sid: [r.status for r in _rows(rig, sid)] == ["success"], 30, "warm-up recorded")
+        wait_until(partial(_recorded, rig, sid, ["success"]), 30, "warm-up recorded")
     private_pg.restart()
     gate = rig.tmp / "after"
     after = [_gated(rig, gate) for _ in range(2)]
@@ -95,7 +109,7 @@ def test_the_first_run_of_every_worker_process_after_a_postgresql_restart_is_rec
     gate.touch()
     for sid, result in after:
         assert rig.wait_result(result).get(timeout=5)["value"] == sid
-        wait_until(lambda sid=sid: [r.status for r in _rows(rig, sid)] == ["success"], 30,
+        wait_until(partial(_recorded, rig, sid, ["success"]), 30,
                    f"the run of schedule {sid} after the restart recorded success", lambda: rig.worker.log)
         assert rig.schedule(sid).success_count == 1
     pids = {worker_pid(_rows(rig, sid)[0].worker) for sid, _ in after}
@@ -159,6 +173,7 @@ def test_the_run_of_a_killed_worker_is_reaped_lost_within_one_lock_ttl_plus_15s(
                     lambda: next((r for r in _rows(doomed, dead_sid) if r.status == "lost"), None), bound + 3,
                     f"the killed worker's run reaped lost within lock TTL + 15 s ({bound}s)", lambda: beat.log,
                 )
+                assert row is not None
                 assert time.monotonic() - killed <= bound + 3
                 assert "reaped by beat" in (row.error or "") and row.finished_at is not None
                 sched = doomed.schedule(dead_sid)
@@ -205,8 +220,9 @@ def test_a_redis_outage_runs_the_overdue_run_and_records_every_other(tmp_path: P
                     server.start()
                 else:
                     server.thaw()
-                row = wait_until(lambda: next((r for r in rig.executions(overdue) if r.status != "running"), None),
-                                 120, f"the overdue run {overdue} recorded", lambda: rig.worker.log)
+                row = wait_until(partial(_finished, rig, overdue), 120, f"the overdue run {overdue} recorded",
+                                 lambda: rig.worker.log)
+                assert row is not None
                 assert row.status == "success", f"the overdue run was not run: {row.status} {row.error}"
                 after = rig.schedule(sid).run_count
                 wait_until(lambda: rig.schedule(sid).run_count >= after + 2, 60, "runs go on after the outage")
@@ -249,9 +265,9 @@ def test_a_run_redelivered_from_a_killed_worker_waits_for_its_lock_and_runs(tmp_
             try:
                 rig.worker.kill()  # the message was unacknowledged: RabbitMQ redelivers it at once
                 gate.touch()
-                row = wait_until(lambda: next((r for r in rig.executions(tid) if r.status != "running"), None), 60,
-                                 "the redelivered run ran and was recorded", lambda: second.log)
-                assert row.status == "success", (row.status, row.error)
+                row = wait_until(partial(_finished, rig, tid), 60, "the redelivered run ran and was recorded",
+                                 lambda: second.log)
+                assert row is not None and row.status == "success", (row.status, row.error)
                 assert rig.wait_result(result, timeout=60).get(timeout=5)["value"] == "second"
                 assert second.wait_for(rf"{tid}\]: lock .* whose worker is gone; re-queued", 1)
                 assert row.worker != first.worker and worker_pid(row.worker) != worker_pid(first.worker)
