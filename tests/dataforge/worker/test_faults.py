@@ -267,7 +267,8 @@ def test_a_run_redelivered_from_a_killed_worker_waits_for_its_lock_and_runs(tmp_
                 gate.touch()
                 row = wait_until(partial(_finished, rig, tid), 60, "the redelivered run ran and was recorded",
                                  lambda: second.log)
-                assert row is not None and row.status == "success", (row.status, row.error)
+                assert row is not None
+                assert row.status == "success", (row.status, row.error)
                 assert rig.wait_result(result, timeout=60).get(timeout=5)["value"] == "second"
                 assert second.wait_for(rf"{tid}\]: lock .* whose worker is gone; re-queued", 1)
                 assert row.worker != first.worker and worker_pid(row.worker) != worker_pid(first.worker)
