@@ -47,7 +47,11 @@ def test_demo_migrates_rolls_back_and_upgrades_again(tmp_path: Path) -> None:
     # the shim's execute_scheduled_task; after the re-upgrade, by name again.
     assert unified.count("success") > 0 and all(task.startswith("dataforge.") for task, _ in unified.counts)
     assert legacy.count("success") > 0 and {task for task, _ in legacy.counts} == {LEGACY_TASK_NAME}
-    assert again.count("success") > 0 and all(task.startswith("dataforge.") for task, _ in again.counts)
+    assert again.count("success") > 0 and all(
+        # A legacy message left in the queue by the rolled-back mode may expire unrun: it is
+        # recorded (`expired`), under its legacy name, instead of vanishing.
+        task.startswith("dataforge.") for task, status in again.counts if status != "expired"
+    )
     assert recorder.live_updates > 0
     assert len(recorder.finished) == len(report.steps) == 10
 
