@@ -193,6 +193,20 @@ def test_one_structured_log_line_per_run_naming_only_the_callers_unaccepted_keys
     assert lines[typo.id].dataforge_run["reason"] == "kwargs not accepted by the job: dayz"  # type: ignore[attr-defined]
 
 
+class Custom(ValueError):
+    """Not rebuildable from its args: Celery's stand-in for it is a ValueError."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"code {code}: {detail}")
+
+
+class Opaque(Exception):
+    """No rebuildable base either: Celery wraps it (UnpickleableExceptionWrapper)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"opaque {code}")
+
+
 def test_the_raised_exception_class_is_recorded_and_kept_in_the_result(app: Celery) -> None:
     """Celery hands the failure signal a picklable stand-in for an exception it cannot
     rebuild: JobArgumentError used to be recorded (and stored) as its base, DataForgeError."""
@@ -201,19 +215,20 @@ def test_the_raised_exception_class_is_recorded_and_kept_in_the_result(app: Cele
     def needs(days: int) -> int:
         return days
 
-    class Custom(Exception):
-        def __init__(self, code: int, detail: str) -> None:  # not rebuildable from its args
-            super().__init__(f"code {code}: {detail}")
-
     def custom(**kw: Any) -> None:
         raise Custom(7, "upstream said no")
 
+    def opaque(**kw: Any) -> None:
+        raise Opaque(3)
+
     assert deliver(define(app, "t.needs", needs), "args", {"scheduled_task_id": sid}) == states.FAILURE
+    assert deliver(define(app, "t.opaque", opaque), "opaque", {"scheduled_task_id": sid}) == states.FAILURE
     assert deliver(define(app, "t.custom", custom), "custom", {"scheduled_task_id": sid}) == states.FAILURE
     rows = {r.celery_task_id: r for r in executions(app)}
     assert (rows["args"].error or "").startswith("JobArgumentError: job ")
     assert "needs parameter(s) days" in (rows["args"].error or "")
     assert rows["custom"].error == "Custom: code 7: upstream said no"
+    assert rows["opaque"].error == "Opaque: opaque 3"
     stored = AsyncResult("args", app=app).result
     assert type(stored) is JobArgumentError and stored.missing == ["days"]
     assert schedule(app, sid).last_error == rows["custom"].error
