@@ -8,9 +8,10 @@ is ever recorded twice; ``weak=False`` keeps the receivers alive.
 Which event does what is written next to each handler; in short, ``task_prerun`` opens the
 attempt's row, ``task_success``/``task_failure`` close it and move the schedule's outcome
 counters once, ``task_retry`` marks the attempt ``retry``, ``task_postrun`` closes what is
-left (skipped runs) and writes the run's log line, ``task_revoked`` closes terminated runs,
-``worker_process_init`` drops what a prefork child inherited from its parent, and
-``worker_init`` stops a worker whose database has no schema it can run on.
+left (skipped runs) and writes the run's log line, ``task_revoked`` records expired and
+terminated runs, ``worker_process_init`` drops what a prefork child inherited from its parent,
+``worker_init`` stops a worker whose database has no schema it can run on, and
+``worker_process_shutdown`` / ``worker_shutdown`` write the records a process still holds.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataforge.worker.recording.handlers import (
     on_task_revoked,
     on_task_success,
     on_worker_process_init,
+    on_worker_process_shutdown,
 )
 from dataforge.worker.startup import on_worker_init
 
@@ -43,6 +45,8 @@ RECEIVERS: tuple[tuple[Any, Callable[..., None], str], ...] = (
     (signals.task_revoked, on_task_revoked, "dataforge.task_revoked"),
     (signals.worker_process_init, on_worker_process_init, "dataforge.worker_process_init"),
     (signals.worker_init, on_worker_init, "dataforge.worker_init"),
+    (signals.worker_process_shutdown, on_worker_process_shutdown, "dataforge.worker_process_shutdown"),
+    (signals.worker_shutdown, on_worker_process_shutdown, "dataforge.worker_shutdown"),
 )
 
 

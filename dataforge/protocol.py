@@ -87,6 +87,8 @@ class ExecutionStatus(StrEnum):
     SKIPPED = "skipped"
     #: The worker process died mid-run (SIGKILL, OOM): nobody knows how far it got.
     LOST = "lost"
+    #: The message expired in the queue before any worker started it: the job did not run.
+    EXPIRED = "expired"
 
     @property
     def finished(self) -> bool:

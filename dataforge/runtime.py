@@ -80,11 +80,12 @@ class Runtime:
     def recorder(self) -> Recorder:
         """Writes execution rows and outcome counters."""
         if self._recorder is None:
-            self._recorder = Recorder(self.db, synchronous_commit=self.settings.recorder_synchronous_commit)
+            self._recorder = Recorder(self.db, self.settings, locks=lambda: self.locks)
         return self._recorder
 
     def _built(self) -> list[Any]:
-        return [r for r in (self._locks, self._lock_renewer, self._job_loop, self._recorder) if r is not None]
+        # The recorder first: closing it writes its queued records and drops its heartbeat lease.
+        return [r for r in (self._recorder, self._locks, self._lock_renewer, self._job_loop) if r is not None]
 
     def after_fork(self) -> None:
         """In each prefork child: forget what the parent built (its sockets, threads and loop

@@ -131,6 +131,9 @@ class Settings:
     #: Where ``dataforge serve`` listens unless ``--host`` / ``--port`` say otherwise.
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    #: Finished execution rows older than this many days are pruned by the leading beat
+    #: (hourly) and by ``dataforge history prune``; 0 keeps everything. Running rows never are.
+    history_retention_days: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -166,6 +169,7 @@ class Settings:
             api_token=_token(env, "DATAFORGE_API_TOKEN"),
             web_host=(env.get("DATAFORGE_WEB_HOST") or "127.0.0.1").strip() or "127.0.0.1",
             web_port=_int(env, "DATAFORGE_WEB_PORT", 8080, minimum=1, maximum=65535),
+            history_retention_days=_int(env, "DATAFORGE_HISTORY_RETENTION_DAYS", 30, minimum=0, maximum=36500),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -187,6 +191,7 @@ class Settings:
             "DATAFORGE_MISSED_RUNS": self.missed_runs,
             "DATAFORGE_SCRIPTS_PACKAGE": self.scripts_package,
             "DATAFORGE_RECORDER_SYNCHRONOUS_COMMIT": "1" if self.recorder_synchronous_commit else "0",
+            "DATAFORGE_HISTORY_RETENTION_DAYS": str(self.history_retention_days),
         }
         if self.redis_url:
             env["DATAFORGE_REDIS_URL"] = self.redis_url

@@ -28,6 +28,7 @@ COMMANDS = {
     "verify": "dataforge.cli.convert:verify",
     "demo": "dataforge.cli.demo:demo",
     "serve": "dataforge.cli.serve:serve",
+    "history": "dataforge.cli.history:history",
 }
 
 _ARGV_META: Final = "dataforge.argv"

@@ -75,6 +75,16 @@ class ScheduledTask(Base):
     #: value only if the row still holds what the migration wrote, so later edits are kept.
     legacy_values: Mapped[str | None] = mapped_column(Text)
 
+    # --- per-schedule counters (statistics, never edits: the change triggers ignore them) ------
+    #: Runs beat did not send because of the missed-run policy or the catch-up window.
+    missed_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    #: Runs that did not run because the previous run of the schedule still held its lock.
+    skipped_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    #: Runs discarded unrun because their message expired in the queue.
+    expired_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    #: Runs whose worker died mid-run (reaped or reported by the parent process).
+    lost_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+
     __table_args__ = (
         # Beat's only hot query: "active rows due by now" and "the earliest next due time".
         # Leading on status makes both a range scan over active rows only, so a tick's cost

@@ -24,6 +24,7 @@ from dataforge.protocol import (
     SCHEDULE_ID_KWARG,
     MissedRunPolicy,
 )
+from dataforge.scheduler.expiry import run_expiry
 from dataforge.scheduler.schedules import (
     MISSED_RUN_GRACE,
     Definition,
@@ -244,7 +245,7 @@ def plan_due_row(row: RowSnapshot, now: datetime, ctx: DispatchContext) -> Decis
         row, definition, target,
         task_id=run_task_id(row.id, row.run_count + 1, due),
         due=due,
-        expires=plan.next_run_at,
+        expires=run_expiry(due, now, plan.next_run_at, policy),
     )
     return Send(message=message, due=due, next_run_at=plan.next_run_at, missed=plan.missed)
 

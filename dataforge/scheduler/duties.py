@@ -13,6 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
+from dataforge.scheduler.reaper import Reaper
+from dataforge.scheduler.retention import Retention
+
 if TYPE_CHECKING:
     from dataforge.runtime import Runtime
 
@@ -36,8 +39,13 @@ class LeaderDuty(Protocol):
 
 
 def leader_duties(runtime: Runtime) -> list[LeaderDuty]:
-    """The duties of a leading beat for ``runtime``'s settings."""
-    return []
+    """The duties of a leading beat for ``runtime``'s settings: the reaper of runs whose worker
+    died (:mod:`.reaper`) and, unless retention is 0, the pruning of old history
+    (:mod:`.retention`)."""
+    duties: list[LeaderDuty] = [Reaper()]
+    if runtime.settings.history_retention_days > 0:
+        duties.append(Retention(runtime.settings.history_retention_days))
+    return duties
 
 
 @dataclass

@@ -13,15 +13,23 @@ class JobArgumentError(DataForgeError, TypeError):
     It is a ``TypeError`` too (what calling the job would have raised) but names the job, the
     missing parameters and the keys that were available, so the fix (add the key to the
     schedule's ``handler_kwargs`` or give the parameter a default) is obvious.
+
+    Its ``args`` are its constructor's arguments, so it survives pickling and Celery's JSON
+    result encoding as itself: Celery rebuilds an exception as ``cls(*args)`` and, when that
+    fails, falls back to the nearest base class that can be rebuilt (``DataForgeError``),
+    which is what the result backend and the execution record used to show.
     """
 
     def __init__(self, job: str, missing: list[str], available: list[str]) -> None:
         self.job = job
-        self.missing = missing
-        self.available = available
-        super().__init__(
-            f"job {job} needs parameter(s) {', '.join(missing)} that the call does not provide "
-            f"(given: {', '.join(available) or 'nothing'}); add them to the schedule's handler_kwargs "
+        self.missing = list(missing)
+        self.available = list(available)
+        super().__init__(job, self.missing, self.available)
+
+    def __str__(self) -> str:
+        return (
+            f"job {self.job} needs parameter(s) {', '.join(self.missing)} that the call does not provide "
+            f"(given: {', '.join(self.available) or 'nothing'}); add them to the schedule's handler_kwargs "
             "or give them a default"
         )
 

@@ -35,10 +35,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BoundKwargs:
-    """The kwargs a job receives, and the keys it was not given (for the run's log line)."""
+    """The kwargs a job receives, and the keys it was not given."""
 
     kwargs: dict[str, Any]
     dropped: tuple[str, ...] = field(default=())
+
+    @property
+    def unaccepted(self) -> tuple[str, ...]:
+        """The keys the *caller* chose that the job cannot take (a typo in ``handler_kwargs``,
+        a parameter the job lost): what the run's log line reports. The runtime's own keys
+        (``scheduled_task_id``, which beat adds to every scheduled message, and internal
+        ``_``-prefixed keys) are left out: a job that does not want them is the normal case."""
+        return tuple(k for k in self.dropped if k != SCHEDULE_ID_KWARG and not k.startswith(INTERNAL_PREFIX))
 
 
 def _describe(func: Callable[..., Any]) -> str:

@@ -15,15 +15,23 @@ crash window, a failed broker flush, a redelivery after a worker crash). The rec
 already finished; :class:`~dataforge.worker.task.DataForgeTask` sets it to ``running`` when
 another delivery of the same task id holds the run lock. The task then ends the delivery
 without running it, and writes neither the result backend nor the execution row.
+
+A redelivery of a run whose worker died (RabbitMQ gives an unacknowledged message back at
+once) finds the run lock still held under its own task id by the dead delivery: it is not a
+duplicate but a run that must wait for that lock (:attr:`RunState.waiting`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from dataforge.protocol import ExecutionStatus
+
+if TYPE_CHECKING:
+    from dataforge.worker.recording.records import RowImage
 
 __all__ = ["ATTRIBUTE", "FinishedStatus", "RunState", "duplicate_reason", "peek_run_state", "run_state"]
 
@@ -41,6 +49,18 @@ class RunState:
 
     #: ``time.monotonic()`` when the run started (``task_prerun``).
     started: float = field(default_factory=time.monotonic)
+    #: The attempt's ``running`` row image, queued at ``task_prerun`` (``None``: not recorded,
+    #: e.g. a duplicate delivery, which owns no row).
+    start: RowImage | None = None
+    #: Wall-clock start (naive UTC) and the process that runs it (``worker`` column).
+    started_at: datetime | None = None
+    worker: str | None = None
+    #: The outcome of this delivery was queued for recording (so ``task_postrun`` adds none).
+    recorded: bool = False
+    #: The job returned: a failure after that (an unserialisable result) is not the job's.
+    returned: bool = False
+    #: Ended to wait for the run lock of a dead delivery of the same run (re-queued).
+    waiting: bool = False
     #: The run lock this delivery holds (key and owner token), if any.
     lock_key: str | None = None
     lock_token: str | None = None

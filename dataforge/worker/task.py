@@ -33,9 +33,15 @@ eager alike: ``task_prerun`` → ``before_start`` → ``__call__`` → result st
   (one ``task_executions`` row per attempt, counters, one log line per run).
 * **Duplicate deliveries** (``before_start``, first): a message whose attempt (task id,
   ``request.retries``) already finished (``task_prerun`` found its row ``success``,
-  ``failure``, ``retry`` or ``skipped`` and marked the run's state a duplicate) is
-  ended with ``Ignore`` before the lock: the job does not run, the first run's row, counters
-  and result-backend entry stay as they are (see :attr:`DataForgeTask.backend`).
+  ``failure``, ``retry``, ``skipped`` or ``expired`` and marked the run's state a duplicate)
+  is ended with ``Ignore`` before the lock: the job does not run, the first run's row,
+  counters and result-backend entry stay as they are (see :attr:`DataForgeTask.backend`).
+* **Redelivery of a dead worker's run** (``before_start``): a delivery that finds the lock
+  held under its own task id by a delivery that is gone (the message was *redelivered*: the
+  broker gave it back because the consumer that had it died) re-queues itself with a
+  countdown until that lock expires, then runs. It is never acknowledged unrun. A delivery of
+  the same run that was *not* redelivered (beat re-sent it) while the lock is held under its
+  task id is a live concurrent duplicate and ends unrun, as before.
 """
 
 from __future__ import annotations
@@ -51,14 +57,22 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from dataforge.errors import LockUnavailableError
 from dataforge.locks import lock_key
-from dataforge.protocol import LEGACY_LOCK_KEY, MAX_RETRIES_HEADER, ExecutionStatus, LockUnavailablePolicy
-from dataforge.runtime import get_runtime
+from dataforge.protocol import (
+    DUE_AT_HEADER,
+    LEGACY_LOCK_KEY,
+    MAX_RETRIES_HEADER,
+    SCHEDULE_ID_HEADER,
+    ExecutionStatus,
+    LockUnavailablePolicy,
+)
+from dataforge.runtime import Runtime, get_runtime
 from dataforge.worker.errors import JobArgumentError
 from dataforge.worker.kwargs import bind_kwargs, with_legacy_lock_key
 from dataforge.worker.run_state import FinishedStatus, duplicate_reason, peek_run_state, run_state
 
 __all__ = [
     "LOCK_UNAVAILABLE_MAX_RETRIES",
+    "LOCK_WAIT_HEADER",
     "DataForgeTask",
     "schedule_max_retries",
 ]
@@ -70,14 +84,24 @@ log = logging.getLogger("dataforge.tasks")
 #: ``LockUnavailableError``. A run never goes ahead unlocked under this policy.
 LOCK_UNAVAILABLE_MAX_RETRIES = 10
 _LOCK_UNAVAILABLE_BACKOFF_MAX = 60
+#: Header of a delivery re-queued to wait for the lock of a dead delivery of the same run:
+#: how many times it waited. It keeps waiting (rather than being taken for a live duplicate)
+#: when it comes back, since a re-queued message is a new message, not a redelivered one.
+LOCK_WAIT_HEADER = "dataforge_lock_waits"
+#: Headers a re-queued delivery carries over (Celery puts custom headers on the request).
+_CARRIED_HEADERS = (MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER, DUE_AT_HEADER)
+
+
+def _header(request: Any, name: str) -> Any:
+    """A custom message header: Celery keeps it in ``request.headers`` or on the request."""
+    headers = getattr(request, "headers", None) or {}
+    value = headers.get(name)
+    return getattr(request, name, None) if value is None else value
 
 
 def schedule_max_retries(request: Any) -> int | None:
     """The ``max_retries`` beat put in the message headers, or ``None`` when absent/invalid."""
-    headers = getattr(request, "headers", None) or {}
-    raw = headers.get(MAX_RETRIES_HEADER)
-    if raw is None:
-        raw = getattr(request, MAX_RETRIES_HEADER, None)
+    raw = _header(request, MAX_RETRIES_HEADER)
     if raw is None or isinstance(raw, bool):
         return None
     try:
@@ -86,6 +110,17 @@ def schedule_max_retries(request: Any) -> int | None:
         log.warning("ignoring invalid %s header %r", MAX_RETRIES_HEADER, raw)
         return None
     return value if value >= 0 else None
+
+
+def _lock_waits(request: Any) -> int | None:
+    """How many times this delivery already waited for a dead holder (``None``: never)."""
+    raw = _header(request, LOCK_WAIT_HEADER)
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        return max(0, int(raw))
+    except (TypeError, ValueError):
+        return None
 
 
 def _no_write(*args: Any, **kwargs: Any) -> None:
@@ -171,15 +206,39 @@ class DataForgeTask(Task):  # type: ignore[misc]
             return
         if token is None:
             if backend.held_by(key, task_id):
+                delivery_info = getattr(request, "delivery_info", None) or {}
+                if delivery_info.get("redelivered") or _lock_waits(request) is not None:
+                    # The broker gave this message back because the consumer that had it
+                    # died (RabbitMQ does so at once): the holder is that dead delivery,
+                    # whose lock expires within one TTL. Wait for it, then run.
+                    self._wait_for_dead_holder(runtime, key)
                 # The holder is a delivery of this very task id, still running: a re-send
-                # of the same run (beat's crash window, a failed flush) or a redelivery that
-                # overtook it. Not a skipped run: the row and the counters stay the running
-                # delivery's to close.
+                # of the same run (beat's crash window, a failed flush). Not a skipped run:
+                # the row and the counters stay the running delivery's to close.
                 state.duplicate_of = ExecutionStatus.RUNNING
                 self._end_duplicate(task_id, int(request.retries or 0), ExecutionStatus.RUNNING)
             self._skip(f"lock {key} is held by another run")
         state.lock_token = token
         runtime.lock_renewer.hold(backend, key, token, ttl)
+
+    def _wait_for_dead_holder(self, runtime: Runtime, key: str) -> NoReturn:
+        """Re-queue this delivery (same task id, same attempt) to run when the dead holder's
+        lock has expired; end this one unrun, without a record (the row is the run's)."""
+        request = self.request
+        state = run_state(request)
+        waits = _lock_waits(request) or 0
+        countdown = float(min(2**waits, max(1.0, runtime.settings.lock_ttl / 4)))
+        headers = {name: value for name in _CARRIED_HEADERS if (value := _header(request, name)) is not None}
+        headers[LOCK_WAIT_HEADER] = waits + 1
+        self.signature_from_request(request, headers=headers, countdown=countdown).apply_async()
+        state.waiting = True
+        state.lock_key = key
+        state.skip_reason = (f"lock {key} is held by a delivery of this run whose worker is gone; "
+                             f"re-queued to run once it expires (retry in {countdown:g}s, wait {waits + 1})")
+        if state.start is not None:
+            runtime.recorder.discard_start(state.start)
+        log.warning("%s[%s]: %s", self.name, request.id, state.skip_reason)
+        raise Ignore(state.skip_reason)
 
     def _on_lock_unavailable(self, policy: LockUnavailablePolicy, exc: LockUnavailableError) -> None:
         request = self.request
@@ -222,7 +281,10 @@ class DataForgeTask(Task):  # type: ignore[misc]
         the counters are not touched either (see ``dataforge.worker.recording``).
         """
         reason = duplicate_reason(task_id, attempt, status)
-        run_state(self.request).skip_reason = reason
+        state = run_state(self.request)
+        state.skip_reason = reason
+        if state.start is not None:
+            get_runtime(self.app).recorder.discard_start(state.start)
         log.warning("%s[%s]: %s; not running it again", self.name, task_id, reason)
         raise Ignore(reason)
 
@@ -242,7 +304,7 @@ class DataForgeTask(Task):  # type: ignore[misc]
         stack = self.request_stack
         request = stack.top if stack is not None else None
         state = peek_run_state(request)
-        if state is not None and state.duplicate_of is not None:
+        if state is not None and (state.duplicate_of is not None or state.waiting):
             return _KeptResults(backend)
         return backend
 
@@ -273,9 +335,11 @@ class DataForgeTask(Task):  # type: ignore[misc]
             # Called as a plain function (`task(...)`): no trace, no lock, Celery's semantics.
             return super().__call__(*args, **kwargs)
         try:
-            return self.run(*args, **kwargs)
+            result = self.run(*args, **kwargs)
         finally:
             self.release_lock()
+        run_state(request).returned = True
+        return result
 
     # -- retries --------------------------------------------------------------------------------
     def retry(
@@ -316,8 +380,8 @@ class DataForgeTask(Task):  # type: ignore[misc]
             bound = bind_kwargs(func, with_legacy_lock_key(kwargs), frozenset({LEGACY_LOCK_KEY}))
         else:
             bound = bind_kwargs(func, kwargs)
-        if bound.dropped:
-            run_state(self.request).dropped = tuple(bound.dropped)
+        if bound.unaccepted:
+            run_state(self.request).dropped = bound.unaccepted
         result = func(**bound.kwargs)
         if inspect.isawaitable(result):
             return get_runtime(self.app).job_loop.run(result)

@@ -50,9 +50,10 @@ def _send(settings: Settings, **kwargs: Any) -> Any:
 
 
 def _executions(settings: Settings) -> list[dict[str, Any]]:
+    """In the order the runs started (each worker process writes its own rows, so ids need not be)."""
     db = Database(settings.database_url)
     with db.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(text("SELECT * FROM task_executions ORDER BY id"))]
+        rows = [dict(r._mapping) for r in conn.execute(text("SELECT * FROM task_executions ORDER BY started_at, id"))]
     db.dispose()
     return rows
 

@@ -4,41 +4,44 @@ Only tasks that opt in (``dataforge_record = True``, set by
 :class:`~dataforge.worker.task.DataForgeTask`) are recorded; Celery's internal tasks and plain
 tasks are not. :mod:`dataforge.celery_signals` connects the receivers of :mod:`.handlers`.
 
+* :mod:`.records`: what is written (row images of attempts; the parent's closes), pure values;
 * :mod:`.statements`: the SQL, built once per process with bind parameters;
-* :mod:`.connections`: one autocommit PostgreSQL connection per worker thread (one round trip per event);
-* :mod:`.recorder`: the writes (open an attempt, close it and move the counters once);
+* :mod:`.counters`: what a batch of written rows adds to each schedule's counters;
+* :mod:`.connections`: kept autocommit PostgreSQL connections that replace themselves after a
+  restart, bounded by connect and statement timeouts;
+* :mod:`.writer`: the per-process writer thread: batches, outages, a bounded queue, exit;
+* :mod:`.recorder`: the run's side (the duplicate check, queueing records) on ``runtime.recorder``;
 * :mod:`.runlog`: the one structured log line per run;
-* :mod:`.handlers`: the signal receivers that turn Celery's events into those writes.
+* :mod:`.handlers`: the signal receivers that turn Celery's events into records.
 
-Round trips per run (the worker-overhead benchmark measures them):
+What a run costs and when its record is written:
 
-* ``task_prerun``: ONE upsert on ``(celery_task_id, attempt)``: the row, state ``running``
-  (a redelivered message resets its own row instead of adding one, if that row is ``running``
-  or ``lost``). An attempt that already finished (``success``, ``failure``, ``retry``,
-  ``skipped``) is never reset: the upsert leaves its row alone and the run's state is marked
-  a duplicate (:mod:`dataforge.worker.run_state`), so the task ends that delivery without
-  running it (and postrun writes nothing for it).
-* ``task_success`` / ``task_failure``: ONE transaction: the execution row goes from
-  ``running`` to its outcome and, only if that UPDATE hit a running row, the schedule's
-  counters move with atomic ``col = col + 1`` SQL (so a duplicate event never counts twice).
-* ``task_retry``: the attempt becomes ``retry``; counters wait for the run's final outcome.
-* ``task_postrun``: closes ``skipped`` runs (state ``IGNORED``) and anything else still
-  running, and writes the one structured log line of the run.
+* ``task_prerun``: ONE read (has this attempt ``(celery_task_id, attempt)`` already finished?
+  An outcome this process queued counts too). A finished attempt (``success``, ``failure``,
+  ``retry``, ``skipped``, ``expired``) marks the run's state a duplicate
+  (:mod:`dataforge.worker.run_state`): the task ends that delivery without running it and
+  nothing is recorded for it. Otherwise the attempt's ``running`` image is queued.
+* ``task_success`` / ``task_failure`` / ``task_retry`` / ``task_postrun`` (skipped runs): the
+  outcome image is queued; it replaces the queued ``running`` image, so a short run is
+  written once, finished.
+* The writer writes each batch (50 ms after its first record) as ONE statement on
+  PostgreSQL: an upsert that only takes over a ``running`` or ``lost`` row and moves the
+  schedule's counters for the rows really written, so a duplicate event never counts twice.
 
 Parent-side events (the worker's main process, where no postrun follows): ``task_failure``
-with ``WorkerLostError`` (child killed: SIGKILL, OOM) marks the attempt ``lost``; a hard time
-limit (``TimeLimitExceeded``) or a terminating ``revoke`` mark it ``failure``. Each frees the
-run lock with ``release_owned_by(key, task_id)``: only if the lock is still held by a token
-of that task id, so a lock that another, live run took meanwhile is never freed.
+with ``WorkerLostError`` (child killed: SIGKILL, OOM) records the attempt ``lost`` (inserting
+its row if the child had not written it); a hard time limit (``TimeLimitExceeded``) or a
+terminating ``revoke`` record ``failure``; an expired message (``task_revoked`` with
+``expired=True``) records ``expired``. Each frees the run lock with ``release_owned_by(key,
+task_id)`` where a run held one: only if a token of that task id holds it.
 
 Who writes which column of ``scheduled_tasks`` (so the worker never races the scheduler):
-beat owns ``next_run_at``, ``last_run_at`` and ``run_count`` (advanced together by its
-compare-and-set at dispatch; the run's task id is derived from ``run_count``). The worker owns
-the outcome columns: ``success_count``, ``failure_count``, ``last_status``, ``last_error``,
-bumped once per finished run (not per attempt; a skipped run bumps nothing). So
-``run_count - success_count - failure_count`` is the runs dispatched but not finished
-(queued, running, skipped or lost with no parent left to report them).
+beat owns ``next_run_at``, ``last_run_at``, ``run_count`` and ``missed_count``. The worker
+(and the reaper in the leading beat) owns the outcome counters (``success_count``,
+``failure_count``, ``skipped_count``, ``expired_count``, ``lost_count``), ``last_status`` and
+``last_error``: every run sent ends in exactly one of the counters, moved once.
 
-A database outage never fails a task: every handler catches, logs and counts
-(:class:`~.recorder.RecorderStats`).
+A database outage never fails a task: the read fails open, records wait in the writer's
+bounded queue, and everything is counted (:class:`~.writer.RecorderStats`). docs/runtime.md,
+"Durability of the record", says what a crash can lose.
 """

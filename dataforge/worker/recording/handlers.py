@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from celery import states
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.utils.serialization import UnpickleableExceptionWrapper
+from kombu.exceptions import EncodeError
 
 from dataforge.models import utcnow
 from dataforge.protocol import ExecutionStatus
 from dataforge.runtime import NotConfiguredError, Runtime, get_runtime
 from dataforge.schema import may_be_schema_error
 from dataforge.worker.recording.recorder import truncate
-from dataforge.worker.recording.runlog import log_run
-from dataforge.worker.run_state import duplicate_reason, peek_run_state, run_state
+from dataforge.worker.recording.records import CloseAnyAttempt, RowImage
+from dataforge.worker.recording.runlog import log_run, schedule_id_of
+from dataforge.worker.run_state import RunState, duplicate_reason, peek_run_state, run_state
 
 __all__ = [
     "on_task_failure",
@@ -34,21 +36,18 @@ __all__ = [
     "on_task_revoked",
     "on_task_success",
     "on_worker_process_init",
+    "on_worker_process_shutdown",
 ]
 
 log = logging.getLogger(__name__)
 
 _RESULT_MAX = 2000
 _ERROR_MAX = 4000
-
-#: The execution status of a run that ended in a Celery state without a success/failure event.
-_OUTCOMES = {
-    states.SUCCESS: ExecutionStatus.SUCCESS,
-    states.FAILURE: ExecutionStatus.FAILURE,
-    states.RETRY: ExecutionStatus.RETRY,
-    states.IGNORED: ExecutionStatus.SKIPPED,
-    states.REJECTED: ExecutionStatus.FAILURE,
-}
+_TRACEBACK_MAX = 20000
+#: ``task_name``, ``handler_path``, ``worker`` are VARCHAR(255).
+_NAME_MAX = 255
+#: What the record says when the job ran but Celery could not encode its return value.
+NOT_SERIALISABLE = "ran; result not serialisable"
 
 
 def _runtime_for(sender: Any) -> Runtime | None:
@@ -85,15 +84,72 @@ def _summary(result: Any) -> str | None:
     return truncate(text, _RESULT_MAX)
 
 
-def _error_text(exc: BaseException | None) -> str | None:
+def _error_text(exc: BaseException | None, einfo: Any = None) -> str | None:
+    """``<class>: <message>``, naming the class that was raised.
+
+    Celery hands the failure signal a *picklable* stand-in for the exception: for a class
+    whose constructor cannot be rebuilt from its ``args``, the nearest base class that can
+    (a ``JobArgumentError`` would become a ``DataForgeError``), or an
+    ``UnpickleableExceptionWrapper``. ``einfo.type`` keeps the class that was raised.
+    """
     if exc is None:
         return None
-    return truncate(f"{type(exc).__name__}: {exc}", _ERROR_MAX)
+    if isinstance(exc, UnpickleableExceptionWrapper):
+        message = " ".join(str(a) for a in exc.exc_args) if exc.exc_args else ""
+        return truncate(f"{exc.exc_cls_name}: {message}", _ERROR_MAX)
+    raised = getattr(einfo, "type", None)
+    cls = type(exc)
+    if isinstance(raised, type) and issubclass(raised, cls):
+        cls = raised
+    return truncate(f"{cls.__name__}: {exc}", _ERROR_MAX)
 
 
-def _duration_ms(request: Any) -> int | None:
-    state = peek_run_state(request)
-    return None if state is None else state.duration_ms()
+def _attempt(request: Any) -> int:
+    return int(getattr(request, "retries", 0) or 0)
+
+
+def _clip(value: Any) -> str | None:
+    return value[:_NAME_MAX] if isinstance(value, str) else None
+
+
+def _start_image(task: Any, task_id: str, request: Any, kwargs: Mapping[str, Any] | None, state: RunState,
+                 *, reset: bool) -> RowImage:
+    return RowImage(
+        task_id=task_id, attempt=_attempt(request), status=ExecutionStatus.RUNNING,
+        task_name=_clip(task.name), handler_path=_clip((kwargs or {}).get("handler_path")),
+        schedule_id=schedule_id_of(kwargs), started_at=state.started_at, worker=_clip(state.worker), reset=reset,
+    )  # fmt: skip
+
+
+def _finish(runtime: Runtime, task: Any, request: Any, status: ExecutionStatus, count_as: ExecutionStatus | None,
+            *, result: str | None = None, error: str | None = None, traceback: str | None = None) -> None:
+    """Queue the outcome of the run this process ran (child side)."""
+    state = run_state(request)
+    start = state.start or _start_image(task, request.id, request, request.kwargs, state, reset=False)
+    state.recorded = True
+    runtime.recorder.record(RowImage(
+        task_id=start.task_id, attempt=start.attempt, status=status, task_name=start.task_name,
+        handler_path=start.handler_path, schedule_id=start.schedule_id, started_at=start.started_at,
+        finished_at=utcnow(), duration_ms=state.duration_ms(), result=result, error=error,
+        traceback=truncate(traceback, _TRACEBACK_MAX), worker=start.worker, count_as=count_as, reset=start.reset,
+    ))  # fmt: skip
+
+
+def _parent_record(runtime: Runtime, task: Any, task_id: str, attempt: int | None, kwargs: Mapping[str, Any] | None,
+                   status: ExecutionStatus, count_as: ExecutionStatus | None, error: str | None,
+                   traceback: str | None = None, *, takeover: bool = True) -> None:
+    """Queue what the worker's main process learnt about a run it did not run itself."""
+    now = utcnow()
+    if attempt is None:
+        runtime.recorder.record(CloseAnyAttempt(task_id=task_id, status=status, finished_at=now, count_as=count_as,
+                                                error=error, traceback=truncate(traceback, _TRACEBACK_MAX)))
+        return
+    runtime.recorder.record(RowImage(
+        task_id=task_id, attempt=attempt, status=status, task_name=_clip(getattr(task, "name", None)),
+        handler_path=_clip((kwargs or {}).get("handler_path")), schedule_id=schedule_id_of(kwargs),
+        finished_at=now, error=error, traceback=truncate(traceback, _TRACEBACK_MAX), count_as=count_as,
+        takeover=takeover,
+    ))  # fmt: skip
 
 
 def _free_lock_of(runtime: Runtime, task: Any, task_id: str, kwargs: Mapping[str, Any] | None) -> None:
@@ -116,21 +172,21 @@ def on_task_prerun(sender: Any = None, task_id: str | None = None, task: Any = N
         return
     request = task.request
     state = run_state(request)
+    recorder = runtime.recorder
+    state.started_at = utcnow()
+    eager = bool(request.is_eager)
     with _guard(runtime, "prerun", task_id):
-        finished = runtime.recorder.start(
-            task_id=task_id,
-            task_name=task.name,
-            attempt=int(request.retries or 0),
-            kwargs=kwargs,
-            worker=f"{request.hostname or 'local'}:{os.getpid()}",
-            started_at=utcnow(),
-            reset_finished=bool(request.is_eager),
-        )
-        if finished is not None:
-            # A duplicate delivery (same task id, same attempt) of an attempt that finished:
-            # DataForgeTask.before_start ends it without running it; postrun writes nothing.
-            # (If the upsert failed, nothing is marked: recording fails open, the run goes on.)
-            state.duplicate_of = finished
+        state.worker = recorder.worker_id(request.hostname)
+        if not eager:
+            finished = recorder.finished_attempt(task_id, _attempt(request))
+            if finished is not None:
+                # A duplicate delivery (same task id, same attempt) of an attempt that
+                # finished: DataForgeTask.before_start ends it unrun; nothing is recorded.
+                state.duplicate_of = finished
+                return
+    # If the read failed, the run goes ahead (recording fails open) and is recorded.
+    state.start = _start_image(task, task_id, request, kwargs, state, reset=eager)
+    recorder.record(state.start)
 
 
 def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
@@ -139,10 +195,7 @@ def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         return
     request = sender.request
     with _guard(runtime, "success", request.id):
-        runtime.recorder.finish(
-            task_id=request.id, attempt=int(request.retries or 0), status=ExecutionStatus.SUCCESS,
-            count_as=ExecutionStatus.SUCCESS, result=_summary(result), duration_ms=_duration_ms(request),
-        )
+        _finish(runtime, sender, request, ExecutionStatus.SUCCESS, ExecutionStatus.SUCCESS, result=_summary(result))
 
 
 def on_task_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
@@ -151,20 +204,24 @@ def on_task_failure(sender: Any = None, task_id: str | None = None, exception: B
     if runtime is None or task_id is None:
         return
     request = sender.request
+    # The worker's main process reports a child it lost, a hard time limit, or a rejected
+    # message; it may have pushed the failed request's context (then the attempt is known).
     parent_side = isinstance(exception, (WorkerLostError, TimeLimitExceeded)) or request.id != task_id
     tb = getattr(einfo, "traceback", None)
+    error = _error_text(exception, einfo)
     with _guard(runtime, "failure", task_id):
         if parent_side:
             status = ExecutionStatus.LOST if isinstance(exception, WorkerLostError) else ExecutionStatus.FAILURE
-            closed = runtime.recorder.finish(task_id=task_id, attempt=None, status=status,
-                                             count_as=ExecutionStatus.FAILURE, error=_error_text(exception),
-                                             traceback=tb)
-            if closed:
-                log_run(sender, task_id, kwargs, None, None, status, None, _error_text(exception))
+            attempt = _attempt(request) if request.id == task_id else None
+            _parent_record(runtime, sender, task_id, attempt, kwargs, status, status, error, tb)
+            log_run(sender, task_id, kwargs, attempt, None, status, None, error)
         else:
-            runtime.recorder.finish(task_id=task_id, attempt=int(request.retries or 0),
-                                    status=ExecutionStatus.FAILURE, count_as=ExecutionStatus.FAILURE,
-                                    error=_error_text(exception), traceback=tb, duration_ms=_duration_ms(request))
+            state = peek_run_state(request)
+            if state is not None and state.returned and isinstance(exception, EncodeError):
+                # The job did its work; Celery could not store its return value.
+                error = truncate(f"{NOT_SERIALISABLE}: {error}", _ERROR_MAX)
+            _finish(runtime, sender, request, ExecutionStatus.FAILURE, ExecutionStatus.FAILURE, error=error,
+                    traceback=tb)
     if parent_side:
         _free_lock_of(runtime, sender, task_id, kwargs)
 
@@ -174,16 +231,25 @@ def on_task_retry(sender: Any = None, request: Any = None, reason: Any = None, e
     if runtime is None or request is None:
         return
     exc = getattr(reason, "exc", None) or reason
-    error = _error_text(exc) if isinstance(exc, BaseException) else truncate(str(reason), _ERROR_MAX)
+    error = _error_text(exc, einfo) if isinstance(exc, BaseException) else truncate(str(reason), _ERROR_MAX)
     parent_side = sender.request.id != request.id
     with _guard(runtime, "retry", request.id):
-        runtime.recorder.finish(
-            task_id=request.id, attempt=None if parent_side else int(request.retries or 0),
-            status=ExecutionStatus.RETRY, count_as=None, error=error, traceback=getattr(einfo, "traceback", None),
-            duration_ms=None if parent_side else _duration_ms(request),
-        )
-    if parent_side:  # cancelled by the worker (connection lost): the child was terminated
+        if parent_side:
+            # Cancelled by the worker (its broker connection was lost): the child was
+            # terminated and the message, still unacknowledged, comes back as the SAME
+            # attempt. So the attempt is recorded unfinished (lost), which its redelivery
+            # takes over, instead of "retry", which would make the redelivery a duplicate.
+            _parent_record(runtime, sender, request.id, _attempt(request), request.kwargs, ExecutionStatus.LOST,
+                           ExecutionStatus.LOST, f"cancelled by the worker: {error}")
+        else:
+            _finish(runtime, sender, request, ExecutionStatus.RETRY, None, error=error,
+                    traceback=getattr(einfo, "traceback", None))
+    if parent_side:
         _free_lock_of(runtime, sender, request.id, request.kwargs)
+
+
+#: The outcome of a run that ended in a Celery state without a success/failure/retry event.
+_UNSIGNALLED = {states.IGNORED: ExecutionStatus.SKIPPED}
 
 
 def on_task_postrun(sender: Any = None, task_id: str | None = None, task: Any = None,
@@ -195,24 +261,32 @@ def on_task_postrun(sender: Any = None, task_id: str | None = None, task: Any = 
     request = task.request
     run = peek_run_state(request)
     duration = None if run is None else run.duration_ms()
-    attempt = int(request.retries or 0)
+    attempt = _attempt(request)
     if run is not None and run.duplicate_of is not None and state == states.IGNORED:
-        # A duplicate delivery that DataForgeTask ended unrun: it never owned a row, so the
-        # finished attempt's row and the counters stay as the first delivery left them (the
-        # close would only match a `running` row anyway: no statement at all).
+        # A duplicate delivery that DataForgeTask ended unrun: it owns no row; the finished
+        # attempt's row and the counters stay as the first delivery left them.
         log_run(task, task_id, kwargs, attempt, None, "duplicate", duration,
                 run.skip_reason or duplicate_reason(task_id, attempt, run.duplicate_of))
         return
-    outcome = _OUTCOMES.get(state or "", ExecutionStatus.FAILURE)
+    if run is not None and run.waiting:
+        log_run(task, task_id, kwargs, attempt, run.lock_key, "waiting", duration, run.skip_reason)
+        return
     reason: str | None = None if run is None else run.skip_reason
-    if state not in (states.SUCCESS, states.FAILURE, states.RETRY):
-        # IGNORED (lock held / policy skip / the job raised Ignore), REJECTED, anything else:
-        # no success/failure event closed the row, so close it here; counters do not move.
+    recorded = run is not None and run.recorded
+    outcome = {states.SUCCESS: ExecutionStatus.SUCCESS, states.FAILURE: ExecutionStatus.FAILURE,
+               states.RETRY: ExecutionStatus.RETRY}.get(state or "", ExecutionStatus.FAILURE)  # fmt: skip
+    if not recorded:
+        # IGNORED (lock held, policy skip, the job raised Ignore), REJECTED, anything else:
+        # no success/failure event recorded the outcome, so it is recorded here.
+        outcome = _UNSIGNALLED.get(state or "", ExecutionStatus.FAILURE)
         if reason is None and state != states.IGNORED:
             reason = f"ended in state {state}"
         with _guard(runtime, "postrun", task_id):
-            runtime.recorder.finish(task_id=task_id, attempt=attempt, status=outcome, count_as=None,
-                                    error=truncate(reason, _ERROR_MAX), duration_ms=duration)
+            _finish(runtime, task, request, outcome, outcome, error=truncate(reason, _ERROR_MAX))
+    if request.is_eager:
+        # apply() is an in-process call: its caller reads the row right after it returns.
+        with _guard(runtime, "postrun", task_id):
+            runtime.recorder.flush()
     if run is not None and run.dropped:
         reason = f"{reason + '; ' if reason else ''}kwargs not accepted by the job: {', '.join(run.dropped)}"
     log_run(task, task_id, kwargs, attempt, None if run is None else run.lock_key, outcome, duration, reason)
@@ -221,23 +295,48 @@ def on_task_postrun(sender: Any = None, task_id: str | None = None, task: Any = 
 def on_task_revoked(sender: Any = None, request: Any = None, terminated: bool = False, signum: Any = None,
                     expired: bool = False, **_: Any) -> None:
     runtime = _runtime_for(sender)
-    if runtime is None or request is None or not terminated:
-        # Revoked before it started (or expired): nothing ran, no row, no lock of its own.
+    if runtime is None or request is None:
+        return
+    if expired:
+        # The message expired in the queue: the job never ran. Recorded (and counted once:
+        # an attempt that has any row already is left alone) instead of vanishing.
+        error = f"expired: not started by {getattr(request, 'expires', None)}"
+        with _guard(runtime, "revoked", request.id):
+            _parent_record(runtime, sender, request.id, _attempt(request), request.kwargs, ExecutionStatus.EXPIRED,
+                           ExecutionStatus.EXPIRED, error, takeover=False)
+        log_run(sender, request.id, request.kwargs, _attempt(request), None, ExecutionStatus.EXPIRED, None, error)
+        return
+    if not terminated:
+        # Revoked by id before it started: an operator's decision; nothing ran, no lock.
         return
     error = f"revoked: terminated by signal {signum}"
     with _guard(runtime, "revoked", request.id):
-        if runtime.recorder.finish(task_id=request.id, attempt=None, status=ExecutionStatus.FAILURE,
-                                   count_as=ExecutionStatus.FAILURE, error=error):
-            log_run(sender, request.id, request.kwargs, None, None, ExecutionStatus.FAILURE, None, error)
+        _parent_record(runtime, sender, request.id, _attempt(request), request.kwargs, ExecutionStatus.FAILURE,
+                       ExecutionStatus.FAILURE, error)
+    log_run(sender, request.id, request.kwargs, _attempt(request), None, ExecutionStatus.FAILURE, None, error)
     _free_lock_of(runtime, sender, request.id, request.kwargs)
+
+
+def _current_runtime() -> Runtime | None:
+    from celery import current_app
+
+    try:
+        return get_runtime(current_app._get_current_object())
+    except NotConfiguredError:
+        return None
 
 
 def on_worker_process_init(**_: Any) -> None:
     """In each prefork child: drop pools and per-process resources inherited from the parent."""
-    from celery import current_app
+    runtime = _current_runtime()
+    if runtime is not None:
+        runtime.after_fork()
 
-    try:
-        runtime = get_runtime(current_app._get_current_object())
-    except NotConfiguredError:
-        return
-    runtime.after_fork()
+
+def on_worker_process_shutdown(**_: Any) -> None:
+    """A worker process (a prefork child, or the main process at ``worker_shutdown``) exits:
+    write its queued records first. Children leave with ``os._exit``, so ``atexit`` would
+    not run there."""
+    runtime = _current_runtime()
+    if runtime is not None:
+        runtime.recorder.close()

@@ -30,6 +30,7 @@ from dataforge.models import ScheduledTask
 from dataforge.scheduler import store
 from dataforge.scheduler.changes import PostgresChangeFeed
 from dataforge.scheduler.dispatch import Message, run_task_id
+from dataforge.scheduler.duties import DutyRunner
 from dataforge.scheduler.leader import LeaderLease
 from dataforge.scheduler.schedules import next_run_after, parse_db_datetime, validate_cron
 from tests.conftest import create_schema
@@ -337,6 +338,7 @@ def test_idle_ticks_run_no_query(env: Env) -> None:
     for k in range(50):
         add_row(env.db, next_run_at=due(env, 3600 + k))
     sch = env.scheduler()
+    sch._duties = DutyRunner([], clock=sch.monotonic)  # duties poll on their own cadence (the reaper: 5 s)
     sch.tick_once()
     statements: list[str] = []
     event.listen(env.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
@@ -356,6 +358,7 @@ def test_a_committed_change_wakes_a_waiting_tick(tmp_path: Path, database_url: s
     e = Env(tmp_path, database_url, DATAFORGE_BEAT_MAX_INTERVAL="60", DATAFORGE_BEAT_LEADER_TTL="600")
     try:
         sch = CapturingScheduler(e.app)  # real clocks: the wait is real
+        sch._duties = DutyRunner([], clock=sch.monotonic)  # the reaper would wake it every 5 s
         e.schedulers.append(sch)
         assert sch.tick_once() == 60.0
         feed = sch._feed

@@ -65,7 +65,8 @@ def test_demo_migrates_rolls_back_and_upgrades_again(tmp_path: Path) -> None:
     assert legacy.count("success") > 0 and {task for task, _ in legacy.counts} == {LEGACY_TASK_NAME}
     assert again.count("success") > 0 and any(task.startswith("dataforge.") for task, _ in again.counts)
     # Beat sends by name again; a legacy message still queued from the legacy mode is run by the
-    # forwarder (recorded under its legacy name), never discarded.
+    # forwarder (recorded under its legacy name), or expires unrun and is recorded `expired`:
+    # never discarded silently.
     assert all(task.startswith("dataforge.") or task == LEGACY_TASK_NAME for task, _ in again.counts)
     assert recorder.live_updates > 0
     assert len(recorder.finished) == len(report.steps) == 11

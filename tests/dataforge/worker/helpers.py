@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
-from celery import Celery
+from celery import Celery, states
 from sqlalchemy import select
 
 from dataforge.models import LockLease, ScheduledTask, TaskExecution, utcnow
 
-__all__ = ["add_schedule", "executions", "lock_held", "noted", "schedule"]
+__all__ = ["add_schedule", "deliver", "executions", "lock_held", "noted", "schedule"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -55,3 +55,19 @@ def noted(log: list[T], item: T, result: Callable[[], R]) -> R:
     """``log.append(item)``, then ``result()``: a job body that leaves a trace, in a lambda."""
     log.append(item)
     return result()
+
+
+def deliver(task: Any, task_id: str, kwargs: dict[str, Any], retries: int = 0, *, flush: bool = True,
+            **request: Any) -> str:
+    """Run one delivery of ``task_id`` as a worker child does (Celery's non-eager tracer,
+    task_track_started included); return the traced state. ``flush``: then write what the
+    recorder queued, as its writer thread does within 50 ms."""
+    from celery.app.trace import build_tracer
+
+    tracer = build_tracer(task.name, task, app=task.app, hostname="w@test", eager=False)
+    req = {"id": task_id, "retries": retries, "hostname": "w@test", "delivery_info": {}, "is_eager": False,
+           "headers": {}, **request}  # fmt: skip
+    info = tracer(task_id, (), kwargs, req).info
+    if flush:
+        assert task.app.runtime.recorder.flush(), task.app.runtime.recorder.stats
+    return str(info.state) if info is not None else states.SUCCESS

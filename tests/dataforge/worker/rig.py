@@ -23,11 +23,21 @@ from sqlalchemy import select
 from dataforge.celery_app import create_app
 from dataforge.models import LockLease, ScheduledTask, TaskExecution, utcnow
 from dataforge.settings import Settings
-from dataforge.tools.processes import CeleryProcess, worker_command
+from dataforge.tools.processes import CeleryProcess, beat_command, worker_command
 from tests.conftest import REPO_ROOT
 from tests.dataforge.worker.worker_tasks.tasks import SEQ_PATTERN
 
-__all__ = ["REPO_ROOT", "TASKS_PACKAGE", "Rig", "running_rig", "wait_until", "worker_env"]
+__all__ = [
+    "REPO_ROOT",
+    "TASKS_PACKAGE",
+    "Rig",
+    "running_rig",
+    "start_beat",
+    "start_worker",
+    "wait_until",
+    "worker_env",
+    "worker_pid",
+]
 
 TASKS_PACKAGE = "tests.dataforge.worker.worker_tasks"
 T = TypeVar("T")
@@ -44,6 +54,12 @@ def wait_until(probe: Callable[[], T], timeout: float, what: str, log: Callable[
             tail = "\n".join(log().splitlines()[-40:]) if log else ""
             pytest.fail(f"not within {timeout}s: {what}\n--- worker log tail ---\n{tail}")
         time.sleep(0.1)
+
+
+def worker_pid(worker: str | None) -> int:
+    """The pid in an execution row's ``worker`` (``<hostname>:<pid>#<incarnation>``)."""
+    assert worker, "the row names no worker"
+    return int(worker.rsplit(":", 1)[1].split("#", 1)[0])
 
 
 def worker_env(settings: Settings, extra_path: Sequence[Path] = ()) -> dict[str, str]:
@@ -74,12 +90,12 @@ class Rig:
         wait_until(lambda: result.state == state, timeout, f"{result.id} in state {state}", lambda: self.worker.log)
 
     # -- database -------------------------------------------------------------------------------
-    def add_schedule(self, task_name: str, name: str | None = None) -> int:
+    def add_schedule(self, task_name: str, name: str | None = None, **columns: Any) -> int:
+        """A schedule row (hourly unless ``columns`` say otherwise; ``status="paused"`` keeps a
+        running beat from sending it)."""
+        values: dict[str, Any] = {"task_type": "interval", "interval_seconds": 3600, **columns}
         with self.app.runtime.db.session() as s:
-            row = ScheduledTask(
-                name=name or f"{task_name}-{time.monotonic_ns()}", task_type="interval", interval_seconds=3600,
-                task_name=task_name,
-            )  # fmt: skip
+            row = ScheduledTask(name=name or f"{task_name}-{time.monotonic_ns()}", task_name=task_name, **values)
             s.add(row)
             s.flush()
             return row.id
@@ -138,6 +154,36 @@ class Rig:
         return out
 
 
+def start_worker(settings: Settings, tmp: Path, *, name: str = "df-worker", concurrency: int = 2,
+                 queues: Sequence[str] = ()) -> CeleryProcess:
+    """A prefork worker on ``settings`` (with the test task package), started and ready."""
+    settings = settings.with_(task_packages=(TASKS_PACKAGE,))
+    cmd = worker_command(concurrency=concurrency, queues=queues, hostname=f"{name}@%h")
+    # stop_timeout: a warm shutdown on the sqla broker takes 6-15 s; teardown need not wait for it.
+    worker = CeleryProcess(name, cmd, env=worker_env(settings), cwd=tmp, log_file=tmp / f"{name}.log", stop_timeout=5)
+    worker.start()
+    try:
+        worker.wait_ready(120)
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+def start_beat(settings: Settings, tmp: Path, *, name: str = "df-beat") -> CeleryProcess:
+    """A ``celery beat`` (the DatabaseScheduler, its leader duties included), started."""
+    settings = settings.with_(task_packages=(TASKS_PACKAGE,))
+    beat = CeleryProcess(name, beat_command(), env=worker_env(settings), cwd=tmp, log_file=tmp / f"{name}.log",
+                         stop_timeout=10)
+    beat.start()
+    try:
+        beat.wait_ready(120)
+    except BaseException:
+        beat.stop()
+        raise
+    return beat
+
+
 @contextmanager
 def running_rig(
     settings: Settings, tmp: Path, *, name: str = "df-worker", concurrency: int = 2, queues: Sequence[str] = ()
@@ -147,12 +193,8 @@ def running_rig(
     app = create_app(settings)
     if queues:
         app.conf.task_default_queue = queues[0]
-    cmd = worker_command(concurrency=concurrency, queues=queues, hostname=f"{name}@%h")
-    # stop_timeout: a warm shutdown on the sqla broker takes 6-15 s; teardown need not wait for it.
-    worker = CeleryProcess(name, cmd, env=worker_env(settings), cwd=tmp, log_file=tmp / f"{name}.log", stop_timeout=5)
+    worker = start_worker(settings, tmp, name=name, concurrency=concurrency, queues=queues)
     try:
-        worker.start()
-        worker.wait_ready(120)
         yield Rig(settings=settings, app=app, worker=worker, tmp=tmp)
     finally:
         worker.stop()

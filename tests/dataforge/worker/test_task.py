@@ -21,7 +21,7 @@ from dataforge.settings import Settings
 from dataforge.worker.recording.runlog import RUN_LOGGER
 from dataforge.worker.run_state import ATTRIBUTE, RunState
 from dataforge.worker.task import LOCK_UNAVAILABLE_MAX_RETRIES, DataForgeTask, schedule_max_retries
-from tests.dataforge.worker.helpers import add_schedule, executions, lock_held, noted, schedule
+from tests.dataforge.worker.helpers import add_schedule, deliver, executions, lock_held, noted, schedule
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 
@@ -328,17 +328,6 @@ def test_job_argument_errors_are_not_retried(app: Celery) -> None:
 # `deliver` does the same in-process, so a second delivery of one task id is easy to make.
 
 
-def deliver(task: Any, task_id: str, kwargs: dict[str, Any], retries: int = 0, **request: Any) -> str:
-    """Run one delivery of ``task_id`` as a worker child does; return the traced state."""
-    from celery.app.trace import build_tracer
-
-    tracer = build_tracer(task.name, task, app=task.app, hostname="w@test", eager=False)
-    req = {"id": task_id, "retries": retries, "hostname": "w@test", "delivery_info": {}, "is_eager": False,
-           "headers": {}, **request}  # fmt: skip
-    info = tracer(task_id, (), kwargs, req).info
-    return str(info.state) if info is not None else states.SUCCESS
-
-
 def dup_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records
             if r.name == "dataforge.tasks" and r.levelno == logging.WARNING and "duplicate delivery" in r.getMessage()]
@@ -454,16 +443,13 @@ def test_a_retry_of_the_same_task_id_runs_and_a_duplicate_of_the_retried_attempt
 @pytest.mark.parametrize("left", ["running", "lost"])
 def test_a_redelivery_of_an_unfinished_attempt_runs(app: Celery, left: str) -> None:
     """acks_late after a worker crash: the row the dead run left behind is taken over."""
-    from sqlalchemy import update
-
     from dataforge.models import TaskExecution, utcnow
 
     sid = add_schedule(app)
     tid = f"redelivered-{left}"
-    app.runtime.recorder.start(task_id=tid, task_name="t.job", attempt=0,
-                             kwargs={"scheduled_task_id": sid}, worker="dead:1", started_at=utcnow())
     with app.runtime.db.session() as s:
-        s.execute(update(TaskExecution).where(TaskExecution.celery_task_id == tid).values(status=left))
+        s.add(TaskExecution(celery_task_id=tid, attempt=0, task_name="t.job", status=left, scheduled_task_id=sid,
+                            worker="dead:1#00000000", started_at=utcnow()))
     ran: list[int] = []
     task = define(app, "t.job", lambda self, **kw: noted(ran, 1, lambda: "ran"))
     assert deliver(task, tid, {"scheduled_task_id": sid}) == states.SUCCESS
@@ -527,6 +513,7 @@ def test_a_duplicate_that_arrives_while_the_first_delivery_runs_leaves_the_run_t
         if len(ran) == 1:  # while the first delivery runs, the re-send arrives
             with caplog.at_level(logging.INFO):
                 assert deliver(task, tid, {"scheduled_task_id": sid}) == states.IGNORED
+            app.runtime.recorder.flush()
             assert [r.status for r in executions(app)] == ["running"], "the re-send closed the running row"
         return "first"
 

@@ -1,11 +1,11 @@
-"""The signal module: rows, counters, parent-side events, idempotence, database outages."""
+"""The signal receivers: rows, counters, parent-side events, idempotence, the recorded error."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,42 +13,18 @@ import pytest
 from celery import Celery, signals, states
 from celery.app.task import Context
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.result import AsyncResult
 
 import dataforge.celery_signals as celery_signals
-from dataforge.celery_app import create_app
-from dataforge.models import ScheduledTask, utcnow
+from dataforge.models import ScheduledTask, TaskExecution, utcnow
 from dataforge.settings import Settings
-from dataforge.worker.recording.handlers import on_task_failure, on_task_revoked
-from dataforge.worker.recording.recorder import Recorder
+from dataforge.worker.errors import JobArgumentError
+from dataforge.worker.recording.handlers import NOT_SERIALISABLE, on_task_failure, on_task_revoked
 from dataforge.worker.recording.runlog import RUN_LOGGER
 from dataforge.worker.task import DataForgeTask
-from tests.dataforge.worker.helpers import add_schedule, executions, lock_held, schedule
+from tests.dataforge.worker.helpers import add_schedule, deliver, executions, lock_held, schedule
 
 UNREACHABLE_PG = "postgresql://nobody@127.0.0.1:1/nothing"
-
-
-@pytest.fixture(params=["embedded", "server"])
-def settings(request: pytest.FixtureRequest) -> Settings:
-    value: Settings = request.getfixturevalue(f"{request.param}_settings")
-    return value
-
-
-@pytest.fixture
-def make_app() -> Iterator[Callable[[Settings], Celery]]:
-    apps: list[Celery] = []
-
-    def make(settings: Settings) -> Celery:
-        apps.append(create_app(settings))
-        return apps[-1]
-
-    yield make
-    for app in apps:
-        app.runtime.close()
-
-
-@pytest.fixture
-def app(settings: Settings, make_app: Callable[[Settings], Celery]) -> Celery:
-    return make_app(settings)
 
 
 def define(app: Celery, name: str, body: Callable[..., Any]) -> Any:
@@ -56,6 +32,12 @@ def define(app: Celery, name: str, body: Callable[..., Any]) -> Any:
         return self.run_job(body, kwargs)
 
     return app.task(base=DataForgeTask, bind=True, name=name, shared=False)(run)
+
+
+def counters(app: Celery, sid: int) -> dict[str, Any]:
+    row = schedule(app, sid)
+    return {c: getattr(row, c) for c in ("success_count", "failure_count", "skipped_count", "expired_count",
+                                         "lost_count", "last_status")}  # fmt: skip
 
 
 def test_plain_celery_tasks_are_not_recorded(app: Celery) -> None:
@@ -84,103 +66,48 @@ def test_importing_the_module_twice_still_gives_one_row_per_event(app: Celery, m
 
 def test_a_database_outage_never_fails_the_task(server_settings: Settings, make_app: Any) -> None:
     app = make_app(server_settings.with_(database_url=UNREACHABLE_PG))  # locks stay in Redis
-    result = define(app, "t.job", lambda **kw: "still ran").apply(kwargs={"scheduled_task_id": 1})
-    assert result.state == states.SUCCESS and result.get() == "still ran"
-    stats = app.runtime.recorder.stats
-    assert stats.db_errors >= 2 and stats.by_event.get("prerun") == 1 and stats.by_event.get("success") == 1
+    app.runtime.recorder.writer.exit_timeout = 0.2
+    task = define(app, "t.job", lambda **kw: "still ran")
+    assert deliver(task, "outage", {"scheduled_task_id": 1}, flush=False) == states.SUCCESS
+    assert AsyncResult("outage", app=app).get(timeout=5) == "still ran"
+    recorder = app.runtime.recorder
+    assert recorder.stats.by_event.get("prerun") == 1  # the duplicate check could not read: ran anyway
+    assert recorder.waiting() == 1  # its record waits for the database (start and outcome: one row)
+    assert not recorder.flush() and recorder.waiting() == 1
     assert not lock_held(app, "dataforge:lock:t.job:1")
 
 
-def test_a_redelivered_message_reuses_its_row(app: Celery) -> None:
-    for _ in range(2):
-        app.runtime.recorder.start(task_id="tid", task_name="t.job", attempt=0, kwargs={},
-                                 worker="w:1", started_at=utcnow())
-    rows = executions(app)
-    assert [(r.celery_task_id, r.attempt, r.status) for r in rows] == [("tid", 0, "running")]
+def test_a_run_is_written_once_already_finished_and_counted_once(app: Celery) -> None:
+    """A run that ends before the writer's next flush: one row, written in its final state."""
+    sid = add_schedule(app)
+    app.runtime.recorder.writer.interval = 60.0  # the test decides when the writer writes
+    task = define(app, "t.job", lambda **kw: {"n": 1})
+    assert deliver(task, "once", {"scheduled_task_id": sid}, flush=False) == states.SUCCESS
+    assert app.runtime.recorder.waiting() == 1
+    assert executions(app) == []  # within 50 ms of the run, not yet
+    assert app.runtime.recorder.flush()
+    [row] = executions(app)
+    assert (row.status, row.result, row.scheduled_task_id, row.attempt) == ("success", '{"n": 1}', sid, 0)
+    assert row.started_at is not None and row.finished_at is not None and row.duration_ms is not None
+    assert row.worker is not None and row.worker.startswith("w@test:") and "#" in row.worker
+    assert counters(app, sid) == {"success_count": 1, "failure_count": 0, "skipped_count": 0, "expired_count": 0,
+                                  "lost_count": 0, "last_status": "success"}  # fmt: skip
 
 
-def _start(app: Celery, task_id: str = "tid", attempt: int = 0, worker: str = "w:1", **kw: Any) -> str | None:
-    recorder: Recorder = app.runtime.recorder
-    return recorder.start(task_id=task_id, task_name="t.job", attempt=attempt,
-                                    kwargs={}, worker=worker, started_at=utcnow(), **kw)
+def test_a_long_run_is_visible_as_running_then_closed(app: Celery) -> None:
+    sid = add_schedule(app)
+    seen: list[list[str]] = []
 
+    def job(**kw: Any) -> str:
+        assert app.runtime.recorder.flush()  # the writer's flush while the job runs
+        seen.append([r.status for r in executions(app)])
+        return "done"
 
-def _row(app: Celery, task_id: str = "tid", attempt: int = 0) -> dict[str, Any]:
-    [row] = [r for r in executions(app) if (r.celery_task_id, r.attempt) == (task_id, attempt)]
-    return {c: getattr(row, c) for c in ("id", "status", "started_at", "finished_at", "duration_ms", "result",
-                                         "error", "traceback", "worker", "scheduled_task_id")}
-
-
-def _set_status(app: Celery, status: str, task_id: str = "tid", attempt: int = 0) -> None:
-    from sqlalchemy import update
-
-    from dataforge.models import TaskExecution
-
-    with app.runtime.db.session() as s:
-        s.execute(
-            update(TaskExecution)
-            .where(TaskExecution.celery_task_id == task_id, TaskExecution.attempt == attempt)
-            .values(status=status, finished_at=utcnow(), duration_ms=5, result='{"first": 1}', error="first error",
-                    traceback="first traceback")
-        )  # fmt: skip
-
-
-@pytest.mark.parametrize("status", ["success", "failure", "retry", "skipped"])
-def test_a_finished_attempt_is_never_reset(app: Celery, status: str) -> None:
-    assert _start(app) is None  # a new row: this delivery owns it
-    _set_status(app, status)
-    before = _row(app)
-    assert _start(app, worker="w:2") == status  # the duplicate is told, the row is left alone
-    assert _row(app) == before
-    assert _start(app, attempt=1) is None  # the next attempt of the same task id is its own row
-    assert _row(app, attempt=1)["status"] == "running" and _row(app) == before
-
-
-@pytest.mark.parametrize("status", ["running", "lost"])
-def test_a_redelivery_of_an_unfinished_attempt_takes_its_row_over(app: Celery, status: str) -> None:
-    assert _start(app) is None
-    _set_status(app, status)
-    before = _row(app)
-    assert _start(app, worker="w:2") is None
-    after = _row(app)
-    assert after["id"] == before["id"] and after["status"] == "running" and after["worker"] == "w:2"
-    assert (after["finished_at"], after["duration_ms"], after["result"], after["error"], after["traceback"]) == (
-        None, None, None, None, None,
-    )  # fmt: skip
-
-
-def test_reset_finished_resets_any_row_as_eager_mode_needs(app: Celery) -> None:
-    assert _start(app) is None
-    _set_status(app, "success")
-    assert _start(app, worker="w:2", reset_finished=True) is None
-    row = _row(app)
-    assert (row["status"], row["worker"], row["result"]) == ("running", "w:2", None)
-
-
-def test_the_start_upsert_is_one_round_trip_on_postgresql(server_settings: Settings, make_app: Any) -> None:
-    """New row, taken-over row, refused duplicate: one statement each on the held connection."""
-    from sqlalchemy import event
-
-    app = make_app(server_settings)
-    _start(app, task_id="warm-up")  # opens the held connection (and sets synchronous_commit)
-    statements: list[str] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    def round_trips(expected: str | None) -> int:
-        statements.clear()
-        assert _start(app) == expected
-        return len(statements)
-
-    event.listen(app.runtime.db.engine, "before_cursor_execute", capture)
-    try:
-        assert round_trips(None) == 1  # new row
-        assert round_trips(None) == 1  # still running: a redelivery takes it over
-        _set_status(app, "success")
-        assert round_trips("success") == 1  # refused, and the status comes with it
-    finally:
-        event.remove(app.runtime.db.engine, "before_cursor_execute", capture)
+    task = define(app, "t.job", job)
+    assert deliver(task, "long", {"scheduled_task_id": sid}) == states.SUCCESS
+    assert seen == [["running"]]
+    assert [r.status for r in executions(app)] == ["success"]
+    assert schedule(app, sid).success_count == 1
 
 
 def test_a_missing_schedule_is_recorded_as_null(app: Celery) -> None:
@@ -198,9 +125,11 @@ def test_counters_are_atomic_and_due_times_are_left_to_beat(app: Celery) -> None
         assert row is not None
         row.next_run_at, row.last_run_at = due, later
     before = schedule(app, sid)
+    app.runtime.recorder.writer.interval = 60.0
     task = define(app, "t.job", lambda **kw: None)
-    for _ in range(3):
-        task.apply(kwargs={"scheduled_task_id": sid})
+    for n in range(3):
+        assert deliver(task, f"atomic-{n}", {"scheduled_task_id": sid}, flush=False) == states.SUCCESS
+    assert app.runtime.recorder.flush()  # three runs of one schedule in one batch
     after = schedule(app, sid)
     assert (after.success_count, after.failure_count, after.last_status) == (3, 0, "success")
     # Beat's columns are never written by the worker.
@@ -208,55 +137,198 @@ def test_counters_are_atomic_and_due_times_are_left_to_beat(app: Celery) -> None
     assert after.updated_at == before.updated_at  # statistics are not edits
 
 
-def test_one_structured_log_line_per_run(app: Celery, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_last_status_of_a_batch_is_its_last_run_that_ran(app: Celery) -> None:
+    sid = add_schedule(app)
+
+    def job(fail: bool = False) -> str:
+        if fail:
+            raise ValueError("the later one failed")
+        return "ok"
+
+    task = define(app, "t.job", job)
+    app.runtime.recorder.writer.interval = 60.0
+    deliver(task, "first", {"scheduled_task_id": sid}, flush=False)
+    deliver(task, "second", {"scheduled_task_id": sid, "fail": True}, flush=False)
+    assert app.runtime.recorder.flush()
+    row = schedule(app, sid)
+    assert (row.success_count, row.failure_count, row.last_status, row.last_error) == (
+        1, 1, "failure", "ValueError: the later one failed",
+    )  # fmt: skip
+
+
+def test_a_skipped_run_counts_as_skipped_and_keeps_the_last_status(app: Celery) -> None:
+    sid = add_schedule(app)
+    task = define(app, "t.job", lambda **kw: "ran")
+    assert deliver(task, "ran", {"scheduled_task_id": sid}) == states.SUCCESS
+    key = task.lock_key_for({"scheduled_task_id": sid})
+    holder = app.runtime.locks.acquire(key, 60)
+    assert holder is not None
+    try:
+        assert deliver(task, "skipped", {"scheduled_task_id": sid}) == states.IGNORED
+    finally:
+        app.runtime.locks.release(key, holder)
+    [row] = [r for r in executions(app) if r.celery_task_id == "skipped"]
+    assert row.status == "skipped" and row.error == f"lock {key} is held by another run"
+    assert counters(app, sid) == {"success_count": 1, "failure_count": 0, "skipped_count": 1, "expired_count": 0,
+                                  "lost_count": 0, "last_status": "success"}  # fmt: skip
+
+
+def test_one_structured_log_line_per_run_naming_only_the_callers_unaccepted_keys(
+    app: Celery, caplog: pytest.LogCaptureFixture
+) -> None:
     sid = add_schedule(app)
     task = define(app, "t.job", lambda days=1: days)
     with caplog.at_level(logging.INFO, logger=RUN_LOGGER):
-        result = task.apply(kwargs={"scheduled_task_id": sid, "_lock_key": "old", "days": 2})
-    lines = [r for r in caplog.records if r.name == RUN_LOGGER]
-    assert len(lines) == 1
-    fields = lines[0].dataforge_run  # type: ignore[attr-defined]
-    assert fields["task_id"] == result.id and fields["task"] == "t.job" and fields["schedule"] == sid
+        plain = task.apply(kwargs={"scheduled_task_id": sid, "_lock_key": "old", "days": 2})
+        typo = task.apply(kwargs={"scheduled_task_id": sid, "dayz": 3})
+    lines = {r.dataforge_run["task_id"]: r for r in caplog.records if r.name == RUN_LOGGER}  # type: ignore[attr-defined]
+    assert set(lines) == {plain.id, typo.id}
+    fields = lines[plain.id].dataforge_run  # type: ignore[attr-defined]
+    assert fields["task"] == "t.job" and fields["schedule"] == sid
     assert fields["attempt"] == 0 and fields["lock"] == f"dataforge:lock:t.job:{sid}"
     assert fields["outcome"] == "success" and isinstance(fields["duration_ms"], int)
-    assert "outcome=success" in lines[0].getMessage()
+    # The injected scheduled_task_id and internal keys are not the caller's mistake...
+    assert "reason" not in fields and "outcome=success" in lines[plain.id].getMessage()
+    # ...a key the schedule sent that the job cannot take is.
+    assert lines[typo.id].dataforge_run["reason"] == "kwargs not accepted by the job: dayz"  # type: ignore[attr-defined]
+
+
+class Custom(ValueError):
+    """Not rebuildable from its args: Celery's stand-in for it is a ValueError."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"code {code}: {detail}")
+
+
+class Opaque(Exception):
+    """No rebuildable base either: Celery wraps it (UnpickleableExceptionWrapper)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"opaque {code}")
+
+
+def test_the_raised_exception_class_is_recorded_and_kept_in_the_result(app: Celery) -> None:
+    """Celery hands the failure signal a picklable stand-in for an exception it cannot
+    rebuild: JobArgumentError used to be recorded (and stored) as its base, DataForgeError."""
+    sid = add_schedule(app)
+
+    def needs(days: int) -> int:
+        return days
+
+    def custom(**kw: Any) -> None:
+        raise Custom(7, "upstream said no")
+
+    def opaque(**kw: Any) -> None:
+        raise Opaque(3)
+
+    assert deliver(define(app, "t.needs", needs), "args", {"scheduled_task_id": sid}) == states.FAILURE
+    assert deliver(define(app, "t.opaque", opaque), "opaque", {"scheduled_task_id": sid}) == states.FAILURE
+    assert deliver(define(app, "t.custom", custom), "custom", {"scheduled_task_id": sid}) == states.FAILURE
+    rows = {r.celery_task_id: r for r in executions(app)}
+    assert (rows["args"].error or "").startswith("JobArgumentError: job ")
+    assert "needs parameter(s) days" in (rows["args"].error or "")
+    assert rows["custom"].error == "Custom: code 7: upstream said no"
+    assert rows["opaque"].error == "Opaque: opaque 3"
+    stored = AsyncResult("args", app=app).result
+    assert type(stored) is JobArgumentError and stored.missing == ["days"]
+    assert schedule(app, sid).last_error == rows["custom"].error
+
+
+def test_a_result_that_cannot_be_stored_is_recorded_as_such(app: Celery) -> None:
+    sid = add_schedule(app)
+    did: list[int] = []
+
+    def job(**kw: Any) -> object:
+        did.append(1)
+        return object()  # not JSON
+
+    assert deliver(define(app, "t.job", job), "unstorable", {"scheduled_task_id": sid}) == states.FAILURE
+    assert did == [1]
+    [row] = executions(app)
+    assert row.status == "failure" and (row.error or "").startswith(f"{NOT_SERIALISABLE}: EncodeError: ")
+    assert schedule(app, sid).failure_count == 1
+
+
+def _running_row(app: Celery, task_id: str, sid: int | None, worker: str = "w@dead:1#00000000") -> None:
+    with app.runtime.db.session() as s:
+        s.add(TaskExecution(celery_task_id=task_id, attempt=0, task_name="t.job", status="running",
+                            scheduled_task_id=sid, worker=worker, started_at=utcnow() - timedelta(seconds=3)))
 
 
 def _start_run(app: Celery, task: Any, task_id: str, sid: int) -> str:
     """The state a killed child leaves behind: a running row and a held lock."""
-    app.runtime.recorder.start(task_id=task_id, task_name=task.name, attempt=0,
-                             kwargs={"scheduled_task_id": sid}, worker="w:1", started_at=utcnow())
+    _running_row(app, task_id, sid)
     key: str = task.lock_key_for({"scheduled_task_id": sid})
     assert app.runtime.locks.acquire(key, 60, owner=task_id) is not None
     return key
 
 
-def test_worker_lost_in_the_parent_marks_lost_and_frees_only_that_runs_lock(app: Celery) -> None:
+def _parent_failure(task: Any, task_id: str, exc: BaseException, sid: int, *, pushed: bool = True) -> None:
+    """What the worker's main process sends; Celery 5.7 pushes the failed request's context."""
+    context = Context(id=task_id, retries=0, kwargs={"scheduled_task_id": sid})
+    if pushed:
+        task.request_stack.push(context)
+    try:
+        on_task_failure(sender=task, task_id=task_id, exception=exc, kwargs={"scheduled_task_id": sid}, einfo=None)
+    finally:
+        if pushed:
+            task.request_stack.pop()
+    assert task.app.runtime.recorder.flush()
+
+
+@pytest.mark.parametrize("pushed", [True, False], ids=["context-pushed", "attempt-unknown"])
+def test_worker_lost_in_the_parent_marks_lost_once_and_frees_only_that_runs_lock(app: Celery, pushed: bool) -> None:
     sid = add_schedule(app)
     task = define(app, "t.job", lambda **kw: None)
     key = _start_run(app, task, "tid-dead", sid)
     exc = WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL).")
-    on_task_failure(sender=task, task_id="tid-dead", exception=exc, kwargs={"scheduled_task_id": sid}, einfo=None)
+    _parent_failure(task, "tid-dead", exc, sid, pushed=pushed)
     [row] = executions(app)
-    assert row.status == "lost" and "WorkerLostError" in (row.error or "") and row.duration_ms is not None
+    assert row.status == "lost" and "WorkerLostError" in (row.error or "") and (row.duration_ms or 0) >= 3000
+    assert row.worker == "w@dead:1#00000000" and row.started_at is not None  # the parent does not know them
     assert not lock_held(app, key)
-    assert (schedule(app, sid).failure_count, schedule(app, sid).last_status) == (1, "failure")
+    # A lost run is counted as lost, not as a failure: every run lands in one counter.
+    assert counters(app, sid) == {"success_count": 0, "failure_count": 0, "skipped_count": 0, "expired_count": 0,
+                                  "lost_count": 1, "last_status": "lost"}  # fmt: skip
     # Meanwhile another run took the lock: a late duplicate event must not free it or count again.
     assert app.runtime.locks.acquire(key, 60, owner="tid-alive") is not None
-    on_task_failure(sender=task, task_id="tid-dead", exception=exc, kwargs={"scheduled_task_id": sid}, einfo=None)
+    _parent_failure(task, "tid-dead", exc, sid, pushed=pushed)
     assert lock_held(app, key)
-    assert schedule(app, sid).failure_count == 1
+    assert schedule(app, sid).lost_count == 1
+
+
+def test_a_child_killed_before_its_start_was_written_is_still_recorded_lost(app: Celery) -> None:
+    """The child's queued start died with it: the parent's record inserts the row."""
+    sid = add_schedule(app)
+    task = define(app, "t.job", lambda **kw: None)
+    _parent_failure(task, "tid-early", WorkerLostError("signal 9"), sid)
+    [row] = executions(app)
+    assert (row.celery_task_id, row.attempt, row.status, row.scheduled_task_id) == ("tid-early", 0, "lost", sid)
+    assert schedule(app, sid).lost_count == 1
+
+
+def test_a_redelivery_that_takes_a_lost_run_over_takes_it_out_of_lost_count(app: Celery) -> None:
+    sid = add_schedule(app)
+    task = define(app, "t.job", lambda **kw: "second delivery")
+    _start_run(app, task, "tid-back", sid)
+    _parent_failure(task, "tid-back", WorkerLostError("signal 9"), sid)
+    assert schedule(app, sid).lost_count == 1
+    assert deliver(task, "tid-back", {"scheduled_task_id": sid}) == states.SUCCESS
+    [row] = executions(app)
+    assert (row.status, row.result) == ("success", '"second delivery"')
+    assert counters(app, sid) == {"success_count": 1, "failure_count": 0, "skipped_count": 0, "expired_count": 0,
+                                  "lost_count": 0, "last_status": "success"}  # fmt: skip
 
 
 def test_hard_time_limit_in_the_parent_marks_failure(app: Celery) -> None:
     sid = add_schedule(app)
     task = define(app, "t.job", lambda **kw: None)
     key = _start_run(app, task, "tid-slow", sid)
-    on_task_failure(sender=task, task_id="tid-slow", exception=TimeLimitExceeded(30),
-                    kwargs={"scheduled_task_id": sid}, einfo=None)
+    _parent_failure(task, "tid-slow", TimeLimitExceeded(30), sid)
     [row] = executions(app)
     assert row.status == "failure" and "TimeLimitExceeded" in (row.error or "")
     assert not lock_held(app, key)
+    assert (schedule(app, sid).failure_count, schedule(app, sid).lost_count) == (1, 0)
 
 
 def test_terminating_revoke_marks_failure_and_frees_the_lock(app: Celery) -> None:
@@ -265,51 +337,37 @@ def test_terminating_revoke_marks_failure_and_frees_the_lock(app: Celery) -> Non
     key = _start_run(app, task, "tid-revoked", sid)
     request = Context(id="tid-revoked", kwargs={"scheduled_task_id": sid}, retries=0)
     on_task_revoked(sender=task, request=request, terminated=False, signum=None, expired=False)
+    assert app.runtime.recorder.flush()
     assert executions(app)[0].status == "running" and lock_held(app, key)  # not started by this message
     on_task_revoked(sender=task, request=request, terminated=True, signum=15, expired=False)
+    assert app.runtime.recorder.flush()
     [row] = executions(app)
     assert row.status == "failure" and "revoked" in (row.error or "")
     assert not lock_held(app, key)
     assert schedule(app, sid).failure_count == 1
 
 
-def test_a_dropped_database_connection_costs_one_event_then_recording_resumes(
-    server_settings: Settings, make_app: Any
-) -> None:
-    """PostgreSQL's hot path keeps one connection per worker thread; when the server drops it
-    (restart, failover, idle kill) the next event fails (logged, counted, task unaffected) and
-    the one after reconnects."""
-    import psycopg
-
-    app = make_app(server_settings)
+def test_an_expired_message_is_recorded_and_counted_once(app: Celery, caplog: pytest.LogCaptureFixture) -> None:
     sid = add_schedule(app)
-    task = define(app, "t.job", lambda **kw: "ok")
-    assert task.apply(kwargs={"scheduled_task_id": sid}).get() == "ok"
-    dbname = server_settings.database_url.rsplit("/", 1)[1]
-    with psycopg.connect(server_settings.database_url, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (dbname,),
-        )
-    assert task.apply(kwargs={"scheduled_task_id": sid}).get() == "ok"  # the task never notices
-    assert app.runtime.recorder.stats.db_errors >= 1
-    third = task.apply(kwargs={"scheduled_task_id": sid})
-    assert third.get() == "ok"
-    assert [r.status for r in executions(app) if r.celery_task_id == third.id] == ["success"]
+    task = define(app, "t.job", lambda **kw: None)
+    expires = utcnow() - timedelta(seconds=5)
 
+    def expire(task_id: str) -> None:
+        request = Context(id=task_id, kwargs={"scheduled_task_id": sid}, retries=0, expires=expires)
+        on_task_revoked(sender=task, request=request, terminated=False, signum=None, expired=True)
+        assert app.runtime.recorder.flush()
 
-def test_relaxed_commit_stays_on_the_recorders_own_connections(server_settings: Settings, make_app: Any) -> None:
-    """synchronous_commit=off is for execution records only: pooled connections (beat's
-    dispatch, lock leases, the CLI) never inherit it, even after the recorder's closes."""
-    from sqlalchemy import text
-
-
-    app = make_app(server_settings)
-    define(app, "t.job", lambda **kw: None).apply(kwargs={"scheduled_task_id": 1})
-    held = app.runtime.recorder.connections
-    expected = "on" if server_settings.recorder_synchronous_commit else "off"
-    assert held.execute(text("SHOW synchronous_commit"), {}).scalar() == expected
-    held.close()
-    for _ in range(3):  # whatever the pool hands out
-        with app.runtime.db.engine.connect() as conn:
-            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+    with caplog.at_level(logging.INFO, logger=RUN_LOGGER):
+        expire("tid-expired")
+        expire("tid-expired")  # the same message twice (a re-send): still one run
+    [row] = executions(app)
+    assert (row.status, row.scheduled_task_id, row.started_at) == ("expired", sid, None)
+    assert row.finished_at is not None and (row.error or "").startswith("expired: not started by ")
+    assert counters(app, sid) == {"success_count": 0, "failure_count": 0, "skipped_count": 0, "expired_count": 1,
+                                  "lost_count": 0, "last_status": None}  # fmt: skip
+    assert [r.dataforge_run["outcome"] for r in caplog.records if r.name == RUN_LOGGER] == ["expired"] * 2  # type: ignore[attr-defined]
+    # An expired copy of a run that did start never touches its row.
+    _running_row(app, "tid-started", sid)
+    expire("tid-started")
+    assert [r.status for r in executions(app) if r.celery_task_id == "tid-started"] == ["running"]
+    assert schedule(app, sid).expired_count == 1
