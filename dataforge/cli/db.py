@@ -29,7 +29,8 @@ __all__ = ["db", "preflight"]
 
 #: Revisions after which the data step has run (the preflight has nothing left to classify).
 _DATA_APPLIED = (
-    "0003_data", "0004_contract", "0005_change_triggers", "0006_executions_hot_close", "0007_drop_handler_path",
+    "0003_data", "0004_contract", "0005_change_triggers", "0006_executions_hot_close", "0008_schedule_policies",
+    "0007_drop_handler_path",
 )  # fmt: skip
 _BEFORE_EXPAND = (None, "0001_legacy_baseline")
 _OPTIONAL_REVISIONS = ("0007_drop_handler_path",)

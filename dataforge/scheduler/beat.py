@@ -10,8 +10,10 @@ design, guarantees and failure modes are in docs/scheduler.md; in short, each ti
    triggers, raw SQL and bulk updates included; on SQLite a re-read every ``max_interval``).
    On a change, rows without a due time (new, resumed, edited, revived) get one.
 3. **Dispatch.** Due rows are read in batches (``status='active' AND next_run_at <= now``,
-   an index range) and ALL of them are sent in this tick. Per batch, in ONE transaction: a
-   compare-and-set per row advances ``next_run_at`` / ``last_run_at`` / ``run_count``, the
+   an index range) and ALL of them are sent in this tick. Each row's missed-run policy,
+   catch-up window and jitter decide which of its runs go out
+   (:mod:`dataforge.scheduler.catchup`). Per batch, in ONE transaction: a compare-and-set per
+   row advances ``next_run_at`` / ``last_run_at`` / ``run_count`` / ``missed_count``, the
    rows whose CAS won are published (on Redis buffered, one pipeline per ``flush_every``
    messages), the CAS of every row not known to be in the broker is undone if a publish or
    flush fails, and the transaction commits. A failed publish is therefore retried next tick;
@@ -34,11 +36,13 @@ import logging
 import os
 import socket
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from itertools import accumulate
+from typing import Any, Final
 
 from celery import Celery
 from celery.beat import Scheduler
@@ -49,9 +53,8 @@ from dataforge.db import is_postgres, is_sqlite
 from dataforge.errors import LockUnavailableError
 from dataforge.models import utcnow
 from dataforge.models.triggers import triggers_installed
-from dataforge.protocol import PUBLISH_RETRY_POLICY
+from dataforge.protocol import DUE_AT_HEADER, PUBLISH_RETRY_POLICY
 from dataforge.runtime import Runtime, get_runtime
-from dataforge.scheduler import store
 from dataforge.scheduler.changes import ChangeFeed, PollingChangeFeed, PostgresChangeFeed
 from dataforge.scheduler.dispatch import (
     DispatchContext,
@@ -66,10 +69,14 @@ from dataforge.scheduler.dispatch import (
 from dataforge.scheduler.duties import DutyRunner, leader_duties
 from dataforge.scheduler.leader import LeaderLease, lease_timing
 from dataforge.scheduler.schedules import parse_db_datetime
+from dataforge.scheduler.store import Advance, ScheduleStore, mark_beat_writer, store_for
 
 __all__ = ["DatabaseScheduler", "PublishBatch"]
 
 log = logging.getLogger(__name__)
+
+#: Longest kwargs repr in a message header (Celery's ``kwargsrepr_maxsize``).
+_REPR_MAX: Final = 1024
 
 @dataclass(frozen=True, slots=True)
 class PublishBatch:
@@ -110,8 +117,9 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     """
 
     #: Rows read and written per transaction (SQLite holds its write lock meanwhile, so its
-    #: batches are smaller and workers' writes are not held up for long).
-    batch_size = 500
+    #: batches are smaller and workers' writes are not held up for long). Also the most runs a
+    #: crash between publish and commit can make beat send twice (docs/scheduler.md).
+    batch_size = 1000
     sqlite_batch_size = 200
     #: Re-read the due time and re-validate flagged rows at least this often, whatever the
     #: change feed says (a deploy that registers a task revives its rows within this bound).
@@ -143,9 +151,20 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self._closed = False
         self._static_due_at = float("-inf")
         self._duties = DutyRunner(leader_duties(self.runtime), clock=self.monotonic)
+        self._store: ScheduleStore | None = None
+        #: Queues declared on the broker in the current publish batch (once each, not per message).
+        self._declared: set[str] = set()
+        #: Per publish batch: whether publishes are buffered, task-sent events on, routes seen.
+        self._buffered = False
+        self._sent_events = False
+        self._routes: dict[str, dict[str, Any]] = {}
+        #: Rows of the batch being published whose messages are all known to be in the broker.
+        self._published_rows = 0
+        self._origin = f"{socket.gethostname()}:{os.getpid()}"
         #: Counters since start (tests, benchmarks, `celery inspect`-style introspection).
+        #: ``missed``: runs not sent (policy, catch-up window, or a catch-up that took their place).
         self.stats: dict[str, int] = dict.fromkeys(
-            ("sent", "lost_cas", "publish_failed", "skipped_missed", "flagged", "revived", "done", "scheduled"), 0
+            ("sent", "lost_cas", "publish_failed", "missed", "flagged", "revived", "done", "scheduled"), 0
         )
         super().__init__(app, *args, **kwargs)
         self.max_interval = float(self.max_interval)
@@ -237,25 +256,43 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         cost more than the publish itself.
         """
         amqp = self.app.amqp
-        options = message.options()
-        routing = amqp.router.route({}, message.task_name, (), message.kwargs)
+        kwargs = message.kwargs
+        routing = self._routes.get(message.task_name)
+        if routing is None:
+            routing = amqp.router.route({}, message.task_name, (), kwargs)
+            if not amqp.router.routes:
+                # Without task_routes the route depends on the name alone (the default queue).
+                self._routes[message.task_name] = routing
+        # Declared once per batch, not once per message (kombu copies the entity each time).
+        queue = routing.get("queue")
+        if queue is not None and queue.name not in self._declared:
+            producer.maybe_declare(queue)
+            self._declared.add(queue.name)
+        kwargs_text = repr(kwargs)
         body = amqp.create_task_message(
-            options["task_id"],
+            message.task_id,
             message.task_name,
             (),
-            message.kwargs,
-            expires=options.get("expires"),
-            time_limit=options.get("time_limit"),
-            soft_time_limit=options.get("soft_time_limit"),
-            create_sent_event=self.app.conf.task_send_sent_event,
+            kwargs,
+            expires=message.expires,
+            time_limit=message.time_limit,
+            soft_time_limit=message.soft_time_limit,
+            create_sent_event=self._sent_events,
+            origin=self._origin,
+            # What Flower and `celery events` show: plain repr, cut like Celery's saferepr.
+            argsrepr="()",
+            kwargsrepr=kwargs_text if len(kwargs_text) <= _REPR_MAX else kwargs_text[: _REPR_MAX - 3] + "...",
         )
+        # A buffered publish only appends to the batch: nothing to retry until its flush, where
+        # a failure rolls the unsent rows back. An unbuffered one talks to the broker now.
         amqp.send_task_message(
             producer,
             message.task_name,
             body,
-            headers=options["headers"],
-            retry=True,
+            headers=message.headers,
+            retry=not self._buffered,
             retry_policy=PUBLISH_RETRY_POLICY,
+            declare=[],
             **routing,
         )
 
@@ -270,9 +307,13 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         ids). Transports without batching (RabbitMQ, the embedded SQL broker) publish each
         message at once and ``flush`` does nothing.
         """
+        self._declared = set()
+        self._routes = {}
+        self._sent_events = bool(self.app.conf.task_send_sent_event)
         with self.app.producer_or_acquire() as producer:
+            self._buffered = bool(producer.supports_batch_publish)
             with producer.batch(max_size=self.publish_buffer) as batch:
-                yield PublishBatch(producer, bool(producer.supports_batch_publish), batch.flush)
+                yield PublishBatch(producer, self._buffered, batch.flush)
 
     def now(self) -> datetime:
         """Naive UTC, the tables' convention."""
@@ -307,6 +348,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         except (SQLAlchemyError, LockUnavailableError) as exc:
             self._db_outage.failed(exc)
             self._need_refresh = True
+            self._store = None  # the schema may have changed too (an upgrade or a rollback)
             return min(self.retry_after_failure, self.max_interval)
         if self._db_outage.ok():
             self._need_refresh = True
@@ -351,6 +393,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     def _start_leading(self) -> None:
         self._feed = self._make_feed()  # may fail (database down): then we start again next tick
+        self._store = None
         self._leading = True
         self._duties.reset()
         self._need_refresh = True
@@ -383,20 +426,29 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     # -- reading ------------------------------------------------------------------------------------
     def _context(self) -> DispatchContext:
+        settings = self.runtime.settings
+        window = settings.catchup_window
         return DispatchContext(
             is_registered=self._is_registered,
             resolvers=tuple(plugin.resolve_row for plugin in self.runtime.plugins),
-            missed_runs=self.runtime.settings.missed_runs,
+            missed_runs=settings.missed_runs,
+            catchup_window=None if window is None else timedelta(seconds=window),
         )
 
     def _is_registered(self, name: str) -> bool:
         return name in self.app.tasks
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
+    def _transaction(self) -> Iterator[tuple[Connection, ScheduleStore]]:
         with self.runtime.db.engine.begin() as conn:
-            store.mark_beat_writer(conn)
-            yield conn
+            mark_beat_writer(conn)
+            if self._store is None:
+                self._store = store_for(conn)
+                if not self._store.policies:
+                    log.warning("beat: scheduled_tasks has no policy columns (a schema below 0008_schedule_policies); "
+                                "every row runs with the default overlap, catch-up window and jitter, and "
+                                "missed runs are not counted (run `dataforge db upgrade`)")
+            yield conn, self._store
 
     def _refresh(self, *, include_flagged: bool) -> None:
         """Give active rows without a due time one (re-validating flagged rows on a full
@@ -409,12 +461,12 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         after_id = 0
         while True:
             now = self.now()
-            with self._transaction() as conn:
-                rows = store.fetch_unscheduled(
+            with self._transaction() as (conn, table):
+                rows = table.fetch_unscheduled(
                     conn, after_id=after_id, limit=self.batch_size, include_flagged=include_flagged
                 )
                 for row in rows:
-                    self._apply_unscheduled(conn, row, plan_unscheduled_row(row, now, ctx), now)
+                    self._apply_unscheduled(conn, table, row, plan_unscheduled_row(row, now, ctx), now)
             if len(rows) < self.batch_size:
                 break
             after_id = rows[-1].id
@@ -425,13 +477,14 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             self._last_full = mono
 
     def _apply_unscheduled(
-        self, conn: Connection, row: RowSnapshot, decision: Reschedule | MarkInvalid, now: datetime
+        self, conn: Connection, table: ScheduleStore, row: RowSnapshot, decision: Reschedule | MarkInvalid,
+        now: datetime,
     ) -> None:
         if isinstance(decision, MarkInvalid):
             if decision.reason != row.invalid_reason:
-                self._flag(conn, row, decision.reason, now)
+                self._flag(conn, table, row, decision.reason, now)
             return
-        if not store.reschedule(conn, row, next_run_at=decision.next_run_at):
+        if not table.reschedule(conn, row, next_run_at=decision.next_run_at):
             return
         if row.invalid_reason is not None:
             self.stats["revived"] += 1
@@ -444,8 +497,8 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             self.stats["scheduled"] += 1
             log.debug("beat: schedule %d (%s) first due at %s", row.id, row.name, decision.next_run_at)
 
-    def _flag(self, conn: Connection, row: RowSnapshot, reason: str, now: datetime) -> None:
-        if store.flag(conn, row, reason=reason, now=now):
+    def _flag(self, conn: Connection, table: ScheduleStore, row: RowSnapshot, reason: str, now: datetime) -> None:
+        if table.flag(conn, row, reason=reason, now=now):
             self.stats["flagged"] += 1
             log.warning("beat: schedule %d (%s) is invalid and will not run until it is fixed: %s",
                         row.id, row.name, reason)
@@ -453,18 +506,18 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def _read_next_due(self) -> datetime | None:
         """The earliest due time; an unreadable stored value flags its row and is skipped."""
         while True:
-            with self._transaction() as conn:
-                found = store.fetch_next_due(conn)
+            with self._transaction() as (conn, table):
+                found = table.fetch_next_due(conn)
                 if found is None:
                     return None
                 row_id, raw = found
                 try:
                     return parse_db_datetime(raw)
                 except ValueError:
-                    bad = store.fetch_row(conn, row_id)
+                    bad = table.fetch_row(conn, row_id)
                     if bad is None or bad.next_run_at != raw:
                         continue
-                    self._flag(conn, bad, f"next_run_at={raw!r}: not a timestamp; set it to NULL", self.now())
+                    self._flag(conn, table, bad, f"next_run_at={raw!r}: not a timestamp; set it to NULL", self.now())
 
     # -- dispatch -----------------------------------------------------------------------------------
     def _dispatch_due(self, now: datetime, lease: LeaderLease) -> bool:
@@ -478,65 +531,85 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                 return True
 
     def _dispatch_batch(self, now: datetime, ctx: DispatchContext) -> tuple[bool, bool]:
-        engine = self.runtime.db.engine
         interrupted: BaseException | None = None
         broker_ok = True
-        with engine.connect() as conn:
-            with conn.begin():
-                store.mark_beat_writer(conn)
-                rows = store.fetch_due(conn, now, self.batch_size)
-                due: list[tuple[RowSnapshot, Send]] = []
-                for row in rows:
-                    decision = plan_due_row(row, now, ctx)
-                    if isinstance(decision, MarkInvalid):
-                        self._flag(conn, row, decision.reason, now)
-                    elif isinstance(decision, Reschedule):
-                        if store.reschedule(conn, row, next_run_at=decision.next_run_at):
-                            self.stats["skipped_missed"] += 1
-                            log.warning("beat: schedule %d (%s): %s", row.id, row.name, decision.why)
-                    else:
-                        due.append((row, decision))
-                won = store.advance_many(conn, [(row, send.next_run_at) for row, send in due], now=now)
-                sends = [(row, send) for row, send in due if row.id in won]
-                for row, _ in due:
-                    if row.id not in won:
-                        self.stats["lost_cas"] += 1
-                        log.info("beat: schedule %d (%s) was advanced by someone else; not sent", row.id, row.name)
-                published = 0  # messages known to be in the broker
-                try:
-                    if sends:
-                        with self.producer_for_batch() as batch:
-                            for k, (_row, send) in enumerate(sends, 1):
-                                self.publish(send.message, batch.producer)
-                                if k % self.flush_every == 0 or k == len(sends):
-                                    batch.flush()
-                                    published = k
-                                elif not batch.buffered:
-                                    published = k
-                except BaseException as exc:  # SIGTERM's SystemExit included: undo what was not sent
-                    # Messages of a failed flush may or may not have arrived: they are sent
-                    # again next tick, with the same task ids (never lost; see docs/scheduler.md).
-                    for row, send in sends[published:]:
-                        store.revert(conn, row, next_run_at=send.next_run_at)
-                    if not isinstance(exc, Exception):
-                        interrupted = exc
-                    else:
-                        broker_ok = False
-                        self.stats["publish_failed"] += len(sends) - published
-                        self._broker_outage.failed(exc)
+        with self._transaction() as (conn, table):
+            rows = table.fetch_due(conn, now, self.batch_size)
+            pending: list[tuple[Advance, Send]] = []
+            for row in rows:
+                decision = plan_due_row(row, now, ctx)
+                if isinstance(decision, MarkInvalid):
+                    self._flag(conn, table, row, decision.reason, now)
+                elif isinstance(decision, Reschedule):
+                    if table.reschedule(conn, row, next_run_at=decision.next_run_at, missed=decision.missed):
+                        self.stats["missed"] += decision.missed
+                        log.warning("beat: schedule %d (%s): %s", row.id, row.name, decision.why)
+                else:
+                    advance = Advance(row, decision.next_run_at, len(decision.messages), decision.missed)
+                    pending.append((advance, decision))
+            won = table.advance_many(conn, [advance for advance, _ in pending], now=now)
+            sends = [(advance, send) for advance, send in pending if advance.row.id in won]
+            for advance, _ in pending:
+                if advance.row.id not in won:
+                    self.stats["lost_cas"] += 1
+                    log.info("beat: schedule %d (%s) was advanced by someone else; not sent",
+                             advance.row.id, advance.row.name)
+            # Rows whose messages are all known to be in the broker (a row's messages are
+            # published together, in order, so a failure cuts the list at one row).
+            done_rows = 0
+            try:
+                if sends:
+                    done_rows = self._publish_all(sends)
+            except BaseException as exc:  # SIGTERM's SystemExit included: undo what was not sent
+                # Messages of a failed flush may or may not have arrived: they are sent
+                # again next tick, with the same task ids (never lost; see docs/scheduler.md).
+                done_rows = self._published_rows
+                for advance, _send in sends[done_rows:]:
+                    table.revert(conn, advance)
+                if not isinstance(exc, Exception):
+                    interrupted = exc
+                else:
+                    broker_ok = False
+                    self.stats["publish_failed"] += sum(len(send.messages) for _, send in sends[done_rows:])
+                    self._broker_outage.failed(exc)
         if interrupted is not None:
             raise interrupted
-        for row, send in sends[:published]:
-            self._log_sent(row, send)
+        sent = 0
+        for advance, send in sends[:done_rows]:
+            self._log_sent(advance, send)
+            sent += len(send.messages)
+            self.stats["missed"] += send.missed
         if broker_ok and sends:
             self._broker_outage.ok()
-        self.stats["sent"] += published
+        self.stats["sent"] += sent
         return broker_ok, len(rows) >= self.batch_size
 
-    def _log_sent(self, row: RowSnapshot, send: Send) -> None:
-        msg = send.message
-        log.info(
-            "Scheduler: Sending due task %s (%s) schedule=%d due=%s id=%s%s",
-            row.name, msg.task_name, row.id, send.due.isoformat(sep=" "), msg.task_id,
-            " (missed run, sent once)" if send.missed else "",
-        )
+    def _publish_all(self, sends: list[tuple[Advance, Send]]) -> int:
+        """Publish every message of ``sends``; the number of rows (all of them). On a failure,
+        :attr:`_published_rows` says how many rows' messages are known to be in the broker."""
+        self._published_rows = 0
+        ends = list(accumulate(len(send.messages) for _, send in sends))  # messages up to each row
+        with self.producer_for_batch() as batch:
+            total = 0
+            for _advance, send in sends:
+                for message in send.messages:
+                    self.publish(message, batch.producer)
+                    total += 1
+                    if total % self.flush_every == 0:
+                        batch.flush()
+                        self._published_rows = bisect_right(ends, total)
+                    elif not batch.buffered:
+                        self._published_rows = bisect_right(ends, total)
+            batch.flush()
+            self._published_rows = len(ends)
+        return len(ends)
+
+    def _log_sent(self, advance: Advance, send: Send) -> None:
+        row = advance.row
+        note = f" (catch-up; {send.missed} missed run(s) not sent)" if send.catch_up else ""
+        for msg in send.messages:
+            log.info(
+                "Scheduler: Sending due task %s (%s) schedule=%d due=%s id=%s%s",
+                row.name, msg.task_name, row.id, msg.headers.get(DUE_AT_HEADER, "").replace("T", " "), msg.task_id,
+                note,
+            )

@@ -27,11 +27,11 @@ from sqlalchemy.engine import make_url
 from dataforge.db import Database
 from dataforge.legacy.names import LEGACY_TASK_NAME
 from dataforge.models import ScheduledTask
-from dataforge.scheduler import store
 from dataforge.scheduler.changes import PostgresChangeFeed
 from dataforge.scheduler.dispatch import Message, run_task_id
 from dataforge.scheduler.leader import LeaderLease
 from dataforge.scheduler.schedules import next_run_after, parse_db_datetime, validate_cron
+from dataforge.scheduler.store import Advance, ScheduleStore
 from tests.conftest import create_schema
 from tests.dataforge.scheduler.support import (
     OTHER_TASK,
@@ -185,7 +185,8 @@ def test_interval_rows_keep_their_grid(env: Env) -> None:
 
 def test_tick_never_sleeps_longer_than_max_interval(env: Env) -> None:
     sch = env.scheduler()
-    assert sch.tick_once() == MAX_INTERVAL  # empty table
+    # Empty table: until the next lease renewal (every ttl/3, 2.8 s with the default 10 s bound).
+    assert sch.tick_once() == pytest.approx(min(MAX_INTERVAL, sch._lease_for().timing.renew_every))
     row_id = add_row(env.db, next_run_at=due(env, 3600))
     lag = 0.0 if env.postgres else MAX_INTERVAL  # SQLite sees the edit one max_interval later
     for offset in (0.5, 1, 4.99, 5, 5.01, 60, 86400 * 30):
@@ -211,12 +212,12 @@ def test_compare_and_set_fences_a_stale_reader(env: Env) -> None:
     """What a second beat that read the row before the first one committed would do."""
     row_id = add_row(env.db, next_run_at=due(env, -1))
     with env.db.engine.connect() as conn:
-        stale = store.fetch_due(conn, env.clock.wall, 10)
+        stale = ScheduleStore().fetch_due(conn, env.clock.wall, 10)
     sch = env.scheduler()
     sch.tick_once()
     assert len(sch.sent) == 1
     with env.db.engine.begin() as conn:
-        assert store.advance(conn, stale[0], next_run_at=due(env, 60), now=env.clock.wall) is False
+        assert ScheduleStore().advance(conn, Advance(stale[0], due(env, 60)), now=env.clock.wall) is False
     assert env.row(row_id)["run_count"] == 1
 
 
@@ -343,11 +344,16 @@ def test_idle_ticks_run_no_query(env: Env) -> None:
     for _ in range(300):
         env.clock.advance(0.02)
         sch.tick_once()
+    schedule_reads = [s for s in statements if "scheduled_tasks" in s]
+    lease = [s for s in statements if "dataforge_locks" in s]
+    # The lease (in the database here) is renewed every ttl/3: two or three times in 6 s.
+    assert lease and len(lease) <= 6 / sch._lease_for().timing.renew_every + 1, lease
+    assert len(lease) + len(schedule_reads) == len(statements), statements
     if env.postgres:
-        assert statements == []  # 6 s of idle ticks: NOTIFY would have told us about a change
+        assert schedule_reads == []  # 6 s of idle ticks: NOTIFY would have told us about a change
     else:
         # SQLite has no NOTIFY: at most one re-read per max_interval, a handful of statements.
-        assert 0 < len(statements) <= 4, statements
+        assert 0 < len(schedule_reads) <= 4, schedule_reads
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -535,11 +541,14 @@ def test_legacy_rows_are_sent_to_the_shim_when_the_switch_is_on(legacy_env: Env)
 
 
 def test_overdue_rows_fire_once_then_realign(env: Env) -> None:
+    env.clock.wall = env.clock.wall.replace(minute=10, second=0)  # ten minutes past an hour
     three_hours_ago = due(env, -3 * 3600)
     interval = add_row(env.db, interval_seconds=600, next_run_at=three_hours_ago)
     cron = add_row(env.db, task_type="cron", interval_seconds=None, cron_expression="0 * * * *",
                    next_run_at=three_hours_ago)
-    skip = add_row(env.db, interval_seconds=600, next_run_at=three_hours_ago, missed_run_policy="skip")
+    # Off the clock's grid by 5 minutes: its newest missed run is late, so `skip` sends nothing.
+    skip = add_row(env.db, interval_seconds=600, next_run_at=three_hours_ago - timedelta(minutes=5),
+                   missed_run_policy="skip")
     once = add_row(env.db, task_type="once", interval_seconds=None, run_at=three_hours_ago)
     once_skip = add_row(env.db, task_type="once", interval_seconds=None, run_at=three_hours_ago,
                         missed_run_policy="skip")
@@ -549,19 +558,24 @@ def test_overdue_rows_fire_once_then_realign(env: Env) -> None:
     assert sorted(m.kwargs["scheduled_task_id"] for m in sch.sent) == sorted([interval, cron, once])
     assert env.row(interval)["next_run_at"] == three_hours_ago + timedelta(seconds=600 * 19)
     assert env.row(cron)["next_run_at"] == next_run_after(validate_cron("0 * * * *"), env.clock.wall)
-    assert env.row(skip)["next_run_at"] == env.row(interval)["next_run_at"]
+    assert env.row(skip)["next_run_at"] == env.clock.wall + timedelta(minutes=5)
     assert env.row(skip)["run_count"] == 0
     assert (env.row(once)["status"], env.row(once)["run_count"]) == ("done", 1)
     assert (env.row(once_skip)["status"], env.row(once_skip)["run_count"]) == ("done", 0)
-    assert sch.stats["skipped_missed"] == 2
+    # Every due time passed is sent or counted: 19 interval runs (1 sent), the cron row's own
+    # due time and 3 hours (1 sent), 19 skipped, the skipped once row.
+    missed = {i: env.row(i)["missed_count"] for i in (interval, cron, skip, once, once_skip)}
+    assert missed == {interval: 18, cron: 3, skip: 19, once: 0, once_skip: 1}
+    assert sch.stats["missed"] == sum(missed.values())
 
 
 def test_global_skip_policy(tmp_path: Path, database_url: str) -> None:
     create_schema(database_url)
     e = Env(tmp_path, database_url, DATAFORGE_MISSED_RUNS="skip")
     try:
-        skipped = add_row(e.db, interval_seconds=600, next_run_at=due(e, -3600))
-        fired = add_row(e.db, interval_seconds=600, next_run_at=due(e, -3600), missed_run_policy="once")
+        # 62 minutes late: the newest missed run (2 minutes ago) is late too.
+        skipped = add_row(e.db, interval_seconds=600, next_run_at=due(e, -3720))
+        fired = add_row(e.db, interval_seconds=600, next_run_at=due(e, -3720), missed_run_policy="once")
         on_time = add_row(e.db, interval_seconds=600, next_run_at=due(e, -10))
         sch = e.scheduler()
         sch.tick_once()
@@ -599,7 +613,8 @@ def test_database_outage_is_survived_and_resumed_without_duplicates(
     target = make_url(database_url)
     proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
     through_proxy = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    e = Env(tmp_path, through_proxy)
+    # The lease is in the same database: a lease longer than the outage keeps this beat the leader.
+    e = Env(tmp_path, through_proxy, DATAFORGE_BEAT_LEADER_TTL="30")
     try:
         row_id = add_row(e.db, interval_seconds=10)
         sch = e.scheduler()
