@@ -30,7 +30,7 @@ from dataforge.models import ScheduledTask
 from dataforge.scheduler.changes import PostgresChangeFeed
 from dataforge.scheduler.dispatch import Message, run_task_id
 from dataforge.scheduler.leader import LeaderLease
-from dataforge.scheduler.schedules import next_run_after, parse_db_datetime, validate_cron
+from dataforge.scheduler.schedules import jitter_offset, next_run_after, parse_db_datetime, validate_cron
 from dataforge.scheduler.store import Advance, ScheduleStore
 from tests.conftest import create_schema
 from tests.dataforge.scheduler.support import (
@@ -567,6 +567,73 @@ def test_overdue_rows_fire_once_then_realign(env: Env) -> None:
     missed = {i: env.row(i)["missed_count"] for i in (interval, cron, skip, once, once_skip)}
     assert missed == {interval: 18, cron: 3, skip: 19, once: 0, once_skip: 1}
     assert sch.stats["missed"] == sum(missed.values())
+
+
+def test_a_takeover_late_in_the_period_sends_one_run_in_place_of_the_next_regular_one(env: Env) -> None:
+    """The reported case, in process: a 3 s schedule, its beat gone after sending the run due
+    at W+3, a new beat at W+20.77. Before, it sent the catch-up and the W+21 run 0.23 s later."""
+    w = env.clock.wall
+    row_id = add_row(env.db, interval_seconds=3, next_run_at=w)
+    a = env.scheduler()
+    a.tick_once()
+    env.clock.advance(3)
+    a.tick_once()
+    assert a.due_times(row_id) == [w.isoformat(), (w + timedelta(seconds=3)).isoformat()]
+    a.close()
+    env.clock.advance(17.77)
+    b = env.scheduler()
+    b.tick_once()
+    assert b.due_times(row_id) == [(w + timedelta(seconds=18)).isoformat()]
+    row = env.row(row_id)
+    # W+6 ... W+18 passed (one sent), W+21 is 0.23 s away: the catch-up stands for it too.
+    assert (row["next_run_at"], row["missed_count"], row["run_count"]) == (w + timedelta(seconds=24), 5, 3)
+    env.clock.advance(0.23)
+    b.tick_once()
+    assert len(b.sent) == 1, "the regular run next to the catch-up was sent"
+    env.clock.advance(3)
+    b.tick_once()
+    assert b.due_times(row_id)[-1] == (w + timedelta(seconds=24)).isoformat()
+
+
+def test_an_hourly_cron_row_reached_just_before_the_hour_runs_once_not_twice(env: Env) -> None:
+    env.clock.wall = env.clock.wall.replace(minute=59, second=50)
+    hour = env.clock.wall.replace(minute=0, second=0)
+    row_id = add_row(env.db, task_type="cron", interval_seconds=None, cron_expression="0 * * * *", next_run_at=hour)
+    sch = env.scheduler()
+    sch.tick_once()
+    assert sch.due_times(row_id) == [hour.isoformat()]
+    assert (env.row(row_id)["next_run_at"], env.row(row_id)["missed_count"]) == (hour + timedelta(hours=2), 1)
+    env.clock.advance(15)  # past the top of the hour
+    sch.tick_once()
+    assert len(sch.sent) == 1
+
+
+def test_all_replays_each_missed_run_with_its_own_id_and_the_window_bounds_it(env: Env) -> None:
+    w = env.clock.wall
+    row_id = add_row(env.db, interval_seconds=600, next_run_at=w - timedelta(minutes=50), missed_run_policy="all",
+                     catchup_window_seconds=1800)
+    sch = env.scheduler()
+    sch.tick_once()
+    dues = [w - timedelta(minutes=m) for m in (30, 20, 10, 0)]
+    assert sch.due_times(row_id) == [d.isoformat() for d in dues]
+    assert [m.task_id for m in sch.sent] == [run_task_id(row_id, k + 1, d) for k, d in enumerate(dues)]
+    row = env.row(row_id)
+    assert (row["run_count"], row["missed_count"], row["next_run_at"]) == (4, 2, w + timedelta(minutes=10))
+    assert sch.stats["sent"] == 4 and sch.stats["missed"] == 2
+
+
+def test_jitter_delays_each_send_by_the_schedules_offset(env: Env) -> None:
+    w = env.clock.wall
+    row_id = add_row(env.db, interval_seconds=60, jitter_seconds=45, next_run_at=None)
+    sch = env.scheduler()
+    sch.tick_once()
+    offset = jitter_offset(row_id, 45)
+    assert offset > timedelta(0), "the first row of a fresh table has a non-zero offset for a 45 s jitter"
+    assert env.row(row_id)["next_run_at"] == w + offset and sch.sent == []
+    env.clock.advance(offset.total_seconds())
+    sch.tick_once()
+    assert sch.due_times(row_id) == [w.isoformat()], "the due time, not the send time, is the run's"
+    assert env.row(row_id)["next_run_at"] == w + timedelta(seconds=60) + offset
 
 
 def test_global_skip_policy(tmp_path: Path, database_url: str) -> None:
