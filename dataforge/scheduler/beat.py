@@ -35,11 +35,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import accumulate
 from typing import Any, Final
@@ -77,6 +80,27 @@ log = logging.getLogger(__name__)
 
 #: Longest kwargs repr in a message header (Celery's ``kwargsrepr_maxsize``).
 _REPR_MAX: Final = 1024
+
+@dataclass(slots=True)
+class _Publishing:
+    """What one thread's current publish batch knows: whether publishes are buffered, whether
+    task-sent events are on, the routes and queues already resolved and declared."""
+
+    buffered: bool
+    sent_events: bool
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    declared: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchOutcome:
+    """What one dispatch batch did: the broker took its messages, it was full (more may be
+    due), and the counters it moved."""
+
+    broker_ok: bool
+    full: bool
+    counts: Counter[str]
+
 
 @dataclass(frozen=True, slots=True)
 class PublishBatch:
@@ -127,6 +151,9 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     #: Messages buffered between two flushes to the broker: one round trip each, and a bound
     #: on the memory a burst of due rows takes.
     flush_every = 200
+    #: Batches in flight at once on PostgreSQL (see :meth:`_dispatch_due`): one waits for the
+    #: database while the other builds messages. More would only queue on the GIL.
+    dispatch_threads = 2
     #: Broker commands kombu may buffer before flushing on its own (one per message on Redis,
     #: more if the queue has an expiry): kept above ``flush_every`` so that flushes happen
     #: only where :meth:`_dispatch_batch` counts them.
@@ -152,14 +179,10 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self._static_due_at = float("-inf")
         self._duties = DutyRunner(leader_duties(self.runtime), clock=self.monotonic)
         self._store: ScheduleStore | None = None
-        #: Queues declared on the broker in the current publish batch (once each, not per message).
-        self._declared: set[str] = set()
-        #: Per publish batch: whether publishes are buffered, task-sent events on, routes seen.
-        self._buffered = False
-        self._sent_events = False
-        self._routes: dict[str, dict[str, Any]] = {}
-        #: Rows of the batch being published whose messages are all known to be in the broker.
-        self._published_rows = 0
+        #: The publish state of the batch this thread is publishing (:class:`_Publishing`).
+        self._publishing = threading.local()
+        #: Dispatch threads (PostgreSQL), created on the first burst that needs them.
+        self._pool: ThreadPoolExecutor | None = None
         self._origin = f"{socket.gethostname()}:{os.getpid()}"
         #: Counters since start (tests, benchmarks, `celery inspect`-style introspection).
         #: ``missed``: runs not sent (policy, catch-up window, or a catch-up that took their place).
@@ -233,6 +256,9 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         if not self._closed:
             self._closed = True
             self._step_down(release=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
         super().close()
 
     @property
@@ -257,17 +283,18 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         """
         amqp = self.app.amqp
         kwargs = message.kwargs
-        routing = self._routes.get(message.task_name)
+        state = self._publishing.state
+        routing = state.routes.get(message.task_name)
         if routing is None:
             routing = amqp.router.route({}, message.task_name, (), kwargs)
             if not amqp.router.routes:
                 # Without task_routes the route depends on the name alone (the default queue).
-                self._routes[message.task_name] = routing
+                state.routes[message.task_name] = routing
         # Declared once per batch, not once per message (kombu copies the entity each time).
         queue = routing.get("queue")
-        if queue is not None and queue.name not in self._declared:
+        if queue is not None and queue.name not in state.declared:
             producer.maybe_declare(queue)
-            self._declared.add(queue.name)
+            state.declared.add(queue.name)
         kwargs_text = repr(kwargs)
         body = amqp.create_task_message(
             message.task_id,
@@ -277,7 +304,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             expires=message.expires,
             time_limit=message.time_limit,
             soft_time_limit=message.soft_time_limit,
-            create_sent_event=self._sent_events,
+            create_sent_event=state.sent_events,
             origin=self._origin,
             # What Flower and `celery events` show: plain repr, cut like Celery's saferepr.
             argsrepr="()",
@@ -290,7 +317,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             message.task_name,
             body,
             headers=message.headers,
-            retry=not self._buffered,
+            retry=not state.buffered,
             retry_policy=PUBLISH_RETRY_POLICY,
             declare=[],
             **routing,
@@ -307,13 +334,11 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         ids). Transports without batching (RabbitMQ, the embedded SQL broker) publish each
         message at once and ``flush`` does nothing.
         """
-        self._declared = set()
-        self._routes = {}
-        self._sent_events = bool(self.app.conf.task_send_sent_event)
         with self.app.producer_or_acquire() as producer:
-            self._buffered = bool(producer.supports_batch_publish)
+            buffered = bool(producer.supports_batch_publish)
+            self._publishing.state = _Publishing(buffered, bool(self.app.conf.task_send_sent_event))
             with producer.batch(max_size=self.publish_buffer) as batch:
-                yield PublishBatch(producer, self._buffered, batch.flush)
+                yield PublishBatch(producer, buffered, batch.flush)
 
     def now(self) -> datetime:
         """Naive UTC, the tables' convention."""
@@ -497,9 +522,12 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             self.stats["scheduled"] += 1
             log.debug("beat: schedule %d (%s) first due at %s", row.id, row.name, decision.next_run_at)
 
-    def _flag(self, conn: Connection, table: ScheduleStore, row: RowSnapshot, reason: str, now: datetime) -> None:
+    def _flag(
+        self, conn: Connection, table: ScheduleStore, row: RowSnapshot, reason: str, now: datetime,
+        counts: Counter[str] | None = None,
+    ) -> None:
         if table.flag(conn, row, reason=reason, now=now):
-            self.stats["flagged"] += 1
+            (self.stats if counts is None else counts)["flagged"] += 1
             log.warning("beat: schedule %d (%s) is invalid and will not run until it is fixed: %s",
                         row.id, row.name, reason)
 
@@ -521,28 +549,69 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     # -- dispatch -----------------------------------------------------------------------------------
     def _dispatch_due(self, now: datetime, lease: LeaderLease) -> bool:
-        """Send every due row, batch by batch; ``False`` if the broker failed (retry soon)."""
-        ctx = self._context()
-        while True:
-            done, batch_full = self._dispatch_batch(now, ctx)
-            if not done:
-                return False
-            if not batch_full or not lease.ensure():
-                return True
+        """Send every due row, batch by batch; ``False`` if the broker failed (retry soon).
 
-    def _dispatch_batch(self, now: datetime, ctx: DispatchContext) -> tuple[bool, bool]:
+        On PostgreSQL ``dispatch_threads`` batches are in flight at once, each on its own
+        connection and broker connection: each batch's rows are locked as they are read
+        (``FOR UPDATE SKIP LOCKED``), so the batches are disjoint, and while one waits for the
+        database (its read, its compare-and-set, its commit) another builds and publishes its
+        messages. Every batch is still one transaction with the guarantees above.
+        """
+        ctx = self._context()
+        threads = self.dispatch_threads if is_postgres(self.runtime.db.url) else 1
+        if threads <= 1:
+            while True:
+                outcome = self._dispatch_batch(now, ctx)
+                self._count(outcome)
+                if not outcome.broker_ok:
+                    return False
+                if not outcome.full or not lease.ensure():
+                    return True
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="beat-dispatch")
+        pool = self._pool
+        running = {pool.submit(self._dispatch_batch, now, ctx) for _ in range(threads)}
+        more, broker_ok = True, True
+        try:
+            while running:
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    outcome = future.result()  # a database error ends the pass (tick_once handles it)
+                    self._count(outcome)
+                    broker_ok = broker_ok and outcome.broker_ok
+                    more = more and outcome.full
+                if more and broker_ok and lease.ensure():
+                    running |= {pool.submit(self._dispatch_batch, now, ctx) for _ in finished}
+        finally:
+            # A signal (SIGTERM's SystemExit) or an error: the other batches finish (publish and
+            # commit, or roll back) before the pass ends, never half-done.
+            for future in running:
+                try:
+                    self._count(future.result())
+                except Exception:
+                    log.debug("beat: a dispatch batch failed while the pass ended", exc_info=True)
+        return broker_ok
+
+    def _count(self, outcome: _BatchOutcome) -> None:
+        for key, value in outcome.counts.items():
+            self.stats[key] += value
+
+    def _dispatch_batch(self, now: datetime, ctx: DispatchContext) -> _BatchOutcome:
+        """One batch in one transaction (see the module docstring, "Dispatch"). Thread-safe:
+        everything it changes is its own (its connection, its producer, its outcome)."""
         interrupted: BaseException | None = None
         broker_ok = True
+        counts: Counter[str] = Counter()
         with self._transaction() as (conn, table):
-            rows = table.fetch_due(conn, now, self.batch_size)
+            rows = table.fetch_due(conn, now, self.batch_size, lock=True)
             pending: list[tuple[Advance, Send]] = []
             for row in rows:
                 decision = plan_due_row(row, now, ctx)
                 if isinstance(decision, MarkInvalid):
-                    self._flag(conn, table, row, decision.reason, now)
+                    self._flag(conn, table, row, decision.reason, now, counts)
                 elif isinstance(decision, Reschedule):
                     if table.reschedule(conn, row, next_run_at=decision.next_run_at, missed=decision.missed):
-                        self.stats["missed"] += decision.missed
+                        counts["missed"] += decision.missed
                         log.warning("beat: schedule %d (%s): %s", row.id, row.name, decision.why)
                 else:
                     advance = Advance(row, decision.next_run_at, len(decision.messages), decision.missed)
@@ -551,43 +620,39 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             sends = [(advance, send) for advance, send in pending if advance.row.id in won]
             for advance, _ in pending:
                 if advance.row.id not in won:
-                    self.stats["lost_cas"] += 1
+                    counts["lost_cas"] += 1
                     log.info("beat: schedule %d (%s) was advanced by someone else; not sent",
                              advance.row.id, advance.row.name)
             # Rows whose messages are all known to be in the broker (a row's messages are
             # published together, in order, so a failure cuts the list at one row).
-            done_rows = 0
+            progress = [0]
             try:
                 if sends:
-                    done_rows = self._publish_all(sends)
+                    self._publish_all(sends, progress)
             except BaseException as exc:  # SIGTERM's SystemExit included: undo what was not sent
                 # Messages of a failed flush may or may not have arrived: they are sent
                 # again next tick, with the same task ids (never lost; see docs/scheduler.md).
-                done_rows = self._published_rows
-                for advance, _send in sends[done_rows:]:
+                for advance, _send in sends[progress[0]:]:
                     table.revert(conn, advance)
                 if not isinstance(exc, Exception):
                     interrupted = exc
                 else:
                     broker_ok = False
-                    self.stats["publish_failed"] += sum(len(send.messages) for _, send in sends[done_rows:])
+                    counts["publish_failed"] += sum(len(send.messages) for _, send in sends[progress[0]:])
                     self._broker_outage.failed(exc)
         if interrupted is not None:
             raise interrupted
-        sent = 0
-        for advance, send in sends[:done_rows]:
+        for advance, send in sends[: progress[0]]:
             self._log_sent(advance, send)
-            sent += len(send.messages)
-            self.stats["missed"] += send.missed
+            counts["sent"] += len(send.messages)
+            counts["missed"] += send.missed
         if broker_ok and sends:
             self._broker_outage.ok()
-        self.stats["sent"] += sent
-        return broker_ok, len(rows) >= self.batch_size
+        return _BatchOutcome(broker_ok, len(rows) >= self.batch_size, counts)
 
-    def _publish_all(self, sends: list[tuple[Advance, Send]]) -> int:
-        """Publish every message of ``sends``; the number of rows (all of them). On a failure,
-        :attr:`_published_rows` says how many rows' messages are known to be in the broker."""
-        self._published_rows = 0
+    def _publish_all(self, sends: list[tuple[Advance, Send]], progress: list[int]) -> None:
+        """Publish every message of ``sends``; ``progress[0]`` is kept at the number of rows
+        whose messages are all known to be in the broker (all of them when this returns)."""
         ends = list(accumulate(len(send.messages) for _, send in sends))  # messages up to each row
         with self.producer_for_batch() as batch:
             total = 0
@@ -597,12 +662,11 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
                     total += 1
                     if total % self.flush_every == 0:
                         batch.flush()
-                        self._published_rows = bisect_right(ends, total)
+                        progress[0] = bisect_right(ends, total)
                     elif not batch.buffered:
-                        self._published_rows = bisect_right(ends, total)
+                        progress[0] = bisect_right(ends, total)
             batch.flush()
-            self._published_rows = len(ends)
-        return len(ends)
+            progress[0] = len(ends)
 
     def _log_sent(self, advance: Advance, send: Send) -> None:
         row = advance.row

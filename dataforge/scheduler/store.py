@@ -152,7 +152,10 @@ class ScheduleStore:
         # Positional: the select lists RowSnapshot's fields in order (no dict per row).
         return [RowSnapshot(*row) for row in conn.execute(stmt)]
 
-    def fetch_due(self, conn: Connection, now: datetime, limit: int) -> list[RowSnapshot]:
+    def fetch_due(self, conn: Connection, now: datetime, limit: int, *, lock: bool = False) -> list[RowSnapshot]:
+        """Active rows due by ``now``, earliest first. ``lock`` (PostgreSQL): lock them for this
+        transaction and skip rows another transaction holds, so concurrent dispatch batches
+        (beat's own, or a second beat's) read disjoint rows instead of waiting for each other."""
         stmt = (
             select(*self._snapshot)
             .where(c.status == ScheduleStatus.ACTIVE, c.next_run_at <= bindparam("now", now, type_=DateTime))
@@ -162,6 +165,8 @@ class ScheduleStore:
             .order_by(c.next_run_at)
             .limit(limit)
         )
+        if lock and conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
         return self._snapshots(conn, stmt)
 
     def fetch_next_due(self, conn: Connection) -> tuple[int, Any] | None:

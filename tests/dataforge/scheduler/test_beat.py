@@ -248,39 +248,51 @@ class _AlwaysGrant:
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_two_leaders_on_postgres_send_each_run_once(env: Env) -> None:
-    """Both beats dispatch at the same moment; the second one's CAS waits on the first one's
-    row locks, then matches nothing: every run is sent once in total."""
+    """Both beats dispatch at the same moment. The second one reads the due rows while the
+    first one holds them (between its compare-and-set and its commit): it skips the rows the
+    first one locked instead of waiting for them, and sends nothing; every run is sent once."""
     ids = [add_row(env.db, next_run_at=due(env, -1)) for _ in range(5)]
     a = env.scheduler()
     b = env.scheduler()
     for sch in (a, b):
         sch._lease = LeaderLease(_AlwaysGrant(), sch._lease_for().timing, sch.identity)
-    blocked = threading.Event()
-    b_thread = threading.Thread(target=b.tick_once)
+    b_ticked = threading.Event()
 
-    def hold_locks_until_b_waits(message: Message) -> None:
-        if blocked.is_set():
-            return
-        b_thread.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            waiting = env.sql(
-                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            if waiting:
-                blocked.set()
-                return
-            time.sleep(0.05)
-        raise AssertionError("the second beat never waited for the first one's row locks")
+    def second_beat_ticks_meanwhile(message: Message) -> None:
+        if not b_ticked.is_set():
+            b_ticked.set()
+            started = time.monotonic()
+            b.tick_once()
+            assert time.monotonic() - started < 5, "the second beat waited for the first one's row locks"
 
-    a.before_publish = hold_locks_until_b_waits
+    a.before_publish = second_beat_ticks_meanwhile
     a.tick_once()
-    b_thread.join(20)
-    assert blocked.is_set() and not b_thread.is_alive()
+    assert b_ticked.is_set()
     assert sorted(m.kwargs["scheduled_task_id"] for m in a.sent) == ids
+    assert b.sent == [] and b.stats["lost_cas"] == 0
+    b.tick_once()  # after the first one committed: nothing is due any more
     assert b.sent == []
-    assert b.stats["lost_cas"] == 5
     assert all(env.row(i)["run_count"] == 1 for i in ids)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_burst_is_dispatched_by_concurrent_batches_each_run_once(env: Env) -> None:
+    """PostgreSQL: two batches in flight at once, on disjoint rows (each locks what it reads)."""
+    ids = [add_row(env.db, next_run_at=due(env, -1)) for _ in range(230)]
+    sch = env.scheduler()
+    sch.batch_size = 20
+    threads: set[str] = set()
+
+    def note_thread(message: Message) -> None:
+        threads.add(threading.current_thread().name)
+
+    sch.before_publish = note_thread
+    sch.tick_once()
+    assert sorted(m.kwargs["scheduled_task_id"] for m in sch.sent) == ids
+    assert len({m.task_id for m in sch.sent}) == len(ids)
+    assert len(threads) == sch.dispatch_threads, threads
+    assert sch.stats["sent"] == len(ids) and sch.stats["lost_cas"] == 0
+    assert {env.row(i)["run_count"] for i in ids} == {1}
 
 
 def test_failed_publish_is_retried_next_tick_and_never_lost(env: Env, caplog: pytest.LogCaptureFixture) -> None:
