@@ -44,6 +44,29 @@ _RENAMED_REVISIONS = {
         "WHERE version_num = '0006_drop_handler_path';"
     ),
 }
+#: 0007_drop_handler_path followed 0006_executions_hot_close until 0008_schedule_policies came
+#: after it: a database that ran 0007 then is stamped 0007 without 0008's columns. The fix gives
+#: it back the dropped (empty) column, so that 0008 and then 0007 run as they do on the way up
+#: (docs/migrations.md, "Revision numbers").
+_BEFORE_0008_FIX = (
+    "ALTER TABLE scheduled_tasks ADD COLUMN handler_path VARCHAR(255); "
+    "UPDATE alembic_version SET version_num = '0006_executions_hot_close'; "
+    "then `dataforge db upgrade 0007_drop_handler_path`"
+)
+
+
+def _lacks_0008(conn: Connection, revision: str | None) -> bool:
+    """Stamped 0007_drop_handler_path, but without the columns of 0008_schedule_policies."""
+    if revision != "0007_drop_handler_path":
+        return False
+    return "overlap_policy" not in {c["name"] for c in inspect(conn).get_columns("scheduled_tasks")}
+
+
+def _before_0008_hint() -> str:
+    return ("the database ran 0007_drop_handler_path before 0008_schedule_policies existed and lacks its "
+            f"columns; run, in one transaction: {_BEFORE_0008_FIX} (docs/migrations.md, \"Revision numbers\")")
+
+
 #: ScheduleError.field -> report reason of the preflight.
 _FLAG_FOR_FIELD = {"cron_expression": "invalid_cron", "timezone": "unknown_timezone"}
 
@@ -202,6 +225,11 @@ def upgrade(
     from alembic import command
 
     x_args = _x_options(x, map=map_file, on_unmappable=on_unmappable)
+    if not offline:
+        with _connection(_engine_url(cli.settings, x_args)) as conn:
+            if _lacks_0008(conn, _current(conn)[0]):
+                click.echo(f"error: {_before_0008_hint()}", err=True)
+                raise SystemExit(EXIT_FAILED)
     cfg = _config(cli, x_args, optional=_needs_optional(cli, x_args, revision, optional) if not offline else optional)
     _run_alembic(cli, "upgrade", lambda: command.upgrade(cfg, revision, sql=offline), as_json, x_args)
     if not offline:
@@ -240,11 +268,13 @@ def current(cli: CliContext, x: tuple[str, ...], as_json: bool) -> None:
     x_args = _x_options(x)
     with _connection(_engine_url(cli.settings, x_args)) as conn:
         revision, legacy = _current(conn)
+        lacks_0008 = _lacks_0008(conn, revision)
     head = ScriptDirectory.from_config(_config(cli, x_args, optional=False)).get_current_head()
     state = (
         "empty database" if revision is None and not legacy
         else "legacy database (never migrated): `dataforge db upgrade` adopts it" if revision is None
         else "at head" if revision == head
+        else _before_0008_hint() if lacks_0008
         else "optional revisions applied" if revision in _OPTIONAL_REVISIONS
         else _renamed_hint(revision) if revision in _RENAMED_REVISIONS
         else "behind head: `dataforge db upgrade`"

@@ -267,3 +267,43 @@ def test_the_triggers_watch_the_policies_and_ignore_the_counters(db_url: str) ->
     assert state()[1] is None
     _exec(db_url, "UPDATE scheduled_tasks SET jitter_seconds = 30")
     assert state()[0] is None, "a jitter edit realigns the due time (beat recomputes it)"
+
+
+def test_a_database_that_ran_0007_before_0008_existed_is_told_how_to_catch_up(db_url: str) -> None:
+    """0007_drop_handler_path followed 0006 until 0008 came after it. A database that ran it
+    then has no policy columns; `dataforge db` says so, and the documented fix brings it to the
+    state of a database that took the new way."""
+    from click.testing import CliRunner
+
+    from dataforge.cli.db import _BEFORE_0008_FIX
+    from dataforge.cli.main import cli
+    from migrations.schedule_triggers import POSTGRESQL_DROP, SQLITE_DROP, without_handler_path
+
+    def run(*args: str) -> Any:
+        env = {"DATAFORGE_DATABASE_URL": db_url, "DATAFORGE_LEGACY_TASKS": "0"}
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    build_legacy_db(db_url)
+    upgrade(db_url)
+    upgrade(db_url, "0007_drop_handler_path", optional=True)
+    expected = _by_id(db_url)
+    # What the former chain left: no 0008 columns, 0005's triggers without handler_path.
+    old = POSTGRESQL_TRIGGERS if not is_sqlite(db_url) else SQLITE_TRIGGERS
+    drop = POSTGRESQL_DROP if not is_sqlite(db_url) else SQLITE_DROP
+    _exec(db_url, *drop, *(f"ALTER TABLE scheduled_tasks DROP COLUMN {name}" for name in POLICY_COLUMNS),
+          *without_handler_path(old))
+
+    current = run("db", "current")
+    assert "ran 0007_drop_handler_path before 0008_schedule_policies" in current.output
+    refused = run("db", "upgrade")
+    assert refused.exit_code == 2 and _BEFORE_0008_FIX in refused.output
+    fix, _, then = _BEFORE_0008_FIX.partition("; then ")
+    _exec(db_url, *(statement for statement in fix.split(";") if statement.strip()))
+    assert run("db", "upgrade", then.strip("`").split()[-1]).exit_code == 0
+    assert _by_id(db_url) == expected
+    engine = engine_for(db_url)
+    with engine.connect() as conn:
+        assert ddl.triggers_installed(conn)
+    engine.dispose()
+    assert run("db", "downgrade", REVISION).exit_code == 0  # and back down the new way
+    assert "handler_path" in _columns(db_url)
