@@ -551,22 +551,28 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     def _dispatch_due(self, now: datetime, lease: LeaderLease) -> bool:
         """Send every due row, batch by batch; ``False`` if the broker failed (retry soon).
 
-        On PostgreSQL ``dispatch_threads`` batches are in flight at once, each on its own
-        connection and broker connection: each batch's rows are locked as they are read
-        (``FOR UPDATE SKIP LOCKED``), so the batches are disjoint, and while one waits for the
-        database (its read, its compare-and-set, its commit) another builds and publishes its
-        messages. Every batch is still one transaction with the guarantees above.
+        On PostgreSQL, after a full first batch (a burst), ``dispatch_threads`` batches are in
+        flight at once, each on its own connection and broker connection: each batch's rows are
+        locked as they are read (``FOR UPDATE SKIP LOCKED``), so the batches are disjoint, and
+        while one waits for the database (its read, its compare-and-set, its commit) another
+        builds and publishes its messages. Every batch is still one transaction with the
+        guarantees above.
         """
         ctx = self._context()
-        threads = self.dispatch_threads if is_postgres(self.runtime.db.url) else 1
-        if threads <= 1:
-            while True:
-                outcome = self._dispatch_batch(now, ctx)
-                self._count(outcome)
-                if not outcome.broker_ok:
-                    return False
-                if not outcome.full or not lease.ensure():
-                    return True
+        # One batch first: most passes have fewer due rows than a batch, and need no thread.
+        while True:
+            outcome = self._dispatch_batch(now, ctx)
+            self._count(outcome)
+            if not outcome.broker_ok:
+                return False
+            if not outcome.full or not lease.ensure():
+                return True
+            if self.dispatch_threads > 1 and is_postgres(self.runtime.db.url):
+                return self._dispatch_concurrently(now, ctx, lease)
+
+    def _dispatch_concurrently(self, now: datetime, ctx: DispatchContext, lease: LeaderLease) -> bool:
+        """The rest of a burst, ``dispatch_threads`` batches in flight (see :meth:`_dispatch_due`)."""
+        threads = self.dispatch_threads
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="beat-dispatch")
         pool = self._pool

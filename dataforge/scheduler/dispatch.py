@@ -89,14 +89,15 @@ class RowSnapshot:
     timeout_seconds: Any
     max_retries: Any
     missed_run_policy: Any
-    overlap_policy: Any
-    catchup_window_seconds: Any
-    jitter_seconds: Any
     last_run_at: Any
     next_run_at: Any
     run_count: int
-    missed_count: int
     invalid_reason: str | None
+    # Columns of 0008_schedule_policies (a database rolled back below it reads the defaults).
+    overlap_policy: Any = None
+    catchup_window_seconds: Any = None
+    jitter_seconds: Any = None
+    missed_count: int = 0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RowSnapshot:

@@ -307,3 +307,17 @@ def test_a_database_that_ran_0007_before_0008_existed_is_told_how_to_catch_up(db
     engine.dispose()
     assert run("db", "downgrade", REVISION).exit_code == 0  # and back down the new way
     assert "handler_path" in _columns(db_url)
+
+
+def test_the_frozen_table_shapes_have_the_columns_from_0008_on(db_url: str) -> None:
+    """The SQLite rebuilds of later revisions (0007) copy from these shapes: a shape without
+    0008's columns would drop them."""
+    from migrations.legacy_schema import sqlite_tables
+
+    assert not set(POLICY_COLUMNS) & set(sqlite_tables("hot_close")[0].c.keys())
+    for stage in ("policies", "dropped"):
+        columns = list(sqlite_tables(stage)[0].c.keys())
+        assert columns[-7:] == POLICY_COLUMNS, stage
+        assert ("handler_path" in columns) is (stage == "policies")
+    upgrade(db_url, REVISION)
+    assert _columns(db_url) == list(sqlite_tables("policies")[0].c.keys())
