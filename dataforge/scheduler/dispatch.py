@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
@@ -101,7 +101,10 @@ class RowSnapshot:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RowSnapshot:
-        return cls(**{name: values.get(name) for name in cls.__slots__})  # type: ignore[arg-type]
+        """From column values; a column the mapping lacks is its default (``None`` if it has none)."""
+        return cls(**{
+            f.name: values.get(f.name, None if f.default is MISSING else f.default) for f in fields(cls)
+        })
 
 
 #: A plug-in's answer for a row the core cannot send (see :meth:`dataforge.plugins.Plugin.resolve_row`).
