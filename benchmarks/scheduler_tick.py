@@ -29,7 +29,8 @@ how many it had sent by then.
 
 **failover** (dataforge, real ``celery beat`` processes, default settings): two beats, kill -9
 of the leader: seconds until the standby leads and until its first message; then kill -9 of
-the leader and an immediate restart on the same host: seconds until the new process leads.
+the leader and an immediate restart on the same host (same directory: it reclaims the dead
+leader's lease): seconds until the new process leads.
 
 Systems: ``dataforge`` (this project, PostgreSQL), ``sqlalchemy-celery-beat`` (same PostgreSQL
 server, its own tables) and ``redbeat`` (celery-redbeat, same Redis). The two peers are

@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import accumulate
+from pathlib import Path
 from typing import Any, Final
 
 from celery import Celery
@@ -70,7 +71,7 @@ from dataforge.scheduler.dispatch import (
     plan_unscheduled_row,
 )
 from dataforge.scheduler.duties import DutyRunner, leader_duties
-from dataforge.scheduler.leader import LeaderLease, lease_timing
+from dataforge.scheduler.leader import LeaderLease, beat_identity, dead_leader_here, lease_timing
 from dataforge.scheduler.schedules import parse_db_datetime
 from dataforge.scheduler.store import Advance, ScheduleStore, mark_beat_writer, store_for
 
@@ -110,6 +111,17 @@ class PublishBatch:
     producer: Any
     buffered: bool
     flush: Callable[[], None]
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Outage:
@@ -165,7 +177,13 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     def __init__(self, app: Celery, *args: Any, **kwargs: Any) -> None:
         self.runtime: Runtime = get_runtime(app)
-        self.identity = f"beat@{socket.gethostname()}:{os.getpid()}"
+        self.identity = beat_identity(socket.gethostname(), os.getpid())
+        #: Where this host's leader writes its identity, next to the state file ``celery beat``
+        #: names (``-s``, ``beat_schedule_filename``), so that a beat restarted after kill -9
+        #: reclaims the dead one's lease at once. ``None`` for a scheduler built outside
+        #: ``celery beat`` (tests, an embedded beat): a restart then waits out the lease.
+        schedule_file = kwargs.get("schedule_filename")
+        self.leader_file = Path(schedule_file).with_suffix(".leader") if schedule_file else None
         self._lease: LeaderLease | None = None
         self._feed: ChangeFeed | None = None
         self._leading = False
@@ -414,10 +432,34 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         if self._lease is None:
             timing = lease_timing(self.runtime.settings.beat_leader_ttl, self.max_interval)
             self._lease = LeaderLease(self.runtime.locks, timing, self.identity, clock=self.monotonic)
+            dead = dead_leader_here(self._recorded_leader(), socket.gethostname(), os.getpid(), _alive)
+            if dead is not None:
+                self._lease.reclaim(dead)
         return self._lease
+
+    def _recorded_leader(self) -> str | None:
+        if self.leader_file is None:
+            return None
+        try:
+            return self.leader_file.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def _record_leader(self) -> None:
+        """Write this beat's identity where a successor on this host looks (atomically: a
+        reader never sees half a name). Best effort: without it a restart waits the lease."""
+        if self.leader_file is None:
+            return
+        tmp = self.leader_file.with_name(f"{self.leader_file.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(self.identity, encoding="utf-8")
+            os.replace(tmp, self.leader_file)
+        except OSError as exc:
+            log.debug("beat: cannot record the leader in %s (%s)", self.leader_file, exc)
 
     def _start_leading(self) -> None:
         self._feed = self._make_feed()  # may fail (database down): then we start again next tick
+        self._record_leader()
         self._store = None
         self._leading = True
         self._duties.reset()
@@ -675,6 +717,8 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             progress[0] = len(ends)
 
     def _log_sent(self, advance: Advance, send: Send) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # a burst of 100,000 runs: not even the arguments of 100,000 lines
         row = advance.row
         note = f" (catch-up; {send.missed} missed run(s) not sent)" if send.catch_up else ""
         for msg in send.messages:
