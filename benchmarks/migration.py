@@ -45,7 +45,7 @@ LEGACY_SCHEMA = (
 )
 MAIN_LINE = [
     "0001_legacy_baseline", "0002_expand", "0003_data", "0004_contract", "0005_change_triggers",
-    "0006_executions_hot_close",
+    "0006_executions_hot_close", "0008_schedule_policies",
 ]
 
 

@@ -20,12 +20,15 @@ __all__ = [
     "INTERNAL_PREFIX",
     "LEGACY_LOCK_KEY",
     "MAX_RETRIES_HEADER",
+    "MIN_CATCHUP_WINDOW_SECONDS",
+    "OVERLAP_HEADER",
     "PUBLISH_RETRY_POLICY",
     "SCHEDULE_ID_HEADER",
     "SCHEDULE_ID_KWARG",
     "ExecutionStatus",
     "LockUnavailablePolicy",
     "MissedRunPolicy",
+    "OverlapPolicy",
     "ScheduleStatus",
     "TaskType",
 ]
@@ -46,6 +49,9 @@ MAX_RETRIES_HEADER: Final = "dataforge_max_retries"
 #: ``celery events``, and telling a re-sent run from a new one).
 SCHEDULE_ID_HEADER: Final = "dataforge_schedule_id"
 DUE_AT_HEADER: Final = "dataforge_due_at"
+#: Header carrying the schedule's :class:`OverlapPolicy` when it is not ``skip`` (the worker's
+#: default when the header is absent), so the run lock is taken the way the schedule asks.
+OVERLAP_HEADER: Final = "dataforge_overlap"
 #: The hard time limit is the row's ``timeout_seconds`` plus this, so the soft limit's cleanup
 #: can finish before the child is killed.
 HARD_LIMIT_GRACE_SECONDS: Final = 30
@@ -99,14 +105,34 @@ class ExecutionStatus(StrEnum):
 
 # -- policies ----------------------------------------------------------------------------------
 
+#: The shortest catch-up window a schedule or the global setting may have: beat under load (a
+#: burst of due rows, a failover) reaches runs seconds late, and a shorter window would drop
+#: runs that were merely late (Temporal has the same floor).
+MIN_CATCHUP_WINDOW_SECONDS: Final = 10
+
 
 class MissedRunPolicy(StrEnum):
-    """What beat does with a run whose due time passed while it (or the database) was down."""
+    """What beat does with runs whose due time passed while it (or the database) was down."""
 
-    #: Fire one catch-up run, then realign to the schedule.
+    #: Fire one catch-up run for all of them, then realign to the schedule.
     ONCE = "once"
-    #: Realign without firing.
+    #: Realign without firing (a run reached within the grace still fires: beat's own latency).
     SKIP = "skip"
+    #: Replay each missed run inside the catch-up window, then realign.
+    ALL = "all"
+
+
+class OverlapPolicy(StrEnum):
+    """What a run does when the previous run of its schedule still holds the run lock."""
+
+    #: Do not run; recorded ``skipped``.
+    SKIP = "skip"
+    #: Wait for the running one and start when it ends; at most one run waits, others skip.
+    BUFFER_ONE = "buffer_one"
+    #: Run alongside it: no lock is taken.
+    ALLOW = "allow"
+    #: Terminate the running one, then run.
+    CANCEL_PREVIOUS = "cancel_previous"
 
 
 class LockUnavailablePolicy(StrEnum):

@@ -28,6 +28,7 @@ from dataforge.models import Base
 
 __all__ = [
     "HEAD",
+    "OLDEST_FOR_WRITERS",
     "OLDEST_SUPPORTED",
     "OPTIONAL_REVISIONS",
     "REVISIONS",
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 #: The main line of migrations/versions, oldest first.
 REVISIONS: Final = (
     "0001_legacy_baseline", "0002_expand", "0003_data", "0004_contract", "0005_change_triggers",
-    "0006_executions_hot_close",
+    "0006_executions_hot_close", "0008_schedule_policies",
 )  # fmt: skip
 HEAD: Final = REVISIONS[-1]
 #: Revisions of migrations/optional: applied only when asked for, after the head.
@@ -55,10 +56,12 @@ OPTIONAL_REVISIONS: Final = ("0007_drop_handler_path",)
 #: The oldest revision with every table and column the runtime uses. The later ones move data,
 #: tighten constraints and add triggers and indexes the runtime does without.
 OLDEST_SUPPORTED: Final = "0002_expand"
+#: The oldest revision the schedule verbs (CLI, HTTP API) run on: they read and write every
+#: column of the models. Beat and workers also run on older ones (a rollback to 0002_expand).
+OLDEST_FOR_WRITERS: Final = "0008_schedule_policies"
 #: The command that creates or upgrades the schema, as every message names it.
 UPGRADE: Final = "run `dataforge db upgrade`"
 
-_SUPPORTED = frozenset(REVISIONS[REVISIONS.index(OLDEST_SUPPORTED):] + OPTIONAL_REVISIONS)
 _TABLES = frozenset(Base.metadata.tables)
 _VERSION_TABLE = "alembic_version"
 
@@ -88,8 +91,9 @@ def unreachable(url: str, exc: SQLAlchemyError) -> DatabaseUnavailableError:
     return DatabaseUnavailableError(safe_url(url), reason, fix)
 
 
-def check_connection(conn: Connection, url: str) -> None:
-    """Raise :class:`SchemaError` unless ``conn``'s database has a schema this release runs on."""
+def check_connection(conn: Connection, url: str, oldest: str = OLDEST_SUPPORTED) -> None:
+    """Raise :class:`SchemaError` unless ``conn``'s database has a schema this release runs on
+    (at ``oldest`` or later, or an optional revision)."""
     shown = safe_url(url)
     present = set(inspect(conn).get_table_names())
     revisions: list[str] = []
@@ -103,13 +107,14 @@ def check_connection(conn: Connection, url: str) -> None:
             raise SchemaError(shown, "legacy", "holds the legacy scheduling tables, never migrated",
                               "run `dataforge db check`, then `dataforge db upgrade`")
         raise SchemaError(shown, "missing", "has no DataForge schema", f"{UPGRADE} to create it")
+    supported = frozenset(REVISIONS[REVISIONS.index(oldest):] + OPTIONAL_REVISIONS)
     for revision in revisions:
-        if revision in _SUPPORTED:
+        if revision in supported:
             continue
         if revision in REVISIONS:
             raise SchemaError(shown, "outdated",
-                              f"is at revision {revision}, older than {OLDEST_SUPPORTED} (the oldest this "
-                              "release runs on)", UPGRADE, revision)
+                              f"is at revision {revision}, older than {oldest} (the oldest this "
+                              "needs)", UPGRADE, revision)
         raise SchemaError(shown, "unknown",
                           f"is at revision {revision}, which this release does not know (a newer release "
                           f"migrated it?); this release runs on {OLDEST_SUPPORTED} .. {HEAD}",
@@ -151,13 +156,13 @@ def _sqlite_file_problem(url: str) -> None:
     raise SchemaError(safe_url(url), "missing", "does not exist yet", f"{UPGRADE} to create it")
 
 
-def verify_schema(db: Database) -> None:
-    """:class:`SchemaError` unless the database is one this release runs on;
-    :class:`DatabaseUnavailableError` when it cannot be reached."""
+def verify_schema(db: Database, oldest: str = OLDEST_SUPPORTED) -> None:
+    """:class:`SchemaError` unless the database is one this release runs on (at ``oldest`` or
+    later); :class:`DatabaseUnavailableError` when it cannot be reached."""
     _sqlite_file_problem(db.url)
     try:
         with db.engine.connect() as conn:
-            check_connection(conn, db.url)
+            check_connection(conn, db.url, oldest)
     except SQLAlchemyError as exc:
         raise unreachable(db.url, exc) from exc
 

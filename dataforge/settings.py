@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dataforge.errors import ConfigurationError
-from dataforge.protocol import LockUnavailablePolicy, MissedRunPolicy
+from dataforge.protocol import MIN_CATCHUP_WINDOW_SECONDS, LockUnavailablePolicy, MissedRunPolicy
 
 __all__ = ["ENV_PREFIX", "Settings"]
 
@@ -82,6 +82,20 @@ def _token(env: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, minimum: int) -> int | None:
+    """Whole seconds >= ``minimum``, or ``None`` when unset or empty."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(name, raw, "expected a whole number of seconds, or empty for none") from None
+    if value < minimum:
+        raise ConfigurationError(name, raw, f"must be >= {minimum} (or empty for none)")
+    return value
+
+
 def _choice(env: Mapping[str, str], name: str, default: E) -> E:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -114,9 +128,13 @@ class Settings:
     lock_unavailable: LockUnavailablePolicy = LockUnavailablePolicy.RETRY
     #: Longest beat sleeps between ticks; an edit made by raw SQL shows up within it.
     beat_max_interval: float = 5.0
-    #: Leader lease of beat; a dead leader is replaced within this bound.
-    beat_leader_ttl: float = 30.0
+    #: Leader lease of beat; a dead leader (or a beat restarted after kill -9) is replaced
+    #: within this bound.
+    beat_leader_ttl: float = 10.0
     missed_runs: MissedRunPolicy = MissedRunPolicy.ONCE
+    #: Seconds: missed runs due longer ago are not sent, for rows without their own
+    #: ``catchup_window_seconds``. ``None``: unbounded.
+    catchup_window: int | None = None
     #: JSON map of legacy ``handler_path`` spellings to task names, written by ``dataforge convert``.
     legacy_map_file: Path | None = None
     #: The only namespace legacy ``handler_path`` values may resolve into.
@@ -161,8 +179,9 @@ class Settings:
             lock_ttl=_float(env, "DATAFORGE_LOCK_TTL", 60.0, minimum=0.5),
             lock_unavailable=_choice(env, "DATAFORGE_LOCK_UNAVAILABLE", LockUnavailablePolicy.RETRY),
             beat_max_interval=_float(env, "DATAFORGE_BEAT_MAX_INTERVAL", 5.0, minimum=0.05),
-            beat_leader_ttl=_float(env, "DATAFORGE_BEAT_LEADER_TTL", 30.0, minimum=0.5),
+            beat_leader_ttl=_float(env, "DATAFORGE_BEAT_LEADER_TTL", 10.0, minimum=0.5),
             missed_runs=_choice(env, "DATAFORGE_MISSED_RUNS", MissedRunPolicy.ONCE),
+            catchup_window=_seconds(env, "DATAFORGE_CATCHUP_WINDOW", minimum=MIN_CATCHUP_WINDOW_SECONDS),
             legacy_map_file=Path(map_file) if map_file else None,
             scripts_package=env.get("DATAFORGE_SCRIPTS_PACKAGE", "scripts") or "scripts",
             recorder_synchronous_commit=_bool(env, "DATAFORGE_RECORDER_SYNCHRONOUS_COMMIT", False),
@@ -189,6 +208,7 @@ class Settings:
             "DATAFORGE_BEAT_MAX_INTERVAL": repr(self.beat_max_interval),
             "DATAFORGE_BEAT_LEADER_TTL": repr(self.beat_leader_ttl),
             "DATAFORGE_MISSED_RUNS": self.missed_runs,
+            "DATAFORGE_CATCHUP_WINDOW": "" if self.catchup_window is None else str(self.catchup_window),
             "DATAFORGE_SCRIPTS_PACKAGE": self.scripts_package,
             "DATAFORGE_RECORDER_SYNCHRONOUS_COMMIT": "1" if self.recorder_synchronous_commit else "0",
             "DATAFORGE_HISTORY_RETENTION_DAYS": str(self.history_retention_days),

@@ -31,6 +31,7 @@ __all__ = [
     "SQLITE_DDL",
     "expand_execution_columns",
     "expand_schedule_columns",
+    "policy_schedule_columns",
     "sqlite_tables",
 ]
 
@@ -131,7 +132,7 @@ SQLITE_DDL = {
 )""",
 }
 
-_STAGES = ("legacy", "expand", "contract", "hot_close", "dropped")
+_STAGES = ("legacy", "expand", "contract", "hot_close", "policies", "dropped")
 
 
 def sqlite_tables(stage: str) -> tuple[Table, Table]:
@@ -140,8 +141,9 @@ def sqlite_tables(stage: str) -> tuple[Table, Table]:
     Used as ``copy_from`` of SQLite batch rebuilds, so a rebuild never depends on reflection
     and the offline script (``--sql``) can render it. ``expand`` is the state after 0002,
     ``contract`` after 0004 (and 0005, which only adds triggers), ``hot_close`` after 0006
-    (task_executions without its (status, started_at) index), ``dropped`` after the optional
-    0007.
+    (task_executions without its (status, started_at) index), ``policies`` after
+    0008_schedule_policies (its columns at the end of scheduled_tasks, where ``ADD COLUMN`` puts
+    them), ``dropped`` after the optional 0007.
     """
     if stage not in _STAGES:
         raise ValueError(f"unknown schema stage {stage!r}; expected one of {_STAGES}")
@@ -154,7 +156,7 @@ def sqlite_tables(stage: str) -> tuple[Table, Table]:
         Column("description", Text),
         Column("task_type", String(16), nullable=False),
         Column("task_name", String(255), nullable=level < 2),
-        *([] if level >= 4 else [Column("handler_path", String(255))]),
+        *([] if level >= 5 else [Column("handler_path", String(255))]),
         Column("interval_seconds", Integer),
         Column("cron_expression", String(128)),
         Column("run_at", TIMESTAMP),
@@ -196,6 +198,9 @@ def sqlite_tables(stage: str) -> tuple[Table, Table]:
         return schedules, executions
     for column in expand_schedule_columns():
         schedules.append_column(column)
+    if level >= 4:
+        for column in policy_schedule_columns():
+            schedules.append_column(column)
     Index("ix_scheduled_tasks_status_next_run_at", schedules.c.status, schedules.c.next_run_at)
     for column in expand_execution_columns():
         executions.append_column(column)
@@ -217,6 +222,20 @@ def expand_schedule_columns() -> list[Column[object]]:
         Column("invalid_reason", Text),
         Column("invalid_at", DateTime),
         Column("legacy_values", Text),
+    ]
+
+
+def policy_schedule_columns() -> list[Column[object]]:
+    """The columns 0008_schedule_policies adds to ``scheduled_tasks`` (fresh objects on each
+    call): the schedule's policies, then its counters."""
+    return [
+        Column("overlap_policy", String(16), nullable=False, server_default=text("'skip'")),
+        Column("catchup_window_seconds", Integer),
+        Column("jitter_seconds", Integer, nullable=False, server_default=text("0")),
+        Column("missed_count", Integer, nullable=False, server_default=text("0")),
+        Column("skipped_count", Integer, nullable=False, server_default=text("0")),
+        Column("expired_count", Integer, nullable=False, server_default=text("0")),
+        Column("lost_count", Integer, nullable=False, server_default=text("0")),
     ]
 
 

@@ -28,7 +28,8 @@ __all__ = ["BEFORE_EXPAND", "DATA_APPLIED", "OPTIONAL_REVISIONS", "RENAMED_REVIS
 
 #: Revisions after which the data step has run (the preflight has nothing left to classify).
 DATA_APPLIED = (
-    "0003_data", "0004_contract", "0005_change_triggers", "0006_executions_hot_close", "0007_drop_handler_path",
+    "0003_data", "0004_contract", "0005_change_triggers", "0006_executions_hot_close", "0008_schedule_policies",
+    "0007_drop_handler_path",
 )  # fmt: skip
 #: Where legacy retries are not numbered yet (0002 numbers them).
 BEFORE_EXPAND = (None, "0001_legacy_baseline")

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from dataforge.db import Database
 from dataforge.errors import ConfigurationError
-from dataforge.schema import verify_schema
+from dataforge.schema import OLDEST_FOR_WRITERS, verify_schema
 from dataforge.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def open_database(url: str, *, check_schema: bool = True) -> Iterator[Database]:
     db = Database(url)
     try:
         if check_schema:
-            verify_schema(db)
+            verify_schema(db, OLDEST_FOR_WRITERS)
         yield db
     finally:
         db.dispose()

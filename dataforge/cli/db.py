@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import click
-from sqlalchemy import Connection
+from sqlalchemy import Connection, inspect
 
 from dataforge.cli import failures
 from dataforge.cli.common import JSON_META, CliContext, emit_json, json_option, pass_cli
@@ -31,6 +31,28 @@ from dataforge.cli.failures import Failure, Kind
 from dataforge.settings import Settings
 
 __all__ = ["db"]
+
+#: 0007_drop_handler_path followed 0006_executions_hot_close until 0008_schedule_policies came
+#: after it: a database that ran 0007 then is stamped 0007 without 0008's columns. The fix gives
+#: it back the dropped (empty) column, so that 0008 and then 0007 run as they do on the way up
+#: (docs/migrations.md, "Revision numbers").
+_BEFORE_0008_FIX = (
+    "ALTER TABLE scheduled_tasks ADD COLUMN handler_path VARCHAR(255); "
+    "UPDATE alembic_version SET version_num = '0006_executions_hot_close'; "
+    "then `dataforge db upgrade 0007_drop_handler_path`"
+)
+
+
+def _lacks_0008(conn: Connection, revision: str | None) -> bool:
+    """Stamped 0007_drop_handler_path, but without the columns of 0008_schedule_policies."""
+    if revision != "0007_drop_handler_path":
+        return False
+    return "overlap_policy" not in {c["name"] for c in inspect(conn).get_columns("scheduled_tasks")}
+
+
+def _before_0008_hint() -> str:
+    return ("the database ran 0007_drop_handler_path before 0008_schedule_policies existed and lacks its "
+            f"columns; run, in one transaction: {_BEFORE_0008_FIX} (docs/migrations.md, \"Revision numbers\")")
 
 
 def _x_options(x: tuple[str, ...], **named: str | None) -> dict[str, str]:
@@ -176,6 +198,12 @@ def upgrade(
     from alembic import command
 
     x_args = _x_options(x, map=map_file, on_unmappable=on_unmappable)
+    if not offline:
+        from migrations.preflight import current as read_current
+
+        with _inspect(_url(cli.settings, x_args)) as conn:
+            if conn is not None and _lacks_0008(conn, read_current(conn)[0]):
+                _fail(Exit.ENVIRONMENT, Kind.SCHEMA_OUTDATED, _before_0008_hint())
     cfg = _config(cli, x_args, optional=_needs_optional(cli, x_args, revision, optional) if not offline else optional)
     _run_alembic(cli, "upgrade", lambda: command.upgrade(cfg, revision, sql=offline), as_json, x_args)
     if not offline:
@@ -212,14 +240,18 @@ def current(cli: CliContext, x: tuple[str, ...], as_json: bool) -> None:
     from alembic.script import ScriptDirectory
 
     from migrations.preflight import OPTIONAL_REVISIONS, RENAMED_REVISIONS
+    from migrations.preflight import current as read_current
 
     x_args = _x_options(x)
-    revision, legacy = _current(_url(cli.settings, x_args))
+    with _inspect(_url(cli.settings, x_args)) as conn:
+        revision, legacy = (None, False) if conn is None else read_current(conn)
+        lacks_0008 = conn is not None and _lacks_0008(conn, revision)
     head = ScriptDirectory.from_config(_config(cli, x_args, optional=False)).get_current_head()
     state = (
         "empty database" if revision is None and not legacy
         else "legacy database (never migrated): `dataforge db upgrade` adopts it" if revision is None
         else "at head" if revision == head
+        else _before_0008_hint() if lacks_0008
         else "optional revisions applied" if revision in OPTIONAL_REVISIONS
         else _renamed_hint(revision) if revision in RENAMED_REVISIONS
         else "behind head: `dataforge db upgrade`"

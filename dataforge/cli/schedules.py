@@ -24,6 +24,7 @@ from dataforge.protocol import ExecutionStatus, ScheduleStatus
 from dataforge.scheduler.limits import INT32_MAX
 from dataforge.scheduler.service import (
     MISSED_RUN_CHOICES,
+    OVERLAP_CHOICES,
     Fault,
     ScheduleEdit,
     Written,
@@ -136,14 +137,23 @@ def list_cmd(cli: CliContext, statuses: tuple[str, ...], task_name: str | None, 
 @_json
 @pass_cli
 def show(cli: CliContext, ref: str, as_json: bool) -> None:
-    """Show every column of one schedule, including invalid_reason, due times and counters."""
+    """Show every column of one schedule (invalid_reason, due times, policies), its run
+    counters and its last 10 runs."""
     _subject(ref)
     with cli.database() as db:
-        row = get_schedule(db, ref)
+        row, runs = history(db, ref, limit=_SHOWN_RUNS)
     if as_json:
-        emit_json(row)
-    else:
-        _print_row(cli, row, f"schedule {row['id']}: {_fmt(row['name'])}")
+        emit_json({**row, "last_runs": runs})
+        return
+    _print_row(cli, row, f"schedule {row['id']}: {_fmt(row['name'])}")
+    cli.console.print(
+        f"runs: {row['run_count']} sent, {row['success_count']} succeeded, {row['failure_count']} failed, "
+        f"{row['missed_count']} missed (not sent: policy, catch-up window), {row['skipped_count']} skipped "
+        f"(previous run still running), {row['expired_count']} expired in the queue, {row['lost_count']} lost "
+        "with their worker",
+        highlight=False,
+    )
+    _print_runs(cli, f"last {len(runs)} run(s), newest first", runs)
 
 
 def _write_options(f: F) -> F:
@@ -165,7 +175,16 @@ def _write_options(f: F) -> F:
                      help="Retries of a failed run (default 0)."),
         click.option("--description", metavar="TEXT", help="Free text shown in list/show."),
         click.option("--missed-runs", "missed_run_policy", type=click.Choice(MISSED_RUN_CHOICES),
-                     help="Overdue after downtime: fire once, skip, or the global default."),
+                     help="Runs missed while beat was down: one catch-up (once), none (skip), each one (all), "
+                          "or the global default."),
+        click.option("--catchup-window", "catchup_window", metavar="SECONDS|default",
+                     help="Missed runs older than this are never sent (counted missed); default: the global "
+                          "setting."),
+        click.option("--overlap", "overlap_policy", type=click.Choice(OVERLAP_CHOICES),
+                     help="When the previous run still runs: skip this one, let one wait (buffer_one), run both "
+                          "(allow), or stop the previous one (cancel_previous)."),
+        click.option("--jitter", "jitter_seconds", type=int, metavar="SECONDS",
+                     help="Send each run up to SECONDS after its due time (a fixed delay per schedule)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -184,6 +203,9 @@ def _edit_from(options: Mapping[str, Any], **extra: Any) -> ScheduleEdit:
         timeout_seconds=options.get("timeout_seconds"),
         max_retries=options.get("max_retries"),
         missed_run_policy=options.get("missed_run_policy"),
+        catchup_window=options.get("catchup_window"),
+        overlap_policy=options.get("overlap_policy"),
+        jitter_seconds=options.get("jitter_seconds"),
         **extra,
     )
 
@@ -343,8 +365,15 @@ def history_cmd(cli: CliContext, ref: str, limit: int, state: str | None, as_jso
     if as_json:
         emit_json({"schedule": schedule, "executions": runs})
         return
-    table = Table(title=f"schedule {schedule['id']} {_fmt(schedule['name'])}: {len(runs)} execution(s)",
-                  title_justify="left")
+    _print_runs(cli, f"schedule {schedule['id']} {_fmt(schedule['name'])}: {len(runs)} execution(s)", runs)
+
+
+#: Runs `show` lists.
+_SHOWN_RUNS = 10
+
+
+def _print_runs(cli: CliContext, title: str, runs: list[dict[str, Any]]) -> None:
+    table = Table(title=title, title_justify="left")
     for name in ("id", "state", "attempt", "started (UTC)", "duration", "worker", "celery task id", "error"):
         table.add_column(name, overflow="fold")
     for run in runs:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from dataforge.models.base import Base, utcnow
 from dataforge.models.triggers import attach_change_triggers
-from dataforge.protocol import ScheduleStatus
+from dataforge.protocol import OverlapPolicy, ScheduleStatus
 
 __all__ = ["ScheduledTask"]
 
@@ -63,8 +63,20 @@ class ScheduledTask(Base):
     #: The row's original ``handler_kwargs`` text when the data migration had to rewrite it
     #: (``''``, ``'null'``, Python repr, leaked ``_lock_key``); the downgrade restores it.
     handler_kwargs_legacy: Mapped[str | None] = mapped_column(Text)
-    #: Per-row override of the missed-run policy (``once`` | ``skip``); NULL = global setting.
+    #: Per-row override of the missed-run policy (:class:`~dataforge.protocol.MissedRunPolicy`);
+    #: NULL = global setting.
     missed_run_policy: Mapped[str | None] = mapped_column(String(16))
+    #: What a run does when the previous run still holds the lock
+    #: (:class:`~dataforge.protocol.OverlapPolicy`; beat sends it in a message header).
+    overlap_policy: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=OverlapPolicy.SKIP.value, default=OverlapPolicy.SKIP.value
+    )
+    #: Missed runs due longer ago than this are not sent (counted in ``missed_count``);
+    #: NULL = global setting (``DATAFORGE_CATCHUP_WINDOW``, unbounded by default).
+    catchup_window_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: Each run is sent up to this many seconds after its due time, by a fixed per-schedule
+    #: offset (spreads schedules that share a due time); 0 = none.
+    jitter_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     #: Why beat refuses this row (unregistered task, bad cron, unknown zone, bad kwargs).
     #: NULL = healthy. Set once by beat, logged once, cleared when the row is fixed.
     invalid_reason: Mapped[str | None] = mapped_column(Text)

@@ -8,14 +8,15 @@ things the moment a row changes (docs/scheduler.md, "Changes"):
    ``invalid_at`` flag. Beat re-validates the row on its next pass (and flags it again,
    logged once more, if the edit did not fix it).
 2. **Realign**: an edit of the timing columns (``task_type``, ``interval_seconds``,
-   ``cron_expression``, ``run_at``, ``timezone``) or a resume (status becomes ``active``) sets
+   ``cron_expression``, ``run_at``, ``timezone``, ``jitter_seconds``) or a resume (status becomes ``active``) sets
    ``next_run_at`` to NULL, so beat computes the due time again from the new definition
    instead of firing at the stale one or replaying a paused backlog. An UPDATE that sets
    ``next_run_at`` itself (the CLI, ``run-now`` by SQL) keeps its value.
 3. **Wake beat** (PostgreSQL): ``pg_notify('dataforge_schedules', '')`` on inserts, deletes,
    truncates and on updates of user-written columns, ``next_run_at`` or the flag. Beat's own
-   writes (it sets ``dataforge.writer = 'beat'`` for its transaction) and the workers'
-   counter updates do not notify, so a busy worker fleet never wakes beat. NOTIFY is
+   writes (it sets ``dataforge.writer = 'beat'`` for its transaction) and the counters
+   (``run_count``, ``success_count``, ``missed_count``, ``skipped_count``...) do not notify,
+   so a busy worker fleet never wakes beat. NOTIFY is
    delivered at commit and deduplicated per transaction: a bulk update is one wake-up.
 
 On SQLite, which has no NOTIFY, beat re-reads the due time every ``max_interval`` instead; a
@@ -24,9 +25,10 @@ ORM writes, because SQLite compares timestamps as text and ``T`` sorts after a s
 
 The SQL below is the single source: :func:`install_change_triggers` runs it (tests, and the
 ``after_create`` DDL event attached to the table, so ``metadata.create_all`` installs it), and
-the Alembic revision that adds the triggers copies these strings verbatim (migrations never
-import the app). The statements contain no ``%`` and no bind parameters, so they run
-unchanged through ``op.execute`` online and offline.
+the Alembic revision that installs the current triggers copies these strings verbatim
+(migrations never import the app; migrations/schedule_triggers.py, checked by a test). The
+statements contain no ``%`` and no bind parameters, so they run unchanged through
+``op.execute`` online and offline.
 """
 
 from __future__ import annotations
@@ -73,17 +75,21 @@ BEGIN
     END IF;
     IF (NEW.task_type, NEW.task_name, NEW.handler_path, NEW.interval_seconds, NEW.cron_expression,
         NEW.run_at, NEW.timezone, NEW.handler_kwargs, NEW.status, NEW.timeout_seconds,
-        NEW.max_retries, NEW.missed_run_policy)
+        NEW.max_retries, NEW.missed_run_policy, NEW.overlap_policy, NEW.catchup_window_seconds,
+        NEW.jitter_seconds)
        IS DISTINCT FROM
        (OLD.task_type, OLD.task_name, OLD.handler_path, OLD.interval_seconds, OLD.cron_expression,
         OLD.run_at, OLD.timezone, OLD.handler_kwargs, OLD.status, OLD.timeout_seconds,
-        OLD.max_retries, OLD.missed_run_policy) THEN
+        OLD.max_retries, OLD.missed_run_policy, OLD.overlap_policy, OLD.catchup_window_seconds,
+        OLD.jitter_seconds) THEN
         NEW.invalid_reason := NULL;
         NEW.invalid_at := NULL;
         IF NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at AND (
-               (NEW.task_type, NEW.interval_seconds, NEW.cron_expression, NEW.run_at, NEW.timezone)
+               (NEW.task_type, NEW.interval_seconds, NEW.cron_expression, NEW.run_at, NEW.timezone,
+                NEW.jitter_seconds)
                IS DISTINCT FROM
-               (OLD.task_type, OLD.interval_seconds, OLD.cron_expression, OLD.run_at, OLD.timezone)
+               (OLD.task_type, OLD.interval_seconds, OLD.cron_expression, OLD.run_at, OLD.timezone,
+                OLD.jitter_seconds)
             OR (NEW.status = 'active' AND OLD.status IS DISTINCT FROM 'active')) THEN
             NEW.next_run_at := NULL;
         END IF;
@@ -146,6 +152,9 @@ WHEN NEW.task_type IS NOT OLD.task_type
   OR NEW.timeout_seconds IS NOT OLD.timeout_seconds
   OR NEW.max_retries IS NOT OLD.max_retries
   OR NEW.missed_run_policy IS NOT OLD.missed_run_policy
+  OR NEW.overlap_policy IS NOT OLD.overlap_policy
+  OR NEW.catchup_window_seconds IS NOT OLD.catchup_window_seconds
+  OR NEW.jitter_seconds IS NOT OLD.jitter_seconds
 BEGIN
     UPDATE scheduled_tasks SET
         invalid_reason = NULL,
@@ -157,6 +166,7 @@ BEGIN
                 OR NEW.cron_expression IS NOT OLD.cron_expression
                 OR NEW.run_at IS NOT OLD.run_at
                 OR NEW.timezone IS NOT OLD.timezone
+                OR NEW.jitter_seconds IS NOT OLD.jitter_seconds
                 OR (NEW.status = 'active' AND OLD.status IS NOT 'active'))
             THEN NULL
             ELSE next_run_at

@@ -10,8 +10,10 @@ design, guarantees and failure modes are in docs/scheduler.md; in short, each ti
    triggers, raw SQL and bulk updates included; on SQLite a re-read every ``max_interval``).
    On a change, rows without a due time (new, resumed, edited, revived) get one.
 3. **Dispatch.** Due rows are read in batches (``status='active' AND next_run_at <= now``,
-   an index range) and ALL of them are sent in this tick. Per batch, in ONE transaction: a
-   compare-and-set per row advances ``next_run_at`` / ``last_run_at`` / ``run_count``, the
+   an index range) and ALL of them are sent in this tick. Each row's missed-run policy,
+   catch-up window and jitter decide which of its runs go out
+   (:mod:`dataforge.scheduler.catchup`). Per batch, in ONE transaction: a compare-and-set per
+   row advances ``next_run_at`` / ``last_run_at`` / ``run_count`` / ``missed_count``, the
    rows whose CAS won are published (on Redis buffered, one pipeline per ``flush_every``
    messages), the CAS of every row not known to be in the broker is undone if a publish or
    flush fails, and the transaction commits. A failed publish is therefore retried next tick;
@@ -33,12 +35,18 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import accumulate
+from pathlib import Path
+from typing import Any, Final
 
 from celery import Celery
 from celery.beat import Scheduler
@@ -49,9 +57,8 @@ from dataforge.db import is_postgres, is_sqlite
 from dataforge.errors import LockUnavailableError
 from dataforge.models import utcnow
 from dataforge.models.triggers import triggers_installed
-from dataforge.protocol import PUBLISH_RETRY_POLICY
+from dataforge.protocol import DUE_AT_HEADER, PUBLISH_RETRY_POLICY
 from dataforge.runtime import Runtime, get_runtime
-from dataforge.scheduler import store
 from dataforge.scheduler.changes import ChangeFeed, PollingChangeFeed, PostgresChangeFeed
 from dataforge.scheduler.dispatch import (
     DispatchContext,
@@ -64,12 +71,37 @@ from dataforge.scheduler.dispatch import (
     plan_unscheduled_row,
 )
 from dataforge.scheduler.duties import DutyRunner, leader_duties
-from dataforge.scheduler.leader import LeaderLease, lease_timing
+from dataforge.scheduler.leader import LeaderLease, beat_identity, dead_leader_here, lease_timing
 from dataforge.scheduler.schedules import parse_db_datetime
+from dataforge.scheduler.store import Advance, ScheduleStore, mark_beat_writer, store_for
 
 __all__ = ["DatabaseScheduler", "PublishBatch"]
 
 log = logging.getLogger(__name__)
+
+#: Longest kwargs repr in a message header (Celery's ``kwargsrepr_maxsize``).
+_REPR_MAX: Final = 1024
+
+@dataclass(slots=True)
+class _Publishing:
+    """What one thread's current publish batch knows: whether publishes are buffered, whether
+    task-sent events are on, the routes and queues already resolved and declared."""
+
+    buffered: bool
+    sent_events: bool
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    declared: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchOutcome:
+    """What one dispatch batch did: the broker took its messages, it was full (more may be
+    due), and the counters it moved."""
+
+    broker_ok: bool
+    full: bool
+    counts: Counter[str]
+
 
 @dataclass(frozen=True, slots=True)
 class PublishBatch:
@@ -79,6 +111,17 @@ class PublishBatch:
     producer: Any
     buffered: bool
     flush: Callable[[], None]
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Outage:
@@ -110,8 +153,9 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     """
 
     #: Rows read and written per transaction (SQLite holds its write lock meanwhile, so its
-    #: batches are smaller and workers' writes are not held up for long).
-    batch_size = 500
+    #: batches are smaller and workers' writes are not held up for long). Also the most runs a
+    #: crash between publish and commit can make beat send twice (docs/scheduler.md).
+    batch_size = 1000
     sqlite_batch_size = 200
     #: Re-read the due time and re-validate flagged rows at least this often, whatever the
     #: change feed says (a deploy that registers a task revives its rows within this bound).
@@ -119,6 +163,9 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
     #: Messages buffered between two flushes to the broker: one round trip each, and a bound
     #: on the memory a burst of due rows takes.
     flush_every = 200
+    #: Batches in flight at once on PostgreSQL (see :meth:`_dispatch_due`): one waits for the
+    #: database while the other builds messages. More would only queue on the GIL.
+    dispatch_threads = 2
     #: Broker commands kombu may buffer before flushing on its own (one per message on Redis,
     #: more if the queue has an expiry): kept above ``flush_every`` so that flushes happen
     #: only where :meth:`_dispatch_batch` counts them.
@@ -130,7 +177,13 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     def __init__(self, app: Celery, *args: Any, **kwargs: Any) -> None:
         self.runtime: Runtime = get_runtime(app)
-        self.identity = f"beat@{socket.gethostname()}:{os.getpid()}"
+        self.identity = beat_identity(socket.gethostname(), os.getpid())
+        #: Where this host's leader writes its identity, next to the state file ``celery beat``
+        #: names (``-s``, ``beat_schedule_filename``), so that a beat restarted after kill -9
+        #: reclaims the dead one's lease at once. ``None`` for a scheduler built outside
+        #: ``celery beat`` (tests, an embedded beat): a restart then waits out the lease.
+        schedule_file = kwargs.get("schedule_filename")
+        self.leader_file = Path(schedule_file).with_suffix(".leader") if schedule_file else None
         self._lease: LeaderLease | None = None
         self._feed: ChangeFeed | None = None
         self._leading = False
@@ -143,9 +196,16 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         self._closed = False
         self._static_due_at = float("-inf")
         self._duties = DutyRunner(leader_duties(self.runtime), clock=self.monotonic)
+        self._store: ScheduleStore | None = None
+        #: The publish state of the batch this thread is publishing (:class:`_Publishing`).
+        self._publishing = threading.local()
+        #: Dispatch threads (PostgreSQL), created on the first burst that needs them.
+        self._pool: ThreadPoolExecutor | None = None
+        self._origin = f"{socket.gethostname()}:{os.getpid()}"
         #: Counters since start (tests, benchmarks, `celery inspect`-style introspection).
+        #: ``missed``: runs not sent (policy, catch-up window, or a catch-up that took their place).
         self.stats: dict[str, int] = dict.fromkeys(
-            ("sent", "lost_cas", "publish_failed", "skipped_missed", "flagged", "revived", "done", "scheduled"), 0
+            ("sent", "lost_cas", "publish_failed", "missed", "flagged", "revived", "done", "scheduled"), 0
         )
         super().__init__(app, *args, **kwargs)
         self.max_interval = float(self.max_interval)
@@ -216,6 +276,9 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         if not self._closed:
             self._closed = True
             self._step_down(release=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
         super().close()
 
     @property
@@ -239,25 +302,44 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         cost more than the publish itself.
         """
         amqp = self.app.amqp
-        options = message.options()
-        routing = amqp.router.route({}, message.task_name, (), message.kwargs)
+        kwargs = message.kwargs
+        state = self._publishing.state
+        routing = state.routes.get(message.task_name)
+        if routing is None:
+            routing = amqp.router.route({}, message.task_name, (), kwargs)
+            if not amqp.router.routes:
+                # Without task_routes the route depends on the name alone (the default queue).
+                state.routes[message.task_name] = routing
+        # Declared once per batch, not once per message (kombu copies the entity each time).
+        queue = routing.get("queue")
+        if queue is not None and queue.name not in state.declared:
+            producer.maybe_declare(queue)
+            state.declared.add(queue.name)
+        kwargs_text = repr(kwargs)
         body = amqp.create_task_message(
-            options["task_id"],
+            message.task_id,
             message.task_name,
             (),
-            message.kwargs,
-            expires=options.get("expires"),
-            time_limit=options.get("time_limit"),
-            soft_time_limit=options.get("soft_time_limit"),
-            create_sent_event=self.app.conf.task_send_sent_event,
+            kwargs,
+            expires=message.expires,
+            time_limit=message.time_limit,
+            soft_time_limit=message.soft_time_limit,
+            create_sent_event=state.sent_events,
+            origin=self._origin,
+            # What Flower and `celery events` show: plain repr, cut like Celery's saferepr.
+            argsrepr="()",
+            kwargsrepr=kwargs_text if len(kwargs_text) <= _REPR_MAX else kwargs_text[: _REPR_MAX - 3] + "...",
         )
+        # A buffered publish only appends to the batch: nothing to retry until its flush, where
+        # a failure rolls the unsent rows back. An unbuffered one talks to the broker now.
         amqp.send_task_message(
             producer,
             message.task_name,
             body,
-            headers=options["headers"],
-            retry=True,
+            headers=message.headers,
+            retry=not state.buffered,
             retry_policy=PUBLISH_RETRY_POLICY,
+            declare=[],
             **routing,
         )
 
@@ -273,8 +355,10 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         message at once and ``flush`` does nothing.
         """
         with self.app.producer_or_acquire() as producer:
+            buffered = bool(producer.supports_batch_publish)
+            self._publishing.state = _Publishing(buffered, bool(self.app.conf.task_send_sent_event))
             with producer.batch(max_size=self.publish_buffer) as batch:
-                yield PublishBatch(producer, bool(producer.supports_batch_publish), batch.flush)
+                yield PublishBatch(producer, buffered, batch.flush)
 
     def now(self) -> datetime:
         """Naive UTC, the tables' convention."""
@@ -309,6 +393,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         except (SQLAlchemyError, LockUnavailableError) as exc:
             self._db_outage.failed(exc)
             self._need_refresh = True
+            self._store = None  # the schema may have changed too (an upgrade or a rollback)
             return min(self.retry_after_failure, self.max_interval)
         if self._db_outage.ok():
             self._need_refresh = True
@@ -349,10 +434,35 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         if self._lease is None:
             timing = lease_timing(self.runtime.settings.beat_leader_ttl, self.max_interval)
             self._lease = LeaderLease(self.runtime.locks, timing, self.identity, clock=self.monotonic)
+            dead = dead_leader_here(self._recorded_leader(), socket.gethostname(), os.getpid(), _alive)
+            if dead is not None:
+                self._lease.reclaim(dead)
         return self._lease
+
+    def _recorded_leader(self) -> str | None:
+        if self.leader_file is None:
+            return None
+        try:
+            return self.leader_file.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def _record_leader(self) -> None:
+        """Write this beat's identity where a successor on this host looks (atomically: a
+        reader never sees half a name). Best effort: without it a restart waits the lease."""
+        if self.leader_file is None:
+            return
+        tmp = self.leader_file.with_name(f"{self.leader_file.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(self.identity, encoding="utf-8")
+            os.replace(tmp, self.leader_file)
+        except OSError as exc:
+            log.debug("beat: cannot record the leader in %s (%s)", self.leader_file, exc)
 
     def _start_leading(self) -> None:
         self._feed = self._make_feed()  # may fail (database down): then we start again next tick
+        self._record_leader()
+        self._store = None
         self._leading = True
         self._duties.reset()
         self._need_refresh = True
@@ -385,20 +495,29 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
 
     # -- reading ------------------------------------------------------------------------------------
     def _context(self) -> DispatchContext:
+        settings = self.runtime.settings
+        window = settings.catchup_window
         return DispatchContext(
             is_registered=self._is_registered,
             resolvers=tuple(plugin.resolve_row for plugin in self.runtime.plugins),
-            missed_runs=self.runtime.settings.missed_runs,
+            missed_runs=settings.missed_runs,
+            catchup_window=None if window is None else timedelta(seconds=window),
         )
 
     def _is_registered(self, name: str) -> bool:
         return name in self.app.tasks
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
+    def _transaction(self) -> Iterator[tuple[Connection, ScheduleStore]]:
         with self.runtime.db.engine.begin() as conn:
-            store.mark_beat_writer(conn)
-            yield conn
+            mark_beat_writer(conn)
+            if self._store is None:
+                self._store = store_for(conn)
+                if not self._store.policies:
+                    log.warning("beat: scheduled_tasks has no policy columns (a schema below 0008_schedule_policies); "
+                                "every row runs with the default overlap, catch-up window and jitter, and "
+                                "missed runs are not counted (run `dataforge db upgrade`)")
+            yield conn, self._store
 
     def _refresh(self, *, include_flagged: bool) -> None:
         """Give active rows without a due time one (re-validating flagged rows on a full
@@ -411,12 +530,12 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         after_id = 0
         while True:
             now = self.now()
-            with self._transaction() as conn:
-                rows = store.fetch_unscheduled(
+            with self._transaction() as (conn, table):
+                rows = table.fetch_unscheduled(
                     conn, after_id=after_id, limit=self.batch_size, include_flagged=include_flagged
                 )
                 for row in rows:
-                    self._apply_unscheduled(conn, row, plan_unscheduled_row(row, now, ctx), now)
+                    self._apply_unscheduled(conn, table, row, plan_unscheduled_row(row, now, ctx), now)
             if len(rows) < self.batch_size:
                 break
             after_id = rows[-1].id
@@ -427,13 +546,14 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             self._last_full = mono
 
     def _apply_unscheduled(
-        self, conn: Connection, row: RowSnapshot, decision: Reschedule | MarkInvalid, now: datetime
+        self, conn: Connection, table: ScheduleStore, row: RowSnapshot, decision: Reschedule | MarkInvalid,
+        now: datetime,
     ) -> None:
         if isinstance(decision, MarkInvalid):
             if decision.reason != row.invalid_reason:
-                self._flag(conn, row, decision.reason, now)
+                self._flag(conn, table, row, decision.reason, now)
             return
-        if not store.reschedule(conn, row, next_run_at=decision.next_run_at):
+        if not table.reschedule(conn, row, next_run_at=decision.next_run_at):
             return
         if row.invalid_reason is not None:
             self.stats["revived"] += 1
@@ -446,99 +566,166 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             self.stats["scheduled"] += 1
             log.debug("beat: schedule %d (%s) first due at %s", row.id, row.name, decision.next_run_at)
 
-    def _flag(self, conn: Connection, row: RowSnapshot, reason: str, now: datetime) -> None:
-        if store.flag(conn, row, reason=reason, now=now):
-            self.stats["flagged"] += 1
+    def _flag(
+        self, conn: Connection, table: ScheduleStore, row: RowSnapshot, reason: str, now: datetime,
+        counts: Counter[str] | None = None,
+    ) -> None:
+        if table.flag(conn, row, reason=reason, now=now):
+            (self.stats if counts is None else counts)["flagged"] += 1
             log.warning("beat: schedule %d (%s) is invalid and will not run until it is fixed: %s",
                         row.id, row.name, reason)
 
     def _read_next_due(self) -> datetime | None:
         """The earliest due time; an unreadable stored value flags its row and is skipped."""
         while True:
-            with self._transaction() as conn:
-                found = store.fetch_next_due(conn)
+            with self._transaction() as (conn, table):
+                found = table.fetch_next_due(conn)
                 if found is None:
                     return None
                 row_id, raw = found
                 try:
                     return parse_db_datetime(raw)
                 except ValueError:
-                    bad = store.fetch_row(conn, row_id)
+                    bad = table.fetch_row(conn, row_id)
                     if bad is None or bad.next_run_at != raw:
                         continue
-                    self._flag(conn, bad, f"next_run_at={raw!r}: not a timestamp; set it to NULL", self.now())
+                    self._flag(conn, table, bad, f"next_run_at={raw!r}: not a timestamp; set it to NULL", self.now())
 
     # -- dispatch -----------------------------------------------------------------------------------
     def _dispatch_due(self, now: datetime, lease: LeaderLease) -> bool:
-        """Send every due row, batch by batch; ``False`` if the broker failed (retry soon)."""
-        ctx = self._context()
-        while True:
-            done, batch_full = self._dispatch_batch(now, ctx)
-            if not done:
-                return False
-            if not batch_full or not lease.ensure():
-                return True
+        """Send every due row, batch by batch; ``False`` if the broker failed (retry soon).
 
-    def _dispatch_batch(self, now: datetime, ctx: DispatchContext) -> tuple[bool, bool]:
-        engine = self.runtime.db.engine
+        On PostgreSQL, after a full first batch (a burst), ``dispatch_threads`` batches are in
+        flight at once, each on its own connection and broker connection: each batch's rows are
+        locked as they are read (``FOR UPDATE SKIP LOCKED``), so the batches are disjoint, and
+        while one waits for the database (its read, its compare-and-set, its commit) another
+        builds and publishes its messages. Every batch is still one transaction with the
+        guarantees above.
+        """
+        ctx = self._context()
+        # One batch first: most passes have fewer due rows than a batch, and need no thread.
+        while True:
+            outcome = self._dispatch_batch(now, ctx)
+            self._count(outcome)
+            if not outcome.broker_ok:
+                return False
+            if not outcome.full or not lease.ensure():
+                return True
+            if self.dispatch_threads > 1 and is_postgres(self.runtime.db.url):
+                return self._dispatch_concurrently(now, ctx, lease)
+
+    def _dispatch_concurrently(self, now: datetime, ctx: DispatchContext, lease: LeaderLease) -> bool:
+        """The rest of a burst, ``dispatch_threads`` batches in flight (see :meth:`_dispatch_due`)."""
+        threads = self.dispatch_threads
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="beat-dispatch")
+        pool = self._pool
+        running = {pool.submit(self._dispatch_batch, now, ctx) for _ in range(threads)}
+        more, broker_ok = True, True
+        try:
+            while running:
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    outcome = future.result()  # a database error ends the pass (tick_once handles it)
+                    self._count(outcome)
+                    broker_ok = broker_ok and outcome.broker_ok
+                    more = more and outcome.full
+                if more and broker_ok and lease.ensure():
+                    running |= {pool.submit(self._dispatch_batch, now, ctx) for _ in finished}
+        finally:
+            # A signal (SIGTERM's SystemExit) or an error: the other batches finish (publish and
+            # commit, or roll back) before the pass ends, never half-done.
+            for future in running:
+                try:
+                    self._count(future.result())
+                except Exception:
+                    log.debug("beat: a dispatch batch failed while the pass ended", exc_info=True)
+        return broker_ok
+
+    def _count(self, outcome: _BatchOutcome) -> None:
+        for key, value in outcome.counts.items():
+            self.stats[key] += value
+
+    def _dispatch_batch(self, now: datetime, ctx: DispatchContext) -> _BatchOutcome:
+        """One batch in one transaction (see the module docstring, "Dispatch"). Thread-safe:
+        everything it changes is its own (its connection, its producer, its outcome)."""
         interrupted: BaseException | None = None
         broker_ok = True
-        with engine.connect() as conn:
-            with conn.begin():
-                store.mark_beat_writer(conn)
-                rows = store.fetch_due(conn, now, self.batch_size)
-                due: list[tuple[RowSnapshot, Send]] = []
-                for row in rows:
-                    decision = plan_due_row(row, now, ctx)
-                    if isinstance(decision, MarkInvalid):
-                        self._flag(conn, row, decision.reason, now)
-                    elif isinstance(decision, Reschedule):
-                        if store.reschedule(conn, row, next_run_at=decision.next_run_at):
-                            self.stats["skipped_missed"] += 1
-                            log.warning("beat: schedule %d (%s): %s", row.id, row.name, decision.why)
-                    else:
-                        due.append((row, decision))
-                won = store.advance_many(conn, [(row, send.next_run_at) for row, send in due], now=now)
-                sends = [(row, send) for row, send in due if row.id in won]
-                for row, _ in due:
-                    if row.id not in won:
-                        self.stats["lost_cas"] += 1
-                        log.info("beat: schedule %d (%s) was advanced by someone else; not sent", row.id, row.name)
-                published = 0  # messages known to be in the broker
-                try:
-                    if sends:
-                        with self.producer_for_batch() as batch:
-                            for k, (_row, send) in enumerate(sends, 1):
-                                self.publish(send.message, batch.producer)
-                                if k % self.flush_every == 0 or k == len(sends):
-                                    batch.flush()
-                                    published = k
-                                elif not batch.buffered:
-                                    published = k
-                except BaseException as exc:  # SIGTERM's SystemExit included: undo what was not sent
-                    # Messages of a failed flush may or may not have arrived: they are sent
-                    # again next tick, with the same task ids (never lost; see docs/scheduler.md).
-                    for row, send in sends[published:]:
-                        store.revert(conn, row, next_run_at=send.next_run_at)
-                    if not isinstance(exc, Exception):
-                        interrupted = exc
-                    else:
-                        broker_ok = False
-                        self.stats["publish_failed"] += len(sends) - published
-                        self._broker_outage.failed(exc)
+        counts: Counter[str] = Counter()
+        with self._transaction() as (conn, table):
+            rows = table.fetch_due(conn, now, self.batch_size, lock=True)
+            pending: list[tuple[Advance, Send]] = []
+            for row in rows:
+                decision = plan_due_row(row, now, ctx)
+                if isinstance(decision, MarkInvalid):
+                    self._flag(conn, table, row, decision.reason, now, counts)
+                elif isinstance(decision, Reschedule):
+                    if table.reschedule(conn, row, next_run_at=decision.next_run_at, missed=decision.missed):
+                        counts["missed"] += decision.missed
+                        log.warning("beat: schedule %d (%s): %s", row.id, row.name, decision.why)
+                else:
+                    advance = Advance(row, decision.next_run_at, len(decision.messages), decision.missed)
+                    pending.append((advance, decision))
+            won = table.advance_many(conn, [advance for advance, _ in pending], now=now)
+            sends = [(advance, send) for advance, send in pending if advance.row.id in won]
+            for advance, _ in pending:
+                if advance.row.id not in won:
+                    counts["lost_cas"] += 1
+                    log.info("beat: schedule %d (%s) was advanced by someone else; not sent",
+                             advance.row.id, advance.row.name)
+            # Rows whose messages are all known to be in the broker (a row's messages are
+            # published together, in order, so a failure cuts the list at one row).
+            progress = [0]
+            try:
+                if sends:
+                    self._publish_all(sends, progress)
+            except BaseException as exc:  # SIGTERM's SystemExit included: undo what was not sent
+                # Messages of a failed flush may or may not have arrived: they are sent
+                # again next tick, with the same task ids (never lost; see docs/scheduler.md).
+                for advance, _send in sends[progress[0]:]:
+                    table.revert(conn, advance)
+                if not isinstance(exc, Exception):
+                    interrupted = exc
+                else:
+                    broker_ok = False
+                    counts["publish_failed"] += sum(len(send.messages) for _, send in sends[progress[0]:])
+                    self._broker_outage.failed(exc)
         if interrupted is not None:
             raise interrupted
-        for row, send in sends[:published]:
-            self._log_sent(row, send)
+        for advance, send in sends[: progress[0]]:
+            self._log_sent(advance, send)
+            counts["sent"] += len(send.messages)
+            counts["missed"] += send.missed
         if broker_ok and sends:
             self._broker_outage.ok()
-        self.stats["sent"] += published
-        return broker_ok, len(rows) >= self.batch_size
+        return _BatchOutcome(broker_ok, len(rows) >= self.batch_size, counts)
 
-    def _log_sent(self, row: RowSnapshot, send: Send) -> None:
-        msg = send.message
-        log.info(
-            "Scheduler: Sending due task %s (%s) schedule=%d due=%s id=%s%s",
-            row.name, msg.task_name, row.id, send.due.isoformat(sep=" "), msg.task_id,
-            " (missed run, sent once)" if send.missed else "",
-        )
+    def _publish_all(self, sends: list[tuple[Advance, Send]], progress: list[int]) -> None:
+        """Publish every message of ``sends``; ``progress[0]`` is kept at the number of rows
+        whose messages are all known to be in the broker (all of them when this returns)."""
+        ends = list(accumulate(len(send.messages) for _, send in sends))  # messages up to each row
+        with self.producer_for_batch() as batch:
+            total = 0
+            for _advance, send in sends:
+                for message in send.messages:
+                    self.publish(message, batch.producer)
+                    total += 1
+                    if total % self.flush_every == 0:
+                        batch.flush()
+                        progress[0] = bisect_right(ends, total)
+                    elif not batch.buffered:
+                        progress[0] = bisect_right(ends, total)
+            batch.flush()
+            progress[0] = len(ends)
+
+    def _log_sent(self, advance: Advance, send: Send) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # a burst of 100,000 runs: not even the arguments of 100,000 lines
+        row = advance.row
+        note = f" (catch-up; {send.missed} missed run(s) not sent)" if send.catch_up else ""
+        for msg in send.messages:
+            log.info(
+                "Scheduler: Sending due task %s (%s) schedule=%d due=%s id=%s%s",
+                row.name, msg.task_name, row.id, msg.headers.get(DUE_AT_HEADER, "").replace("T", " "), msg.task_id,
+                note,
+            )

@@ -11,7 +11,13 @@ bound (docs/scheduler.md, "Several beats"):
 * the leader renews every ``ttl / 3`` and believes it leads only until ``0.9 * ttl`` after the
   start of its last successful acquire/renew (measured on its own monotonic clock, so the
   store's clock and other hosts' clocks do not matter);
-* a graceful stop releases the lease: a standby takes over at its next poll.
+* a graceful stop releases the lease: a standby takes over at its next poll;
+* a beat restarted on the host of a leader that was killed (kill -9, OOM) does not wait for
+  that lease to run out: the dead leader's identity (``beat@<host>:<pid>``, recorded on the host
+  when it became leader) names a process that no longer exists on this host
+  (:func:`dead_leader_here`), so its lease is released and taken at once
+  (:meth:`LeaderLease.reclaim`). A leader that is alive is never reclaimed: another host's
+  leader, or a live process on this one, keeps its lease.
 
 A lease can still be believed by two beats at once (a leader paused longer than its lease, a
 network partition): the lease only keeps the common case to one dispatcher. The fence is the
@@ -29,7 +35,7 @@ from typing import Final
 from dataforge.errors import LockUnavailableError
 from dataforge.locks import LockBackend
 
-__all__ = ["LEADER_KEY", "LeaderLease", "LeaseTiming", "lease_timing"]
+__all__ = ["LEADER_KEY", "LeaderLease", "LeaseTiming", "beat_identity", "dead_leader_here", "lease_timing"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,26 @@ log = logging.getLogger(__name__)
 LEADER_KEY: Final = "dataforge:beat:leader"
 #: Fraction of the lease the leader trusts, leaving room for the store's round trip.
 _TRUST: Final = 0.9
+
+
+def beat_identity(host: str, pid: int) -> str:
+    """How a beat names itself in the lease (and in its logs)."""
+    return f"beat@{host}:{pid}"
+
+
+def dead_leader_here(recorded: str | None, host: str, pid: int, alive: Callable[[int], bool]) -> str | None:
+    """``recorded`` (the identity the last leader of this host wrote down), if it names a beat of
+    this host that is gone: no process with its pid, or its pid is this very process's (a
+    container restarted with the same pid). ``None`` otherwise, the safe side: a live process
+    keeps its lease, whatever it is."""
+    prefix = beat_identity(host, 0)[:-1]
+    if not recorded or not recorded.startswith(prefix):
+        return None
+    try:
+        old = int(recorded[len(prefix):])
+    except ValueError:
+        return None
+    return recorded if old == pid or not alive(old) else None
 
 
 class LeaseTiming:
@@ -146,6 +172,18 @@ class LeaderLease:
         log.warning("beat: %s is no longer the leader: %s", self.identity, why)
         self._token = None
         self._next_attempt = self._clock()
+
+    def reclaim(self, dead: str) -> bool:
+        """Release a lease held by ``dead`` (a leader known to be gone, see
+        :func:`dead_leader_here`) so that the next :meth:`ensure` takes it at once."""
+        try:
+            if not self.backend.held_by(self.key, dead) or not self.backend.release_owned_by(self.key, dead):
+                return False
+        except LockUnavailableError:
+            return False
+        log.warning("beat: the leader lease of %s, which is gone, is released; %s takes over now", dead, self.identity)
+        self._next_attempt = self._clock()
+        return True
 
     def seconds_until_attention(self) -> float:
         """How long the caller may wait before :meth:`ensure` has work to do."""

@@ -24,6 +24,8 @@ reusable by anything else that edits schedules (the HTTP API, a fixture). The ru
 * The scheduler's "invalid" flag is cleared when a write leaves the row valid as a whole.
 * ``run-now`` sends through the scheduler's own message builder, so a manual run is the same
   message a scheduled one would be.
+* The policies (missed runs, catch-up window, overlap, jitter) are columns of the row like the
+  timing: validated by the scheduler's rules, a jitter change re-plans the next run.
 
 Pure planning (``plan_*``) is kept apart from the I/O functions that apply it.
 """
@@ -46,7 +48,14 @@ from dataforge.catalog.registry import TaskCatalog
 from dataforge.db import Database, is_postgres
 from dataforge.errors import ScheduleError, UnknownTaskError
 from dataforge.models import ScheduledTask, TaskExecution, utcnow
-from dataforge.protocol import PUBLISH_RETRY_POLICY, ExecutionStatus, MissedRunPolicy, ScheduleStatus, TaskType
+from dataforge.protocol import (
+    PUBLISH_RETRY_POLICY,
+    ExecutionStatus,
+    MissedRunPolicy,
+    OverlapPolicy,
+    ScheduleStatus,
+    TaskType,
+)
 from dataforge.scheduler import schedules
 from dataforge.scheduler.errors import ScheduleCannotRunError, ScheduleNotFoundError, ScheduleStateError
 from dataforge.scheduler.limits import INT32_MAX, check_text, max_length
@@ -56,8 +65,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNT_CAP",
+    "DEFAULT_CHOICE",
     "MAX_PAGE",
     "MISSED_RUN_CHOICES",
+    "OVERLAP_CHOICES",
     "SCAN_WINDOW",
     "WRITABLE_COLUMNS",
     "Count",
@@ -91,8 +102,27 @@ __all__ = [
     "schedule_to_dict",
 ]
 
-#: ``--missed-runs`` values; ``default`` stores NULL (the global DATAFORGE_MISSED_RUNS applies).
-MISSED_RUN_CHOICES = (*(p.value for p in MissedRunPolicy), "default")
+#: The value of ``--missed-runs`` / ``--catchup-window`` that stores NULL: the global setting
+#: (DATAFORGE_MISSED_RUNS, DATAFORGE_CATCHUP_WINDOW) applies.
+DEFAULT_CHOICE = "default"
+#: ``--missed-runs`` values.
+MISSED_RUN_CHOICES = (*(p.value for p in MissedRunPolicy), DEFAULT_CHOICE)
+#: ``--overlap`` values.
+OVERLAP_CHOICES = tuple(p.value for p in OverlapPolicy)
+
+
+def parse_catchup_window(text: str) -> int | None:
+    """``--catchup-window`` to the column: whole seconds, or ``default`` (NULL, the global
+    setting). The value is range-checked with the rest of the row."""
+    value = text.strip().lower()
+    if value == DEFAULT_CHOICE:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ScheduleError(
+            "catchup_window_seconds", text, "expected whole seconds (e.g. 3600) or 'default' (the global setting)"
+        ) from None
 
 #: A refusal of one column: the service's own, or an unregistered task.
 Fault = ScheduleError | UnknownTaskError
@@ -142,6 +172,10 @@ class ScheduleEdit:
     clear_timeout: bool = False
     max_retries: int | None = None
     missed_run_policy: str | None = None
+    #: ``--catchup-window`` text: seconds or ``default``.
+    catchup_window: str | None = None
+    overlap_policy: str | None = None
+    jitter_seconds: int | None = None
     status: str | None = None
 
     def schedule_kind(self) -> TaskType | None:
@@ -168,6 +202,10 @@ class ScheduleEdit:
             "timeout": self.timeout_seconds is not None or self.clear_timeout,
             "retries": self.max_retries is not None,
             "missed": self.missed_run_policy is not None,
+            "overlap": self.overlap_policy is not None,
+            "catchup": self.catchup_window is not None,
+            # Jitter moves the next send like the timing does.
+            "jitter": self.jitter_seconds is not None,
             "description": self.description is not None,
         }
         return frozenset(group for group, yes in given.items() if yes)
@@ -175,9 +213,10 @@ class ScheduleEdit:
 
 #: The validation groups of a row, in the order refusals are reported. Each is checked on its
 #: own, so a fault in one never hides (or blocks) a change in another.
-_GROUPS = ("name", "task", "timing", "kwargs", "timeout", "retries", "missed", "description")
-#: The columns whose change moves the due time.
-_TIMING = ("task_type", "interval_seconds", "cron_expression", "run_at", "timezone")
+_GROUPS = ("name", "task", "timing", "kwargs", "timeout", "retries", "missed", "overlap", "catchup", "jitter",
+           "description")
+#: The columns whose change moves the due time (the triggers' realign list).
+_TIMING = ("task_type", "interval_seconds", "cron_expression", "run_at", "timezone", "jitter_seconds")
 
 
 @dataclass(frozen=True)
@@ -239,6 +278,9 @@ def _faults(row: Mapping[str, Any], catalog: TaskCatalog) -> tuple[dict[str, Fau
         "timeout": lambda: schedules.validate_timeout(row.get("timeout_seconds"), schedule_id),
         "retries": lambda: schedules.validate_max_retries(row.get("max_retries"), schedule_id),
         "missed": lambda: schedules.validate_missed_run_policy(row.get("missed_run_policy"), schedule_id),
+        "overlap": lambda: schedules.validate_overlap_policy(row.get("overlap_policy"), schedule_id),
+        "catchup": lambda: schedules.validate_catchup_window(row.get("catchup_window_seconds"), schedule_id),
+        "jitter": lambda: schedules.validate_jitter(row.get("jitter_seconds"), schedule_id),
         "description": lambda: _check_description(row, schedule_id),
     }
     for group in _GROUPS:
@@ -282,7 +324,13 @@ def _apply(current: Mapping[str, Any], edit: ScheduleEdit, now: datetime) -> dic
     if edit.max_retries is not None:
         row["max_retries"] = edit.max_retries
     if edit.missed_run_policy is not None:
-        row["missed_run_policy"] = None if edit.missed_run_policy == "default" else edit.missed_run_policy
+        row["missed_run_policy"] = None if edit.missed_run_policy == DEFAULT_CHOICE else edit.missed_run_policy
+    if edit.catchup_window is not None:
+        row["catchup_window_seconds"] = parse_catchup_window(edit.catchup_window)
+    if edit.overlap_policy is not None:
+        row["overlap_policy"] = edit.overlap_policy
+    if edit.jitter_seconds is not None:
+        row["jitter_seconds"] = edit.jitter_seconds
     if edit.status is not None:
         if edit.status not in tuple(ScheduleStatus):
             raise ScheduleError("status", edit.status, f"expected one of {', '.join(ScheduleStatus)}")
@@ -311,8 +359,13 @@ def _healthy(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _due(schedule: schedules.Schedule, row: Mapping[str, Any], now: datetime) -> datetime | None:
-    """Beat's own rule for a row without a due time (new, edited, resumed, revived)."""
-    return schedules.first_run_at(schedule, now, row.get("last_run_at"))
+    """Beat's own rule for a row without a due time (new, edited, resumed, revived): when its
+    next run is sent (its due time plus the row's jitter offset; a new row has no id yet, so
+    :func:`add_schedule` applies the offset once it has one)."""
+    row_id, jitter = row.get("id"), int(row.get("jitter_seconds") or 0)
+    offset = schedules.jitter_offset(row_id, jitter) if row_id is not None else timedelta(0)
+    due = schedules.first_run_at(schedule, now, row.get("last_run_at"), offset)
+    return None if due is None else due + offset
 
 
 def plan_add(edit: ScheduleEdit, catalog: TaskCatalog, now: datetime) -> dict[str, Any]:
@@ -326,6 +379,7 @@ def plan_add(edit: ScheduleEdit, catalog: TaskCatalog, now: datetime) -> dict[st
     defaults: dict[str, Any] = {
         "timezone": "UTC", "handler_kwargs": "{}", "status": ScheduleStatus.ACTIVE, "max_retries": 0,
         "timeout_seconds": None, "description": None, "missed_run_policy": None, "last_run_at": None,
+        "overlap_policy": OverlapPolicy.SKIP.value, "catchup_window_seconds": None, "jitter_seconds": 0,
     }
     row, schedule, _ = _validated(defaults, edit, catalog, now, frozenset(_GROUPS))
     assert schedule is not None
@@ -570,6 +624,10 @@ def add_schedule(db: Database, catalog: TaskCatalog, edit: ScheduleEdit,
             row = ScheduledTask(**values)
             session.add(row)
             session.flush()
+            if row.jitter_seconds and row.next_run_at is not None:
+                # The jitter offset comes from the id, known only now.
+                row.next_run_at += schedules.jitter_offset(row.id, row.jitter_seconds)
+                session.flush()
             session.refresh(row)
             return Written(schedule_to_dict(row))
     except IntegrityError as exc:  # another writer took the name between our check and insert

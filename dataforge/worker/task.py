@@ -21,6 +21,9 @@ eager alike: ``task_prerun`` → ``before_start`` → ``__call__`` → result st
   published (so the retry cannot find its own lock held), and from the worker's parent
   process when the child died or was terminated (``release_owned_by`` the task id, in
   :mod:`dataforge.worker.recording`). Release never raises.
+* **Overlap policy** (``before_start``): the schedule's policy, from the message header beat sets
+  (:mod:`dataforge.worker.overlap`): ``skip`` (above), ``buffer_one`` (one run waits for the
+  held lock), ``allow`` (no lock), ``cancel_previous`` (the holder is terminated, then this runs).
 * **Lock store unreachable**: ``Settings.lock_unavailable`` (``retry`` | ``run`` | ``skip``).
 * **Retries**: class-level autoretry (``autoretry_for = (Exception,)`` with exponential
   backoff); the count comes from the schedule's ``max_retries``, which beat sends in the
@@ -61,13 +64,16 @@ from dataforge.protocol import (
     DUE_AT_HEADER,
     LEGACY_LOCK_KEY,
     MAX_RETRIES_HEADER,
+    OVERLAP_HEADER,
     SCHEDULE_ID_HEADER,
     ExecutionStatus,
     LockUnavailablePolicy,
+    OverlapPolicy,
 )
 from dataforge.runtime import Runtime, get_runtime
 from dataforge.worker.errors import JobArgumentError
 from dataforge.worker.kwargs import bind_kwargs, with_legacy_lock_key
+from dataforge.worker.overlap import overlap_policy, resolve_held_lock
 from dataforge.worker.run_state import FinishedStatus, duplicate_reason, peek_run_state, run_state
 
 __all__ = [
@@ -89,7 +95,7 @@ _LOCK_UNAVAILABLE_BACKOFF_MAX = 60
 #: when it comes back, since a re-queued message is a new message, not a redelivered one.
 LOCK_WAIT_HEADER = "dataforge_lock_waits"
 #: Headers a re-queued delivery carries over (Celery puts custom headers on the request).
-_CARRIED_HEADERS = (MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER, DUE_AT_HEADER)
+_CARRIED_HEADERS = (MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER, DUE_AT_HEADER, OVERLAP_HEADER)
 
 
 def _header(request: Any, name: str) -> Any:
@@ -193,7 +199,8 @@ class DataForgeTask(Task):  # type: ignore[misc]
         state.lock_token = None
         if state.duplicate_of is not None:
             self._end_duplicate(task_id, int(request.retries or 0), state.duplicate_of)
-        if not self.lock_enabled:
+        policy = overlap_policy(request)
+        if not self.lock_enabled or policy == OverlapPolicy.ALLOW:
             return
         key = self.lock_key_for(kwargs or {})
         state.lock_key = key
@@ -217,7 +224,18 @@ class DataForgeTask(Task):  # type: ignore[misc]
                 # the row and the counters stay the running delivery's to close.
                 state.duplicate_of = ExecutionStatus.RUNNING
                 self._end_duplicate(task_id, int(request.retries or 0), ExecutionStatus.RUNNING)
-            self._skip(f"lock {key} is held by another run")
+            try:
+                held = resolve_held_lock(runtime, policy, key=key, task_id=task_id, kwargs=kwargs or {},
+                                         request=request, revoke=self._terminate)
+            except LockUnavailableError as exc:
+                self._on_lock_unavailable(runtime.settings.lock_unavailable, exc)
+                return
+            if held.duplicate:
+                state.duplicate_of = ExecutionStatus.RUNNING
+                self._end_duplicate(task_id, int(request.retries or 0), ExecutionStatus.RUNNING)
+            if held.token is None:
+                self._skip(held.reason)
+            token = held.token
         state.lock_token = token
         runtime.lock_renewer.hold(backend, key, token, ttl)
 
@@ -239,6 +257,11 @@ class DataForgeTask(Task):  # type: ignore[misc]
             runtime.recorder.discard_start(state.start)
         log.warning("%s[%s]: %s", self.name, request.id, state.skip_reason)
         raise Ignore(state.skip_reason)
+
+    def _terminate(self, task_id: str) -> None:
+        """Stop a running run of this task (overlap ``cancel_previous``): revoke it with
+        SIGTERM to the worker child that runs it."""
+        self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
 
     def _on_lock_unavailable(self, policy: LockUnavailablePolicy, exc: LockUnavailableError) -> None:
         request = self.request

@@ -4,18 +4,20 @@ Not part of ``head``: it lives in migrations/optional and runs only when asked f
 (``dataforge db upgrade --optional 0007_drop_handler_path``, or
 ``alembic -n optional upgrade 0007_drop_handler_path``). Run it after the compat shim is gone.
 
-It follows the main line's head (0006_executions_hot_close): a database at this revision has
+It follows the main line's head (0008_schedule_policies): a database at this revision has
 every main-line revision applied, so a plain ``upgrade head`` never has two heads to choose
 from. Until 0006_executions_hot_close existed this revision was ``0006_drop_handler_path``
 (after 0005_change_triggers); a database stamped with that id is moved by hand
-(docs/migrations.md, "Renamed revision").
+(docs/migrations.md, "Renamed revision"). It followed 0006_executions_hot_close until
+0008_schedule_policies came after it; a database that ran it then lacks 0008's columns
+(docs/migrations.md, "Revision numbers", says how to add them).
 
 Refuses, changing nothing, while the legacy switch is on (dataforge_flags row ``legacy_tasks``,
 or DATAFORGE_LEGACY_TASKS=1 in the migrating process): the shim needs handler_path. Offline, a
 CHECK constraint named ``legacy_switch_is_on`` stops the script (the environment variable of
 the processes that will run it cannot be seen from here: check it yourself).
 
-The change triggers (0005) read handler_path: they are replaced by the same triggers without
+The change triggers (0008's) read handler_path: they are replaced by the same triggers without
 it, and put back by the downgrade.
 
 Lossless: each row's handler_path is saved in legacy_values (with the previous legacy_values
@@ -23,7 +25,7 @@ text) and the downgrade writes both back. The column comes back after task_name 
 table on PostgreSQL (``ALTER TABLE ADD COLUMN`` cannot place it).
 
 Revision ID: 0007_drop_handler_path
-Revises: 0006_executions_hot_close
+Revises: 0008_schedule_policies
 """
 
 from __future__ import annotations
@@ -38,22 +40,25 @@ from migrations.legacy_schema import sqlite_tables
 from migrations.options import current_options
 from migrations.schedule_triggers import (
     POSTGRESQL_DROP,
-    POSTGRESQL_TRIGGERS,
+    POSTGRESQL_POLICY_TRIGGERS,
     SQLITE_DROP,
-    SQLITE_TRIGGERS,
+    SQLITE_POLICY_TRIGGERS,
     without_handler_path,
 )
 from migrations.sql import dialect_name, execute, guard, sql, sqlite_keep_sequences
 
 revision: str = "0007_drop_handler_path"
-down_revision: str | Sequence[str] | None = "0006_executions_hot_close"
+down_revision: str | Sequence[str] | None = "0008_schedule_policies"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 #: A row's handler_path is kept as {"dropped_handler_path": <handler_path>, "legacy_values": <the
 #: previous legacy_values text>}: the downgrade gives both back byte for byte.
 _KEY = "dropped_handler_path"
-_TRIGGERS = {"postgresql": (POSTGRESQL_TRIGGERS, POSTGRESQL_DROP), "sqlite": (SQLITE_TRIGGERS, SQLITE_DROP)}
+_TRIGGERS = {
+    "postgresql": (POSTGRESQL_POLICY_TRIGGERS, POSTGRESQL_DROP),
+    "sqlite": (SQLITE_POLICY_TRIGGERS, SQLITE_DROP),
+}
 
 
 def _triggers(dialect: str, *, install: tuple[str, ...] | None = None) -> None:
@@ -86,17 +91,17 @@ def upgrade() -> None:
             "'legacy_values', legacy_values)::text WHERE handler_path IS NOT NULL"
         )
         op.drop_column("scheduled_tasks", "handler_path")
-        _triggers(dialect, install=without_handler_path(POSTGRESQL_TRIGGERS))
+        _triggers(dialect, install=without_handler_path(POSTGRESQL_POLICY_TRIGGERS))
         return
     execute(
         f"UPDATE scheduled_tasks SET legacy_values = json_object('{_KEY}', handler_path, "
         "'legacy_values', legacy_values) WHERE handler_path IS NOT NULL"
     )
-    schedules, _ = sqlite_tables("hot_close")
+    schedules, _ = sqlite_tables("policies")
     with sqlite_keep_sequences("scheduled_tasks"):
         with op.batch_alter_table("scheduled_tasks", copy_from=schedules, recreate="always") as batch:
             batch.drop_column("handler_path")
-    _triggers(dialect, install=without_handler_path(SQLITE_TRIGGERS))
+    _triggers(dialect, install=without_handler_path(SQLITE_POLICY_TRIGGERS))
 
 
 def downgrade() -> None:
@@ -109,7 +114,7 @@ def downgrade() -> None:
             "legacy_values = CAST(legacy_values AS jsonb) ->> 'legacy_values' "
             f"WHERE legacy_values IS NOT NULL AND jsonb_exists(CAST(legacy_values AS jsonb), '{_KEY}')"
         )
-        _triggers(dialect, install=POSTGRESQL_TRIGGERS)
+        _triggers(dialect, install=POSTGRESQL_POLICY_TRIGGERS)
         return
     schedules, _ = sqlite_tables("dropped")
     with sqlite_keep_sequences("scheduled_tasks"):
@@ -120,4 +125,4 @@ def downgrade() -> None:
         "legacy_values = json_extract(legacy_values, '$.legacy_values') "
         f"WHERE json_type(legacy_values, '$.{_KEY}') IS NOT NULL"
     )
-    _triggers(dialect, install=SQLITE_TRIGGERS)
+    _triggers(dialect, install=SQLITE_POLICY_TRIGGERS)

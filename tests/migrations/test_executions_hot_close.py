@@ -77,7 +77,7 @@ def test_round_trip_drops_the_index_and_restores_it_exactly(db_url: str) -> None
     assert {IX_STATUS, IX_SCHEDULE} <= _indexes(db_url)
     schema, data = schema_snapshot(db_url), rows(db_url)
 
-    upgrade(db_url)
+    upgrade(db_url, REVISION)
     assert IX_STATUS not in _indexes(db_url)
     assert IX_SCHEDULE in _indexes(db_url)  # history and counters keep theirs
     assert rows(db_url) == data  # an index change only
@@ -94,7 +94,7 @@ def test_offline_scripts_do_what_the_online_run_does(db_url: str, tmp_path: Path
     upgrade(db_url, BEFORE)
     schema = schema_snapshot(db_url)
     up, down = offline_sql(db_url, f"{BEFORE}:{REVISION}"), offline_sql(db_url, f"{REVISION}:{BEFORE}", down=True)
-    upgrade(db_url)
+    upgrade(db_url, REVISION)
     online_head = schema_snapshot(db_url)
     downgrade(db_url, BEFORE)
 
@@ -110,7 +110,7 @@ def test_frozen_table_shapes_follow_the_revision(db_url: str) -> None:
     database has at each stage: ``contract`` at 0005, ``hot_close`` at 0006."""
     upgrade(db_url, BEFORE)
     assert _indexes(db_url) == {ix.name for ix in sqlite_tables("contract")[1].indexes}
-    upgrade(db_url)
+    upgrade(db_url, REVISION)
     assert _indexes(db_url) == {ix.name for ix in sqlite_tables("hot_close")[1].indexes}
     assert IX_STATUS not in {ix.name for ix in sqlite_tables("dropped")[1].indexes}
 

@@ -18,7 +18,7 @@ from tests.support.services import fresh_postgres_database
 
 MAIN_LINE = [
     "0001_legacy_baseline", "0002_expand", "0003_data", "0004_contract", "0005_change_triggers",
-    "0006_executions_hot_close",
+    "0006_executions_hot_close", "0008_schedule_policies",
 ]  # fmt: skip
 HEAD = MAIN_LINE[-1]
 
@@ -160,9 +160,10 @@ def test_change_triggers_are_the_schedulers_and_installed_at_head(db_url: str) -
     from dataforge.models import triggers as ddl
     from migrations import schedule_triggers as frozen
 
-    # The revision's frozen copy is the scheduler's current SQL; a change there needs a revision.
-    assert (frozen.POSTGRESQL_TRIGGERS, frozen.POSTGRESQL_DROP) == (ddl.POSTGRESQL_TRIGGERS, ddl.POSTGRESQL_DROP)
-    assert (frozen.SQLITE_TRIGGERS, frozen.SQLITE_DROP) == (ddl.SQLITE_TRIGGERS, ddl.SQLITE_DROP)
+    # The newest revision's frozen copy is the scheduler's current SQL; a change there needs a revision.
+    current = (frozen.POSTGRESQL_POLICY_TRIGGERS, frozen.POSTGRESQL_DROP)
+    assert current == (ddl.POSTGRESQL_TRIGGERS, ddl.POSTGRESQL_DROP)
+    assert (frozen.SQLITE_POLICY_TRIGGERS, frozen.SQLITE_DROP) == (ddl.SQLITE_TRIGGERS, ddl.SQLITE_DROP)
     build_legacy_db(db_url)
     upgrade(db_url)
     engine = engine_for(db_url)

@@ -70,10 +70,10 @@ def test_check_changes_nothing_and_the_upgrade_refuses_the_same_rows(db_url: str
     }
     done = run(db_url, "db", "upgrade", "--on-unmappable", "pause")
     assert done.exit_code == 0, done.output
-    assert "database at 0006_executions_hot_close" in done.stdout
+    assert "database at 0008_schedule_policies" in done.stdout
     assert f"[STOP] {STOPPED} (4)" in done.stdout  # the upgrade's report says the same
     current = _json(run(db_url, "db", "current", "--json"))
-    assert current["current"] == current["head"] == "0006_executions_hot_close"
+    assert current["current"] == current["head"] == "0008_schedule_policies"
     after = _json(run(db_url, "db", "check", "--json"))
     assert after["blocking"] is False and "already applied" in " ".join(after["notes"])
 
@@ -211,7 +211,7 @@ def test_optional_drop_of_handler_path_refuses_while_the_switch_is_on_and_is_los
     # Plain `db upgrade` on a database at the optional revision keeps it there.
     assert run(db_url, "db", "upgrade").exit_code == 0
     assert _json(run(db_url, "db", "current", "--json"))["current"] == "0007_drop_handler_path"
-    assert run(db_url, "db", "downgrade", "0006_executions_hot_close").exit_code == 0
+    assert run(db_url, "db", "downgrade", "0008_schedule_policies").exit_code == 0
     restored = rows(db_url, ("scheduled_tasks",))["scheduled_tasks"]
     key = ("id", "handler_path", "legacy_values", "task_name", "handler_kwargs")
     assert [{k: r[k] for k in key} for r in restored] == [{k: r[k] for k in key} for r in before]
@@ -243,7 +243,7 @@ def test_a_database_stamped_with_the_former_optional_id_is_told_how_to_move(db_u
     engine.dispose()
     assert schema_snapshot(db_url) == schema and rows(db_url) == data
     assert _json(run(db_url, "db", "current", "--json"))["current"] == "0007_drop_handler_path"
-    assert run(db_url, "db", "downgrade", "0006_executions_hot_close").exit_code == 0
+    assert run(db_url, "db", "downgrade", "0008_schedule_policies").exit_code == 0
 
 
 @pytest.mark.parametrize("verb", ["status", "enable"])

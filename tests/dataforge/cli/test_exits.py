@@ -151,7 +151,7 @@ def test_a_database_without_the_schema_is_exit_3_naming_db_upgrade(empty_url: tu
     run(env, Case(("db", "current"), Exit.OK, "empty database"), tmp_path)
     run(env, Case(("db", "check"), Exit.OK, "creates the schema"), tmp_path)
     run(env, Case(("db", "downgrade", "nowhere"), Exit.REFUSED, "nowhere"), tmp_path)
-    run(env, Case(("db", "upgrade"), Exit.OK, "database at 0006_executions_hot_close"), tmp_path)
+    run(env, Case(("db", "upgrade"), Exit.OK, "database at 0008_schedule_policies"), tmp_path)
     run(env, Case(("schedules", "list"), Exit.OK), tmp_path)
 
 
@@ -230,7 +230,7 @@ READY_STEPS: list[Case] = [
     Case(("legacy", "enable"), Exit.OK, "already enabled"),
     Case(("legacy", "disable"), Exit.OK, "legacy switch: off"),
     Case(("legacy", "disable"), Exit.OK, "already disabled"),
-    Case(("db", "current"), Exit.OK, "head: 0006_executions_hot_close"),
+    Case(("db", "current"), Exit.OK, "head: 0008_schedule_policies"),
     Case(("db", "upgrade", "0099_nowhere"), Exit.REFUSED, "0099_nowhere"),
     Case(("db", "check", "-x", "on_unmappable=ignore"), Exit.REFUSED, "expected refuse or pause"),
     Case(("tasks",), Exit.OK, TASK),

@@ -47,18 +47,19 @@ def test_legacy_rows_go_to_the_shim_only_with_the_switch_on() -> None:
     legacy = row(task_name=None, handler_path="scripts.sync_accounts:run", handler_kwargs='{"days": 1}')
     decision = plan_due_row(legacy, NOW, ctx(True))
     assert isinstance(decision, Send)
-    assert decision.message.task_name == LEGACY_TASK_NAME
-    assert decision.message.kwargs == {"days": 1, "scheduled_task_id": 42, "handler_path": "scripts.sync_accounts:run"}
+    (message,) = decision.messages
+    assert message.task_name == LEGACY_TASK_NAME
+    assert message.kwargs == {"days": 1, "scheduled_task_id": 42, "handler_path": "scripts.sync_accounts:run"}
     off = plan_due_row(legacy, NOW, ctx(False))
     assert isinstance(off, MarkInvalid) and off.reason.startswith("task_name=None: missing; this legacy"), off
     # An unregistered task_name with a legacy handler_path also goes through the shim.
     stale = replace(legacy, task_name="dataforge.not_deployed")
     sent = plan_due_row(stale, NOW, ctx(True))
-    assert isinstance(sent, Send) and sent.message.task_name == LEGACY_TASK_NAME
+    assert isinstance(sent, Send) and sent.messages[0].task_name == LEGACY_TASK_NAME
     # A registered task_name always wins: the new path is used whenever it exists.
     both = replace(legacy, task_name="dataforge.sync")
     new_way = plan_due_row(both, NOW, ctx(True))
-    assert isinstance(new_way, Send) and new_way.message.task_name == "dataforge.sync"
+    assert isinstance(new_way, Send) and new_way.messages[0].task_name == "dataforge.sync"
     # Outside the scripts namespace nothing is ever sent to the shim.
     evil = plan_due_row(replace(legacy, handler_path="os:system"), NOW, ctx(True))
     assert isinstance(evil, MarkInvalid) and evil.reason.startswith("handler_path='os:system': no task_name"), evil

@@ -27,12 +27,12 @@ from sqlalchemy.engine import make_url
 from dataforge.db import Database
 from dataforge.legacy.names import LEGACY_TASK_NAME
 from dataforge.models import ScheduledTask
-from dataforge.scheduler import store
 from dataforge.scheduler.changes import PostgresChangeFeed
 from dataforge.scheduler.dispatch import Message, run_task_id
 from dataforge.scheduler.duties import DutyRunner
 from dataforge.scheduler.leader import LeaderLease
-from dataforge.scheduler.schedules import next_run_after, parse_db_datetime, validate_cron
+from dataforge.scheduler.schedules import jitter_offset, next_run_after, parse_db_datetime, validate_cron
+from dataforge.scheduler.store import Advance, ScheduleStore
 from tests.conftest import create_schema
 from tests.dataforge.scheduler.support import (
     OTHER_TASK,
@@ -186,7 +186,8 @@ def test_interval_rows_keep_their_grid(env: Env) -> None:
 
 def test_tick_never_sleeps_longer_than_max_interval(env: Env) -> None:
     sch = env.scheduler()
-    assert sch.tick_once() == MAX_INTERVAL  # empty table
+    # Empty table: until the next lease renewal (every ttl/3, 2.8 s with the default 10 s bound).
+    assert sch.tick_once() == pytest.approx(min(MAX_INTERVAL, sch._lease_for().timing.renew_every))
     row_id = add_row(env.db, next_run_at=due(env, 3600))
     lag = 0.0 if env.postgres else MAX_INTERVAL  # SQLite sees the edit one max_interval later
     for offset in (0.5, 1, 4.99, 5, 5.01, 60, 86400 * 30):
@@ -212,12 +213,12 @@ def test_compare_and_set_fences_a_stale_reader(env: Env) -> None:
     """What a second beat that read the row before the first one committed would do."""
     row_id = add_row(env.db, next_run_at=due(env, -1))
     with env.db.engine.connect() as conn:
-        stale = store.fetch_due(conn, env.clock.wall, 10)
+        stale = ScheduleStore().fetch_due(conn, env.clock.wall, 10)
     sch = env.scheduler()
     sch.tick_once()
     assert len(sch.sent) == 1
     with env.db.engine.begin() as conn:
-        assert store.advance(conn, stale[0], next_run_at=due(env, 60), now=env.clock.wall) is False
+        assert ScheduleStore().advance(conn, Advance(stale[0], due(env, 60)), now=env.clock.wall) is False
     assert env.row(row_id)["run_count"] == 1
 
 
@@ -248,39 +249,53 @@ class _AlwaysGrant:
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_two_leaders_on_postgres_send_each_run_once(env: Env) -> None:
-    """Both beats dispatch at the same moment; the second one's CAS waits on the first one's
-    row locks, then matches nothing: every run is sent once in total."""
+    """Both beats dispatch at the same moment. The second one reads the due rows while the
+    first one holds them (between its compare-and-set and its commit): it skips the rows the
+    first one locked instead of waiting for them, and sends nothing; every run is sent once."""
     ids = [add_row(env.db, next_run_at=due(env, -1)) for _ in range(5)]
     a = env.scheduler()
     b = env.scheduler()
     for sch in (a, b):
         sch._lease = LeaderLease(_AlwaysGrant(), sch._lease_for().timing, sch.identity)
-    blocked = threading.Event()
-    b_thread = threading.Thread(target=b.tick_once)
+    b_ticked = threading.Event()
 
-    def hold_locks_until_b_waits(message: Message) -> None:
-        if blocked.is_set():
-            return
-        b_thread.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            waiting = env.sql(
-                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            if waiting:
-                blocked.set()
-                return
-            time.sleep(0.05)
-        raise AssertionError("the second beat never waited for the first one's row locks")
+    def second_beat_ticks_meanwhile(message: Message) -> None:
+        if not b_ticked.is_set():
+            b_ticked.set()
+            started = time.monotonic()
+            b.tick_once()
+            assert time.monotonic() - started < 5, "the second beat waited for the first one's row locks"
 
-    a.before_publish = hold_locks_until_b_waits
+    a.before_publish = second_beat_ticks_meanwhile
     a.tick_once()
-    b_thread.join(20)
-    assert blocked.is_set() and not b_thread.is_alive()
+    assert b_ticked.is_set()
     assert sorted(m.kwargs["scheduled_task_id"] for m in a.sent) == ids
+    assert b.sent == [] and b.stats["lost_cas"] == 0
+    b.tick_once()  # after the first one committed: nothing is due any more
     assert b.sent == []
-    assert b.stats["lost_cas"] == 5
     assert all(env.row(i)["run_count"] == 1 for i in ids)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_burst_is_dispatched_by_concurrent_batches_each_run_once(env: Env) -> None:
+    """PostgreSQL: after a full first batch, two batches in flight at once, on disjoint rows
+    (each locks what it reads)."""
+    ids = [add_row(env.db, next_run_at=due(env, -1)) for _ in range(230)]
+    sch = env.scheduler()
+    sch.batch_size = 20
+    threads: set[str] = set()
+
+    def note_thread(message: Message) -> None:
+        threads.add(threading.current_thread().name)
+
+    sch.before_publish = note_thread
+    sch.tick_once()
+    assert sorted(m.kwargs["scheduled_task_id"] for m in sch.sent) == ids
+    assert len({m.task_id for m in sch.sent}) == len(ids)
+    # The first batch in beat's own thread, the rest of the burst two at a time.
+    assert len({name for name in threads if name.startswith("beat-dispatch")}) == sch.dispatch_threads, threads
+    assert sch.stats["sent"] == len(ids) and sch.stats["lost_cas"] == 0
+    assert {env.row(i)["run_count"] for i in ids} == {1}
 
 
 def test_failed_publish_is_retried_next_tick_and_never_lost(env: Env, caplog: pytest.LogCaptureFixture) -> None:
@@ -345,11 +360,16 @@ def test_idle_ticks_run_no_query(env: Env) -> None:
     for _ in range(300):
         env.clock.advance(0.02)
         sch.tick_once()
+    schedule_reads = [s for s in statements if "scheduled_tasks" in s]
+    lease = [s for s in statements if "dataforge_locks" in s]
+    # The lease (in the database here) is renewed every ttl/3: two or three times in 6 s.
+    assert lease and len(lease) <= 6 / sch._lease_for().timing.renew_every + 1, lease
+    assert len(lease) + len(schedule_reads) == len(statements), statements
     if env.postgres:
-        assert statements == []  # 6 s of idle ticks: NOTIFY would have told us about a change
+        assert schedule_reads == []  # 6 s of idle ticks: NOTIFY would have told us about a change
     else:
         # SQLite has no NOTIFY: at most one re-read per max_interval, a handful of statements.
-        assert 0 < len(statements) <= 4, statements
+        assert 0 < len(schedule_reads) <= 4, schedule_reads
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -538,11 +558,14 @@ def test_legacy_rows_are_sent_to_the_shim_when_the_switch_is_on(legacy_env: Env)
 
 
 def test_overdue_rows_fire_once_then_realign(env: Env) -> None:
+    env.clock.wall = env.clock.wall.replace(minute=10, second=0)  # ten minutes past an hour
     three_hours_ago = due(env, -3 * 3600)
     interval = add_row(env.db, interval_seconds=600, next_run_at=three_hours_ago)
     cron = add_row(env.db, task_type="cron", interval_seconds=None, cron_expression="0 * * * *",
                    next_run_at=three_hours_ago)
-    skip = add_row(env.db, interval_seconds=600, next_run_at=three_hours_ago, missed_run_policy="skip")
+    # Off the clock's grid by 5 minutes: its newest missed run is late, so `skip` sends nothing.
+    skip = add_row(env.db, interval_seconds=600, next_run_at=three_hours_ago - timedelta(minutes=5),
+                   missed_run_policy="skip")
     once = add_row(env.db, task_type="once", interval_seconds=None, run_at=three_hours_ago)
     once_skip = add_row(env.db, task_type="once", interval_seconds=None, run_at=three_hours_ago,
                         missed_run_policy="skip")
@@ -552,19 +575,91 @@ def test_overdue_rows_fire_once_then_realign(env: Env) -> None:
     assert sorted(m.kwargs["scheduled_task_id"] for m in sch.sent) == sorted([interval, cron, once])
     assert env.row(interval)["next_run_at"] == three_hours_ago + timedelta(seconds=600 * 19)
     assert env.row(cron)["next_run_at"] == next_run_after(validate_cron("0 * * * *"), env.clock.wall)
-    assert env.row(skip)["next_run_at"] == env.row(interval)["next_run_at"]
+    assert env.row(skip)["next_run_at"] == env.clock.wall + timedelta(minutes=5)
     assert env.row(skip)["run_count"] == 0
     assert (env.row(once)["status"], env.row(once)["run_count"]) == ("done", 1)
     assert (env.row(once_skip)["status"], env.row(once_skip)["run_count"]) == ("done", 0)
-    assert sch.stats["skipped_missed"] == 2
+    # Every due time passed is sent or counted: 19 interval runs (1 sent), the cron row's own
+    # due time and 3 hours (1 sent), 19 skipped, the skipped once row.
+    missed = {i: env.row(i)["missed_count"] for i in (interval, cron, skip, once, once_skip)}
+    assert missed == {interval: 18, cron: 3, skip: 19, once: 0, once_skip: 1}
+    assert sch.stats["missed"] == sum(missed.values())
+
+
+def test_a_takeover_late_in_the_period_sends_one_run_in_place_of_the_next_regular_one(env: Env) -> None:
+    """The reported case, in process: a 3 s schedule, its beat gone after sending the run due
+    at W+3, a new beat at W+20.77. Before, it sent the catch-up and the W+21 run 0.23 s later."""
+    w = env.clock.wall
+    row_id = add_row(env.db, interval_seconds=3, next_run_at=w)
+    a = env.scheduler()
+    a.tick_once()
+    env.clock.advance(3)
+    a.tick_once()
+    assert a.due_times(row_id) == [w.isoformat(), (w + timedelta(seconds=3)).isoformat()]
+    a.close()
+    env.clock.advance(17.77)
+    b = env.scheduler()
+    b.tick_once()
+    assert b.due_times(row_id) == [(w + timedelta(seconds=18)).isoformat()]
+    row = env.row(row_id)
+    # W+6 ... W+18 passed (one sent), W+21 is 0.23 s away: the catch-up stands for it too.
+    assert (row["next_run_at"], row["missed_count"], row["run_count"]) == (w + timedelta(seconds=24), 5, 3)
+    env.clock.advance(0.23)
+    b.tick_once()
+    assert len(b.sent) == 1, "the regular run next to the catch-up was sent"
+    env.clock.advance(3)
+    b.tick_once()
+    assert b.due_times(row_id)[-1] == (w + timedelta(seconds=24)).isoformat()
+
+
+def test_an_hourly_cron_row_reached_just_before_the_hour_runs_once_not_twice(env: Env) -> None:
+    env.clock.wall = env.clock.wall.replace(minute=59, second=50)
+    hour = env.clock.wall.replace(minute=0, second=0)
+    row_id = add_row(env.db, task_type="cron", interval_seconds=None, cron_expression="0 * * * *", next_run_at=hour)
+    sch = env.scheduler()
+    sch.tick_once()
+    assert sch.due_times(row_id) == [hour.isoformat()]
+    assert (env.row(row_id)["next_run_at"], env.row(row_id)["missed_count"]) == (hour + timedelta(hours=2), 1)
+    env.clock.advance(15)  # past the top of the hour
+    sch.tick_once()
+    assert len(sch.sent) == 1
+
+
+def test_all_replays_each_missed_run_with_its_own_id_and_the_window_bounds_it(env: Env) -> None:
+    w = env.clock.wall
+    row_id = add_row(env.db, interval_seconds=600, next_run_at=w - timedelta(minutes=50), missed_run_policy="all",
+                     catchup_window_seconds=1800)
+    sch = env.scheduler()
+    sch.tick_once()
+    dues = [w - timedelta(minutes=m) for m in (30, 20, 10, 0)]
+    assert sch.due_times(row_id) == [d.isoformat() for d in dues]
+    assert [m.task_id for m in sch.sent] == [run_task_id(row_id, k + 1, d) for k, d in enumerate(dues)]
+    row = env.row(row_id)
+    assert (row["run_count"], row["missed_count"], row["next_run_at"]) == (4, 2, w + timedelta(minutes=10))
+    assert sch.stats["sent"] == 4 and sch.stats["missed"] == 2
+
+
+def test_jitter_delays_each_send_by_the_schedules_offset(env: Env) -> None:
+    w = env.clock.wall
+    row_id = add_row(env.db, interval_seconds=60, jitter_seconds=45, next_run_at=None)
+    sch = env.scheduler()
+    sch.tick_once()
+    offset = jitter_offset(row_id, 45)
+    assert offset > timedelta(0), "the first row of a fresh table has a non-zero offset for a 45 s jitter"
+    assert env.row(row_id)["next_run_at"] == w + offset and sch.sent == []
+    env.clock.advance(offset.total_seconds())
+    sch.tick_once()
+    assert sch.due_times(row_id) == [w.isoformat()], "the due time, not the send time, is the run's"
+    assert env.row(row_id)["next_run_at"] == w + timedelta(seconds=60) + offset
 
 
 def test_global_skip_policy(tmp_path: Path, database_url: str) -> None:
     create_schema(database_url)
     e = Env(tmp_path, database_url, DATAFORGE_MISSED_RUNS="skip")
     try:
-        skipped = add_row(e.db, interval_seconds=600, next_run_at=due(e, -3600))
-        fired = add_row(e.db, interval_seconds=600, next_run_at=due(e, -3600), missed_run_policy="once")
+        # 62 minutes late: the newest missed run (2 minutes ago) is late too.
+        skipped = add_row(e.db, interval_seconds=600, next_run_at=due(e, -3720))
+        fired = add_row(e.db, interval_seconds=600, next_run_at=due(e, -3720), missed_run_policy="once")
         on_time = add_row(e.db, interval_seconds=600, next_run_at=due(e, -10))
         sch = e.scheduler()
         sch.tick_once()
@@ -602,7 +697,8 @@ def test_database_outage_is_survived_and_resumed_without_duplicates(
     target = make_url(database_url)
     proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
     through_proxy = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    e = Env(tmp_path, through_proxy)
+    # The lease is in the same database: a lease longer than the outage keeps this beat the leader.
+    e = Env(tmp_path, through_proxy, DATAFORGE_BEAT_LEADER_TTL="30")
     try:
         row_id = add_row(e.db, interval_seconds=10)
         sch = e.scheduler()

@@ -1,15 +1,27 @@
-"""Per-row decisions of beat, without a database: target name, flags, message, missed runs."""
+"""Per-row decisions of beat, without a database: target name, flags, message, missed runs,
+jitter, the overlap header."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from dataforge.protocol import DUE_AT_HEADER, HARD_LIMIT_GRACE_SECONDS, MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER
+from dataforge.protocol import (
+    DUE_AT_HEADER,
+    HARD_LIMIT_GRACE_SECONDS,
+    MAX_RETRIES_HEADER,
+    OVERLAP_HEADER,
+    SCHEDULE_ID_HEADER,
+    MissedRunPolicy,
+)
 from dataforge.scheduler.dispatch import (
+    _RUN_ID_NAMESPACE,
     DispatchContext,
     MarkInvalid,
     Reschedule,
@@ -19,6 +31,7 @@ from dataforge.scheduler.dispatch import (
     plan_unscheduled_row,
     run_task_id,
 )
+from dataforge.scheduler.schedules import jitter_offset
 
 NOW = datetime(2024, 5, 1, 12, 0, 0)
 REGISTERED = {"dataforge.sync"}
@@ -33,17 +46,22 @@ def row(**changes: Any) -> RowSnapshot:
     values: dict[str, Any] = dict(
         id=42, name="sync", task_type="interval", task_name="dataforge.sync", handler_path=None,
         interval_seconds=300, cron_expression=None, run_at=None, timezone="UTC", handler_kwargs='{"days": 7}',
-        status="active", timeout_seconds=None, max_retries=0, missed_run_policy=None, last_run_at=None,
-        next_run_at=NOW, run_count=4, invalid_reason=None,
+        status="active", timeout_seconds=None, max_retries=0, missed_run_policy=None, overlap_policy="skip",
+        catchup_window_seconds=None, jitter_seconds=0, last_run_at=None, next_run_at=NOW, run_count=4,
+        missed_count=0, invalid_reason=None,
     )
     values.update(changes)
     return RowSnapshot.from_mapping(values)
 
 
+def send(decision: object) -> Send:
+    assert isinstance(decision, Send), decision
+    return decision
+
+
 def test_due_row_is_sent_with_kwargs_id_headers_and_expiry() -> None:
-    decision = plan_due_row(row(max_retries=3), NOW, ctx())
-    assert isinstance(decision, Send)
-    msg = decision.message
+    decision = send(plan_due_row(row(max_retries=3), NOW, ctx()))
+    (msg,) = decision.messages
     assert msg.task_name == "dataforge.sync"
     assert msg.kwargs == {"days": 7, "scheduled_task_id": 42}
     assert msg.headers == {MAX_RETRIES_HEADER: 3, SCHEDULE_ID_HEADER: 42, DUE_AT_HEADER: NOW.isoformat()}
@@ -55,16 +73,13 @@ def test_due_row_is_sent_with_kwargs_id_headers_and_expiry() -> None:
 
 
 def test_timeout_becomes_soft_and_hard_limits() -> None:
-    decision = plan_due_row(row(timeout_seconds=60), NOW, ctx())
-    assert isinstance(decision, Send)
-    opts = decision.message.options()
+    opts = send(plan_due_row(row(timeout_seconds=60), NOW, ctx())).messages[0].options()
     assert (opts["soft_time_limit"], opts["time_limit"]) == (60, 60 + HARD_LIMIT_GRACE_SECONDS)
 
 
 def test_row_id_wins_over_a_copied_scheduled_task_id() -> None:
-    decision = plan_due_row(row(handler_kwargs='{"scheduled_task_id": 1, "_lock_key": "x"}'), NOW, ctx())
-    assert isinstance(decision, Send)
-    assert decision.message.kwargs["scheduled_task_id"] == 42
+    decision = send(plan_due_row(row(handler_kwargs='{"scheduled_task_id": 1, "_lock_key": "x"}'), NOW, ctx()))
+    assert decision.messages[0].kwargs["scheduled_task_id"] == 42
 
 
 def test_task_ids_are_deterministic_per_run() -> None:
@@ -74,16 +89,25 @@ def test_task_ids_are_deterministic_per_run() -> None:
                 run_task_id(1, 1, NOW + timedelta(seconds=1))}) == 4
 
 
+@given(
+    schedule_id=st.integers(min_value=1, max_value=2**31 - 1),
+    run_number=st.integers(min_value=1, max_value=2**40),
+    due=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1)),
+)
+def test_task_ids_are_the_uuid5_of_the_run(schedule_id: int, run_number: int, due: datetime) -> None:
+    """Spelled out for speed, still exactly uuid.uuid5 (ids of runs sent before stay valid)."""
+    expected = uuid.uuid5(_RUN_ID_NAMESPACE, f"{schedule_id}:{run_number}:{due.isoformat()}")
+    assert run_task_id(schedule_id, run_number, due) == str(expected)
+
+
 def test_once_row_has_no_next_run_and_no_expiry() -> None:
-    decision = plan_due_row(row(task_type="once", run_at=NOW, interval_seconds=None), NOW, ctx())
-    assert isinstance(decision, Send)
-    assert decision.next_run_at is None and decision.message.expires is None
+    decision = send(plan_due_row(row(task_type="once", run_at=NOW, interval_seconds=None), NOW, ctx()))
+    assert decision.next_run_at is None and decision.messages[0].expires is None
 
 
 def test_raw_sqlite_timestamps_are_read() -> None:
-    decision = plan_due_row(row(next_run_at="2024-05-01 11:59:00"), NOW, ctx())
-    assert isinstance(decision, Send)
-    assert decision.due == datetime(2024, 5, 1, 11, 59)
+    decision = send(plan_due_row(row(next_run_at="2024-05-01 11:59:00"), NOW, ctx()))
+    assert decision.messages[0].headers[DUE_AT_HEADER] == "2024-05-01T11:59:00"
     assert decision.next_run_at == datetime(2024, 5, 1, 12, 4)
 
 
@@ -111,14 +135,79 @@ def test_bad_rows_are_flagged_with_a_reason(changes: dict[str, Any], reason_star
 
 
 def test_missed_runs_follow_the_row_then_the_global_policy() -> None:
-    late = NOW + timedelta(hours=2)
-    fired = plan_due_row(row(), late, ctx(missed_runs="once"))
-    assert isinstance(fired, Send) and fired.missed
+    late = NOW + timedelta(hours=2, minutes=2)
+    newest = NOW + timedelta(hours=2)  # 12:00 + 24 x 5 min
+    fired = send(plan_due_row(row(), late, ctx(missed_runs="once")))
+    assert fired.catch_up and fired.missed == 24 and len(fired.messages) == 1
+    # The newest missed run is the one sent, with its due time and its id.
+    assert fired.messages[0].headers[DUE_AT_HEADER] == newest.isoformat()
+    assert fired.messages[0].task_id == run_task_id(42, 5, newest)
     assert fired.next_run_at == NOW + timedelta(hours=2, minutes=5)
     skipped = plan_due_row(row(), late, ctx(missed_runs="skip"))
     assert isinstance(skipped, Reschedule) and skipped.next_run_at == NOW + timedelta(hours=2, minutes=5)
+    assert skipped.missed == 25 and "25 missed run(s)" in skipped.why
     assert isinstance(plan_due_row(row(missed_run_policy="skip"), late, ctx(missed_runs="once")), Reschedule)
     assert isinstance(plan_due_row(row(missed_run_policy="once"), late, ctx(missed_runs="skip")), Send)
+
+
+def test_all_sends_one_message_per_missed_run_each_with_its_own_id() -> None:
+    decision = send(plan_due_row(row(missed_run_policy="all"), NOW + timedelta(minutes=16), ctx()))
+    dues = [NOW + timedelta(minutes=m) for m in (0, 5, 10, 15)]
+    assert [m.headers[DUE_AT_HEADER] for m in decision.messages] == [d.isoformat() for d in dues]
+    assert [m.task_id for m in decision.messages] == [run_task_id(42, 5 + k, d) for k, d in enumerate(dues)]
+    # 16:00 past, next regular 12:20 is 4 min away (> half of 5 min): kept.
+    assert decision.next_run_at == NOW + timedelta(minutes=20) and decision.missed == 0
+    assert {m.expires for m in decision.messages} == {(NOW + timedelta(minutes=20)).replace(tzinfo=UTC)}
+
+
+def test_catchup_window_comes_from_the_row_then_the_global_setting() -> None:
+    late = NOW + timedelta(minutes=16)
+    global_window = ctx(missed_runs=MissedRunPolicy.ALL, catchup_window=timedelta(minutes=7))
+    narrowed = send(plan_due_row(row(), late, global_window))
+    assert [m.headers[DUE_AT_HEADER] for m in narrowed.messages] == [
+        (NOW + timedelta(minutes=m)).isoformat() for m in (10, 15)
+    ]
+    assert narrowed.missed == 2
+    own = send(plan_due_row(row(catchup_window_seconds=3600), late, global_window))
+    assert len(own.messages) == 4 and own.missed == 0
+    gone = plan_due_row(row(catchup_window_seconds=60), NOW + timedelta(minutes=3), ctx())
+    assert isinstance(gone, Reschedule) and gone.missed == 1 and "catch-up window 60s" in gone.why
+
+
+def test_jitter_delays_the_send_not_the_due_time() -> None:
+    offset = jitter_offset(42, 120)
+    assert offset > timedelta(0)
+    # next_run_at holds the send time: due time + the schedule's offset.
+    # Resumed a little before 12:00 + offset; its last run was sent at 11:55 + offset.
+    last_sent = NOW - timedelta(minutes=5) + offset
+    first = plan_unscheduled_row(row(next_run_at=None, jitter_seconds=120, last_run_at=last_sent),
+                                 NOW + offset - timedelta(seconds=1), ctx())
+    assert first == Reschedule(NOW + offset, "scheduled")
+    decision = send(plan_due_row(row(jitter_seconds=120, next_run_at=NOW + offset), NOW + offset, ctx()))
+    (msg,) = decision.messages
+    assert msg.headers[DUE_AT_HEADER] == NOW.isoformat() and msg.task_id == run_task_id(42, 5, NOW)
+    assert decision.next_run_at == NOW + timedelta(minutes=5) + offset and not decision.catch_up
+    assert msg.expires == (NOW + timedelta(minutes=5) + offset).replace(tzinfo=UTC)
+    # A re-send of the same run (beat crashed before committing) is the same message.
+    again = send(plan_due_row(row(jitter_seconds=120, next_run_at=NOW + offset), NOW + offset + timedelta(seconds=3),
+                              ctx()))
+    assert again.messages[0].task_id == msg.task_id
+
+
+def test_overlap_policy_travels_in_a_header_when_not_skip() -> None:
+    assert OVERLAP_HEADER not in send(plan_due_row(row(), NOW, ctx())).messages[0].headers
+    for policy in ("buffer_one", "allow", "cancel_previous"):
+        headers = send(plan_due_row(row(overlap_policy=policy), NOW, ctx())).messages[0].headers
+        assert headers[OVERLAP_HEADER] == policy
+    bad = plan_due_row(row(overlap_policy="queue"), NOW, ctx())
+    assert isinstance(bad, MarkInvalid) and bad.reason.startswith("overlap_policy='queue'")
+
+
+def test_a_bad_row_is_flagged_with_its_own_id_even_when_its_definition_was_seen_before() -> None:
+    bad = row(id=7, jitter_seconds=-3)
+    assert isinstance(plan_due_row(bad, NOW, ctx()), MarkInvalid)
+    again = plan_due_row(row(id=8, jitter_seconds=-3), NOW, ctx())
+    assert isinstance(again, MarkInvalid) and again.reason.startswith("jitter_seconds=-3")
 
 
 def test_unscheduled_rows_get_a_first_due_time_or_a_flag() -> None:

@@ -81,5 +81,5 @@ def test_dispatch_uses_the_rule() -> None:
     on_time = plan_due_row(_row(), T0, ctx)
     late = plan_due_row(_row(), T0 + timedelta(seconds=30), ctx)
     assert isinstance(on_time, Send) and isinstance(late, Send)
-    assert on_time.message.expires == (T0 + S2).replace(tzinfo=UTC)
-    assert late.message.expires == (T0 + timedelta(seconds=30) + RECONNECT_ALLOWANCE).replace(tzinfo=UTC)
+    assert on_time.messages[0].expires == (T0 + S2).replace(tzinfo=UTC)
+    assert late.messages[0].expires == (T0 + timedelta(seconds=30) + RECONNECT_ALLOWANCE).replace(tzinfo=UTC)

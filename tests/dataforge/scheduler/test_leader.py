@@ -16,7 +16,7 @@ import pytest
 from dataforge.db import Database
 from dataforge.errors import LockUnavailableError
 from dataforge.locks import DatabaseLockBackend, LockBackend, RedisLockBackend
-from dataforge.scheduler.leader import LeaderLease, lease_timing
+from dataforge.scheduler.leader import LeaderLease, beat_identity, dead_leader_here, lease_timing
 from tests.conftest import create_schema
 
 
@@ -66,10 +66,14 @@ class MemoryStore:
         return True
 
     def release_owned_by(self, key: str, owner: str) -> bool:
-        return False
+        if not self.held_by(key, owner):
+            return False
+        del self.leases[key]
+        return True
 
     def held_by(self, key: str, owner: str) -> bool:
-        return False
+        lease = self._live(key)
+        return lease is not None and lease[0].split("@", 1)[1] == owner
 
     def close(self) -> None:
         pass
@@ -207,3 +211,40 @@ def test_real_backends_one_leader_and_handover(real_backend: LockBackend) -> Non
     b._next_attempt = 0.0  # its next poll, now
     assert b.ensure()
     assert not a.ensure()
+
+
+# --- a beat restarted on the host of a dead leader ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("recorded", "alive_pids", "expected"),
+    [
+        ("beat@web-1:4242", set(), "beat@web-1:4242"),  # gone: reclaim
+        ("beat@web-1:4242", {4242}, None),  # alive: never
+        ("beat@web-1:77", {77}, "beat@web-1:77"),  # this very pid (a container restarted): the old one is gone
+        ("beat@web-2:4242", set(), None),  # another host: nothing is known about its processes
+        ("beat@web-10:4242", set(), None),  # a host whose name starts like ours
+        ("beat@web-1:", set(), None),
+        ("beat@web-1:x", set(), None),
+        ("", set(), None),
+        (None, set(), None),
+    ],
+)
+def test_only_a_dead_leader_of_this_host_is_reclaimed(
+    recorded: str | None, alive_pids: set[int], expected: str | None
+) -> None:
+    assert dead_leader_here(recorded, "web-1", 77, alive_pids.__contains__) == expected
+
+
+def test_a_reclaimed_lease_is_taken_at_once_not_after_it_runs_out(clock: Clock, memory: MemoryStore) -> None:
+    dead = lease(memory, clock, beat_identity("web-1", 4242))
+    assert dead.ensure()  # then killed: no release
+    clock.t += 1
+    restarted = lease(memory, clock, beat_identity("web-1", 4300))
+    assert not restarted.ensure(), "the dead leader's lease still runs"
+    assert restarted.reclaim(beat_identity("web-1", 4242))
+    assert restarted.ensure(), "taken at the next ensure, not one lease later"
+    # A lease that is not the dead one's (taken meanwhile by another beat) is left alone.
+    other = lease(memory, clock, beat_identity("web-2", 9))
+    assert not other.reclaim(beat_identity("web-1", 4242))
+    assert restarted.is_leader

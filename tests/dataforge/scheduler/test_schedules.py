@@ -11,16 +11,16 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from dataforge.errors import ScheduleError
-from dataforge.protocol import MissedRunPolicy
+from dataforge.protocol import MIN_CATCHUP_WINDOW_SECONDS, OverlapPolicy
 from dataforge.scheduler.schedules import (
     CronSchedule,
     IntervalSchedule,
     OnceSchedule,
     first_run_at,
+    jitter_offset,
     next_run_after,
     parse_db_datetime,
     parse_kwargs,
-    plan_run,
     to_naive_utc,
     validate_cron,
     validate_definition,
@@ -142,7 +142,19 @@ def test_kwargs_error_echo_is_bounded() -> None:
         ({"max_retries": -1}, "max_retries"),
         ({"max_retries": None}, "max_retries"),
         ({"missed_run_policy": "twice"}, "missed_run_policy"),
+        ({"missed_run_policy": "ALL"}, "missed_run_policy"),
         ({"handler_kwargs": "[]"}, "handler_kwargs"),
+        ({"overlap_policy": "queue"}, "overlap_policy"),
+        ({"overlap_policy": ""}, "overlap_policy"),
+        ({"catchup_window_seconds": MIN_CATCHUP_WINDOW_SECONDS - 1}, "catchup_window_seconds"),
+        ({"catchup_window_seconds": 0}, "catchup_window_seconds"),
+        ({"catchup_window_seconds": "3600"}, "catchup_window_seconds"),
+        ({"catchup_window_seconds": 3600.5}, "catchup_window_seconds"),
+        ({"catchup_window_seconds": True}, "catchup_window_seconds"),
+        ({"jitter_seconds": -1}, "jitter_seconds"),
+        ({"jitter_seconds": 86_401}, "jitter_seconds"),
+        ({"jitter_seconds": "30"}, "jitter_seconds"),
+        ({"jitter_seconds": False}, "jitter_seconds"),
     ],
 )
 def test_definition_validation(extra: dict[str, object], field: str) -> None:
@@ -161,6 +173,42 @@ def test_definition_ok() -> None:
         IntervalSchedule(10), {"a": 1}, 30, 2, "skip",
     )
     assert validate_missed_run_policy(None) is None
+    assert validate_missed_run_policy("all") == "all"
+    assert (d.overlap_policy, d.catchup_window, d.jitter_seconds) == (OverlapPolicy.SKIP, None, 0)
+    full = validate_definition(
+        task_type="interval", interval_seconds=10, overlap_policy="cancel_previous",
+        catchup_window_seconds=MIN_CATCHUP_WINDOW_SECONDS, jitter_seconds=86_400,
+    )
+    assert (full.overlap_policy, full.catchup_window, full.jitter_seconds) == (
+        OverlapPolicy.CANCEL_PREVIOUS, timedelta(seconds=MIN_CATCHUP_WINDOW_SECONDS), 86_400,
+    )
+
+
+def test_jitter_offset_is_fixed_per_schedule_and_spreads_schedules() -> None:
+    assert jitter_offset(7, 0) == timedelta(0)
+    # The same in every process and on every call: a re-sent run keeps its delay.
+    assert jitter_offset(7, 300) == jitter_offset(7, 300)
+    offsets = [jitter_offset(i, 300).total_seconds() for i in range(1, 30_001)]
+    assert min(offsets) == 0 and max(offsets) == 300
+    assert all(o == int(o) for o in offsets)
+    # Spread evenly: every 30 s slice of the window holds close to a tenth of the schedules.
+    slices = [sum(1 for o in offsets if k * 30 <= o < (k + 1) * 30) for k in range(10)]
+    assert all(2500 <= n <= 3500 for n in slices), slices
+
+
+def test_first_run_with_jitter_reads_the_schedule_behind_by_the_offset() -> None:
+    offset = timedelta(seconds=40)
+    hourly = validate_cron("0 * * * *", "UTC")
+    # 12:00:30 is before 12:00's send time (12:00:40): 12:00 is still the next run.
+    assert first_run_at(hourly, D(2024, 1, 1, 12, 0, 30), None, offset) == D(2024, 1, 1, 12)
+    assert first_run_at(hourly, D(2024, 1, 1, 12, 0, 50), None, offset) == D(2024, 1, 1, 13)
+    every = IntervalSchedule(60)
+    # Never ran: due now (sent 40 s later); ran: the grid of its due times, not its send times.
+    assert first_run_at(every, D(2024, 1, 1, 12, 0, 5), None, offset) == D(2024, 1, 1, 12, 0, 5)
+    assert first_run_at(every, D(2024, 1, 1, 12, 5, 30), D(2024, 1, 1, 12, 1, 40), offset) == D(2024, 1, 1, 12, 5)
+    once = OnceSchedule(D(2024, 3, 1, 9))
+    assert first_run_at(once, D(2024, 4, 1), D(2024, 3, 1, 9, 0, 39), offset) == D(2024, 3, 1, 9)
+    assert first_run_at(once, D(2024, 4, 1), D(2024, 3, 1, 9, 0, 40), offset) is None
 
 
 # --- timestamps -----------------------------------------------------------------------------------
@@ -222,50 +270,6 @@ def test_once() -> None:
     # Ran before, then given a new time: runs at the new time.
     assert first_run_at(once, D(2024, 2, 1), D(2024, 1, 1)) == D(2024, 3, 1, 9)
     assert next_run_after(once, D(2024, 3, 1, 9)) is None
-
-
-# --- missed runs ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("policy", "now", "fire", "missed", "next_run_at"),
-    [
-        # On time or late by beat's own latency: fires under both policies, grid kept.
-        ("once", D(2024, 1, 1, 12, 0, 0), True, False, D(2024, 1, 1, 12, 10)),
-        ("skip", D(2024, 1, 1, 12, 0, 59), True, False, D(2024, 1, 1, 12, 10)),
-        # Beat was down for 35 minutes: three runs were missed.
-        ("once", D(2024, 1, 1, 12, 35), True, True, D(2024, 1, 1, 12, 40)),
-        ("skip", D(2024, 1, 1, 12, 35), False, True, D(2024, 1, 1, 12, 40)),
-        # Exactly on a later grid point: the next one is strictly after now.
-        ("once", D(2024, 1, 1, 12, 30), True, True, D(2024, 1, 1, 12, 40)),
-    ],
-)
-def test_plan_run_interval(policy: str, now: datetime, fire: bool, missed: bool, next_run_at: datetime) -> None:
-    plan = plan_run(IntervalSchedule(600), D(2024, 1, 1, 12), now, policy)  # type: ignore[arg-type]
-    assert (plan.fire, plan.missed, plan.next_run_at) == (fire, missed, next_run_at)
-
-
-def test_plan_run_cron_realigns_after_downtime() -> None:
-    daily = validate_cron("0 3 * * *", "UTC")
-    plan = plan_run(daily, D(2024, 1, 1, 3), D(2024, 1, 4, 8), MissedRunPolicy.ONCE)
-    assert (plan.fire, plan.missed, plan.next_run_at) == (True, True, D(2024, 1, 5, 3))
-    plan = plan_run(daily, D(2024, 1, 1, 3), D(2024, 1, 4, 8), MissedRunPolicy.SKIP)
-    assert (plan.fire, plan.next_run_at) == (False, D(2024, 1, 5, 3))
-
-
-def test_plan_run_once() -> None:
-    once = OnceSchedule(D(2024, 1, 1))
-    assert plan_run(once, D(2024, 1, 1), D(2024, 1, 1, 0, 0, 5), MissedRunPolicy.SKIP).fire
-    late = plan_run(once, D(2024, 1, 1), D(2024, 1, 2), MissedRunPolicy.SKIP)
-    assert (late.fire, late.next_run_at) == (False, None)
-    assert plan_run(once, D(2024, 1, 1), D(2024, 1, 2), MissedRunPolicy.ONCE).fire
-
-
-def test_plan_run_custom_grace() -> None:
-    plan = plan_run(
-        IntervalSchedule(3600), D(2024, 1, 1), D(2024, 1, 1, 0, 10), MissedRunPolicy.SKIP, grace=timedelta(hours=1)
-    )
-    assert plan.fire and not plan.missed
 
 
 # --- cron and daylight saving time ------------------------------------------------------------------
