@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 from dataforge.db import Database
 from dataforge.legacy.names import LEGACY_TASK_NAME
+from dataforge.legacy.switch import set_switch
 from dataforge.models import ScheduledTask
 from dataforge.scheduler.changes import PostgresChangeFeed
 from dataforge.scheduler.dispatch import Message, run_task_id
@@ -538,20 +539,18 @@ def test_bad_rows_are_flagged_once_and_every_other_row_keeps_running(
 
 def test_legacy_rows_are_sent_to_the_shim_when_the_switch_is_on(legacy_env: Env) -> None:
     e = legacy_env
-    # The switch on, and the legacy executor's name registered (by the compat shim in real
-    # deployments; a stand-in here, since what beat sends is the subject, not the shim).
-    e.app.runtime.settings = e.settings.with_(legacy_tasks=True)
+    # The persisted switch on, and the legacy executor's name registered (by the compat shim in
+    # real deployments; a stand-in here, since what beat sends is the subject, not the shim).
+    set_switch(e.db, e.settings, True, by="test")
     register(e.app, LEGACY_TASK_NAME)
-    if True:
-        legacy = add_row(e.db, task_name=None, handler_path="scripts/sync_accounts.py", handler_kwargs='{"days": 1}')
-        new_way = add_row(e.db, task_name=OTHER_TASK, handler_path="scripts:other")
-        sch = e.scheduler()
-        sch.tick_once()
-        by_id = {m.kwargs["scheduled_task_id"]: m for m in sch.sent}
-        assert by_id[legacy].task_name == LEGACY_TASK_NAME
-        assert by_id[legacy].kwargs == {"days": 1, "scheduled_task_id": legacy,
-                                         "handler_path": "scripts/sync_accounts.py"}
-        assert by_id[new_way].task_name == OTHER_TASK
+    legacy = add_row(e.db, task_name=None, handler_path="scripts/sync_accounts.py", handler_kwargs='{"days": 1}')
+    new_way = add_row(e.db, task_name=OTHER_TASK, handler_path="scripts:other")
+    sch = e.scheduler()
+    sch.tick_once()
+    by_id = {m.kwargs["scheduled_task_id"]: m for m in sch.sent}
+    assert by_id[legacy].task_name == LEGACY_TASK_NAME
+    assert by_id[legacy].kwargs == {"days": 1, "scheduled_task_id": legacy, "handler_path": "scripts/sync_accounts.py"}
+    assert by_id[new_way].task_name == OTHER_TASK
 
 
 # --- missed runs ------------------------------------------------------------------------------------------
