@@ -40,15 +40,17 @@ JSON_META: Final = "dataforge.json"
 
 
 @contextmanager
-def open_database(url: str, *, check_schema: bool = True) -> Iterator[Database]:
+def open_database(url: str, *, check_schema: bool = True, oldest: str = OLDEST_FOR_WRITERS) -> Iterator[Database]:
     """The database at ``url``, disposed afterwards. ``check_schema``: first refuse one without
     a schema this release runs on (:class:`~dataforge.errors.SchemaError`) or that cannot be
     reached (:class:`~dataforge.errors.DatabaseUnavailableError`); ``dataforge db`` verbs,
-    which create and move the schema, open it without."""
+    which create and move the schema, open it without. ``oldest``: the oldest revision the verb
+    runs on (the schedule verbs need every column; the legacy switch works from 0002_expand on,
+    where a rollback runs)."""
     db = Database(url)
     try:
         if check_schema:
-            verify_schema(db, OLDEST_FOR_WRITERS)
+            verify_schema(db, oldest)
         yield db
     finally:
         db.dispose()
@@ -61,9 +63,9 @@ class CliContext:
     settings: Settings
     console: Console
 
-    def database(self) -> AbstractContextManager[Database]:
+    def database(self, oldest: str = OLDEST_FOR_WRITERS) -> AbstractContextManager[Database]:
         """``with cli.database() as db:`` the configured database, its schema checked."""
-        return open_database(self.settings.database_url)
+        return open_database(self.settings.database_url, oldest=oldest)
 
     def app_and_catalog(self) -> tuple[DataForgeApp, TaskCatalog]:
         """The Celery app built from the settings, with its task modules imported (as the

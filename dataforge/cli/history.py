@@ -14,6 +14,7 @@ from datetime import timedelta
 import click
 
 from dataforge.cli.common import CliContext, emit_json, json_option, pass_cli
+from dataforge.schema import OLDEST_SUPPORTED
 
 __all__ = ["history"]
 
@@ -44,7 +45,7 @@ def prune_command(cli: CliContext, days: int | None, dry_run: bool, as_json: boo
             else:
                 cli.console.print(message)
             return
-    with cli.database() as db:
+    with cli.database(OLDEST_SUPPORTED) as db:
         result = prune(db, timedelta(days=days), dry_run=dry_run)
     if as_json:
         emit_json({"deleted": result.deleted, "dry_run": dry_run, "older_than_days": days,

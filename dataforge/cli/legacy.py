@@ -13,6 +13,7 @@ import click
 from dataforge.cli.common import CliContext, emit_json, json_option, pass_cli
 from dataforge.legacy.status import LegacyStatus, legacy_status
 from dataforge.legacy.switch import read_switch, set_switch
+from dataforge.schema import OLDEST_SUPPORTED
 
 __all__ = ["legacy"]
 
@@ -63,7 +64,7 @@ _json = json_option()
 @pass_cli
 def status(cli: CliContext, as_json: bool) -> None:
     """Show the switch, where it comes from, and how much the legacy path is still used."""
-    with cli.database() as db:
+    with cli.database(OLDEST_SUPPORTED) as db:
         _show(cli, legacy_status(db, cli.settings), as_json)
 
 
@@ -71,7 +72,7 @@ def _flip(cli: CliContext, enabled: bool, as_json: bool, after: str) -> None:
     """Persist the switch unless it already is so (then nothing is written, not even the
     audit columns, and the command says so)."""
     word = "enabled" if enabled else "disabled"
-    with cli.database() as db:
+    with cli.database(OLDEST_SUPPORTED) as db:
         already = read_switch(db, cli.settings).persisted is enabled
         if not already:
             set_switch(db, cli.settings, enabled)

@@ -305,7 +305,9 @@ def plan_due_row(row: RowSnapshot, now: datetime, ctx: DispatchContext) -> Decis
             row, definition, target,
             task_id=run_task_id(row.id, row.run_count + 1 + k, due),
             due=due,
-            expires=run_expiry(due + offset, now, next_send, policy, window),
+            # Lateness is measured from when beat meant to send (the row's due time), not from
+            # the catch-up run's own due time, which is recent by construction.
+            expires=run_expiry(min(due + offset, send_at), now, next_send, policy, window),
         )
         for k, due in enumerate(plan.dues)
     )

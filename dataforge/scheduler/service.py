@@ -758,6 +758,7 @@ SINCE_MARGIN = timedelta(minutes=5)
 WRITABLE_COLUMNS = (
     "name", "task_name", "task_type", "interval_seconds", "cron_expression", "run_at", "timezone",
     "handler_kwargs", "description", "timeout_seconds", "max_retries", "missed_run_policy", "status",
+    "catchup_window_seconds", "overlap_policy", "jitter_seconds",
 )  # fmt: skip
 
 _TIMING_FIELD = {TaskType.INTERVAL: "interval_seconds", TaskType.CRON: "cron_expression", TaskType.ONCE: "run_at"}
@@ -769,7 +770,8 @@ def edit_from_columns(values: Mapping[str, Any]) -> ScheduleEdit:
 
     ``task_type`` may be left out: the timing column given decides it. Given, it must agree
     with that column (or name the one column to give). ``null`` clears what can be cleared
-    (``description``, ``timeout_seconds``, ``missed_run_policy`` back to the global default)
+    (``description``, ``timeout_seconds``, ``missed_run_policy`` and ``catchup_window_seconds``
+    back to the global default)
     and is refused elsewhere. ``handler_kwargs`` is a JSON value, checked by the same rule as
     ``--kwargs`` (a JSON object fitting the task's params).
     """
@@ -777,7 +779,8 @@ def edit_from_columns(values: Mapping[str, Any]) -> ScheduleEdit:
     if unknown:
         raise ScheduleError(unknown[0], values[unknown[0]],
                             f"not a column this API writes (writable: {', '.join(WRITABLE_COLUMNS)})")
-    for column in ("name", "task_name", "max_retries", "handler_kwargs", "timezone", "status", "task_type"):
+    for column in ("name", "task_name", "max_retries", "handler_kwargs", "timezone", "status", "task_type",
+                   "overlap_policy", "jitter_seconds"):
         if column in values and values[column] is None:
             raise ScheduleError(column, None, "cannot be null; leave it out to keep it")
     timing = {c: values[c] for c in _TIMING_FIELD.values() if values.get(c) is not None}
@@ -795,6 +798,7 @@ def edit_from_columns(values: Mapping[str, Any]) -> ScheduleEdit:
         raise ScheduleError("task_type", sorted(timing), "give only one of interval_seconds, cron_expression, run_at")
     kwargs = values.get("handler_kwargs")
     policy = values.get("missed_run_policy")
+    window = values.get("catchup_window_seconds")
     return ScheduleEdit(
         name=values.get("name"),
         task_name=values.get("task_name"),
@@ -809,6 +813,10 @@ def edit_from_columns(values: Mapping[str, Any]) -> ScheduleEdit:
         max_retries=values.get("max_retries"),
         # null: back to the global DATAFORGE_MISSED_RUNS, what the CLI spells "default".
         missed_run_policy="default" if "missed_run_policy" in values and policy is None else policy,
+        catchup_window=(DEFAULT_CHOICE if "catchup_window_seconds" in values and window is None
+                        else None if window is None else str(window)),
+        overlap_policy=values.get("overlap_policy"),
+        jitter_seconds=values.get("jitter_seconds"),
         status=values.get("status"),
     )
 

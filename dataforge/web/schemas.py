@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, St
 from sqlalchemy import String
 
 from dataforge.models import ScheduledTask
-from dataforge.protocol import ExecutionStatus, MissedRunPolicy, ScheduleStatus, TaskType
+from dataforge.protocol import ExecutionStatus, MissedRunPolicy, OverlapPolicy, ScheduleStatus, TaskType
 
 __all__ = [
     "ExecutionOut",
@@ -91,7 +91,17 @@ class _Body(BaseModel):
     )
     max_retries: Int32 | None = Field(None, description="Retries of a failed run.")
     missed_run_policy: MissedRunPolicy | None = Field(
-        None, description="Overdue runs after downtime: once or skip; null: the global DATAFORGE_MISSED_RUNS."
+        None, description="Overdue runs after downtime: once, skip or all; null: the global DATAFORGE_MISSED_RUNS."
+    )
+    catchup_window_seconds: Int32 | None = Field(
+        None, description="Missed runs older than this are not sent (counted missed); null: the global "
+        "DATAFORGE_CATCHUP_WINDOW."
+    )
+    overlap_policy: OverlapPolicy | None = Field(
+        None, description="A run that finds the previous one running: skip, buffer_one, allow or cancel_previous."
+    )
+    jitter_seconds: Int32 | None = Field(
+        None, description="Send each run up to N seconds late, the same offset for every run."
     )
     status: ScheduleStatus | None = Field(None, description="active (the default) or paused...")
 
@@ -135,6 +145,13 @@ class ScheduleOut(BaseModel):
     timeout_seconds: int | None
     max_retries: int
     missed_run_policy: str | None
+    catchup_window_seconds: int | None = None
+    overlap_policy: str | None = None
+    jitter_seconds: int | None = None
+    missed_count: int = 0
+    skipped_count: int = 0
+    expired_count: int = 0
+    lost_count: int = 0
     last_run_at: UtcTime | None
     next_run_at: UtcTime | None
     run_count: int

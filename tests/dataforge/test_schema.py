@@ -207,4 +207,4 @@ def test_an_eager_run_before_db_upgrade_fails_once_with_the_fix(
     assert len(ours) == 1 and "cannot record task runs" in ours[0].getMessage(), [r.getMessage() for r in ours]
     assert "dataforge db upgrade" in ours[0].getMessage()
     stats = app.runtime.recorder.stats
-    assert stats.by_event == {"prerun": 1, "failure": 1}, "the run was retried"
+    assert stats.by_event == {"prerun": 1, "failure": 1, "postrun": 1}, "the run was retried"

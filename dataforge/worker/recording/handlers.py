@@ -50,14 +50,23 @@ _NAME_MAX = 255
 NOT_SERIALISABLE = "ran; result not serialisable"
 
 
-def _runtime_for(sender: Any) -> Runtime | None:
-    """The runtime of a recorded task, or None for tasks that did not opt in."""
+def _runtime_for(sender: Any, event: str) -> Runtime | None:
+    """The runtime of a recorded task; None for tasks that did not opt in, and while the
+    database has no schema to record into: the run itself fails at ``before_start`` with the
+    fix in its message, so the event is counted as failed and the fix logged once, instead of
+    queueing a record no table can take (and one more error per event)."""
     if not getattr(sender, "dataforge_record", False):
         return None
     try:
-        return get_runtime(sender.app)
+        runtime = get_runtime(sender.app)
     except NotConfiguredError:
         return None
+    problem = runtime.schema.problem()
+    if problem is None:
+        return runtime
+    runtime.recorder.stats.failed(event, problem)
+    runtime.schema.report_once("cannot record task runs")
+    return None
 
 
 @contextmanager
@@ -167,7 +176,7 @@ def _free_lock_of(runtime: Runtime, task: Any, task_id: str, kwargs: Mapping[str
 def on_task_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
                    kwargs: Mapping[str, Any] | None = None, **_: Any) -> None:
     task = task or sender
-    runtime = _runtime_for(task)
+    runtime = _runtime_for(task, "prerun")
     if runtime is None or task_id is None:
         return
     request = task.request
@@ -190,7 +199,7 @@ def on_task_prerun(sender: Any = None, task_id: str | None = None, task: Any = N
 
 
 def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
-    runtime = _runtime_for(sender)
+    runtime = _runtime_for(sender, "success")
     if runtime is None:
         return
     request = sender.request
@@ -200,7 +209,7 @@ def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
 
 def on_task_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
                     kwargs: Mapping[str, Any] | None = None, einfo: Any = None, **_: Any) -> None:
-    runtime = _runtime_for(sender)
+    runtime = _runtime_for(sender, "failure")
     if runtime is None or task_id is None:
         return
     request = sender.request
@@ -227,7 +236,7 @@ def on_task_failure(sender: Any = None, task_id: str | None = None, exception: B
 
 
 def on_task_retry(sender: Any = None, request: Any = None, reason: Any = None, einfo: Any = None, **_: Any) -> None:
-    runtime = _runtime_for(sender)
+    runtime = _runtime_for(sender, "retry")
     if runtime is None or request is None:
         return
     exc = getattr(reason, "exc", None) or reason
@@ -255,7 +264,7 @@ _UNSIGNALLED = {states.IGNORED: ExecutionStatus.SKIPPED}
 def on_task_postrun(sender: Any = None, task_id: str | None = None, task: Any = None,
                     kwargs: Mapping[str, Any] | None = None, state: str | None = None, **_: Any) -> None:
     task = task or sender
-    runtime = _runtime_for(task)
+    runtime = _runtime_for(task, "postrun")
     if runtime is None or task_id is None:
         return
     request = task.request
@@ -294,7 +303,7 @@ def on_task_postrun(sender: Any = None, task_id: str | None = None, task: Any = 
 
 def on_task_revoked(sender: Any = None, request: Any = None, terminated: bool = False, signum: Any = None,
                     expired: bool = False, **_: Any) -> None:
-    runtime = _runtime_for(sender)
+    runtime = _runtime_for(sender, "revoked")
     if runtime is None or request is None:
         return
     if expired:

@@ -34,7 +34,7 @@ def test_columns_become_the_edit_the_cli_would_build() -> None:
                               "handler_kwargs": {"b": 1, "a": [2]}, "description": None, "timeout_seconds": None,
                               "missed_run_policy": None, "max_retries": 3})
     assert edit == ScheduleEdit(name="n", task_name="t", cron_expression="0 3 * * *", timezone="UTC",
-                                handler_kwargs='{"b": 1, "a": [2]}', description="", clear_timeout=True,
+                                handler_kwargs='{"a": [2], "b": 1}', description="", clear_timeout=True,
                                 missed_run_policy="default", max_retries=3)
     assert edit.schedule_kind() == "cron"
     assert edit_from_columns({"task_type": "interval", "interval_seconds": 5}).interval_seconds == 5

@@ -59,6 +59,7 @@ def test_hook_and_signal_sequence_success_and_failure(rig: Rig) -> None:
         "signal:task_prerun", "before_start", "run", "on_failure", "signal:task_failure", "after_return",
         "signal:task_postrun:FAILURE",
     ]  # fmt: skip
+    rig.wait_execution(bad.id, "failure")  # written by the worker's recorder within ~50 ms
     assert [r.status for r in rig.executions(bad.id)] == ["failure"]
     sched = rig.schedule(sid)
     assert (sched.success_count, sched.failure_count, sched.last_status) == (1, 1, "failure")
@@ -72,6 +73,7 @@ def test_hook_and_signal_sequence_retry(rig: Rig) -> None:
         "signal:task_prerun", "before_start", "run", "on_retry", "signal:task_retry", "signal:task_postrun:RETRY",
     ]  # fmt: skip
     assert rig.sequence(res.id, 1, "signal:task_postrun:SUCCESS") == SUCCESS
+    rig.wait_execution(res.id, "success")
     assert [(r.attempt, r.status) for r in rig.executions(res.id)] == [(0, "retry"), (1, "success")]
     assert (rig.schedule(sid).success_count, rig.schedule(sid).failure_count) == (1, 0)
 
