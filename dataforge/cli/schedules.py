@@ -38,6 +38,7 @@ from dataforge.scheduler.service import (
     resume_schedule,
     run_now,
 )
+from dataforge.schema import OLDEST_SUPPORTED
 
 __all__ = ["schedules"]
 
@@ -113,7 +114,7 @@ def schedules() -> None:
 def list_cmd(cli: CliContext, statuses: tuple[str, ...], task_name: str | None, invalid: bool,
              limit: int | None, as_json: bool) -> None:
     """List schedules with their timing, status, due times and counters."""
-    with cli.database() as db:
+    with cli.database(OLDEST_SUPPORTED) as db:
         rows = list_schedules(db, statuses=statuses, task_name=task_name, invalid=invalid, limit=limit)
     if as_json:
         emit_json(rows)
@@ -140,19 +141,18 @@ def show(cli: CliContext, ref: str, as_json: bool) -> None:
     """Show every column of one schedule (invalid_reason, due times, policies), its run
     counters and its last 10 runs."""
     _subject(ref)
-    with cli.database() as db:
+    with cli.database(OLDEST_SUPPORTED) as db:
         row, runs = history(db, ref, limit=_SHOWN_RUNS)
     if as_json:
         emit_json({**row, "last_runs": runs})
         return
     _print_row(cli, row, f"schedule {row['id']}: {_fmt(row['name'])}")
-    cli.console.print(
-        f"runs: {row['run_count']} sent, {row['success_count']} succeeded, {row['failure_count']} failed, "
-        f"{row['missed_count']} missed (not sent: policy, catch-up window), {row['skipped_count']} skipped "
-        f"(previous run still running), {row['expired_count']} expired in the queue, {row['lost_count']} lost "
-        "with their worker",
-        highlight=False,
-    )
+    counts = f"runs: {row['run_count']} sent, {row['success_count']} succeeded, {row['failure_count']} failed"
+    if row["missed_count"] is not None:  # None: a database below 0008_schedule_policies
+        counts += (f", {row['missed_count']} missed (not sent: policy, catch-up window), {row['skipped_count']} "
+                   f"skipped (previous run still running), {row['expired_count']} expired in the queue, "
+                   f"{row['lost_count']} lost with their worker")
+    cli.console.print(counts, highlight=False)
     _print_runs(cli, f"last {len(runs)} run(s), newest first", runs)
 
 
@@ -360,7 +360,7 @@ def run_now_cmd(cli: CliContext, ref: str, as_json: bool) -> None:
 def history_cmd(cli: CliContext, ref: str, limit: int, state: str | None, as_json: bool) -> None:
     """Executions of a schedule, newest first: state, attempt, start, duration, worker, error."""
     _subject(ref)
-    with cli.database() as db:
+    with cli.database(OLDEST_SUPPORTED) as db:
         schedule, runs = history(db, ref, limit=limit, state=state)
     if as_json:
         emit_json({"schedule": schedule, "executions": runs})

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
 
 from dataforge.cli.exits import Exit, exit_table
 from dataforge.cli.main import cli
@@ -172,13 +173,27 @@ def test_an_outdated_revision_is_exit_3_naming_db_upgrade(empty_url: tuple[str, 
     for args in DB_VERBS:
         run(env, Case(args, Exit.ENVIRONMENT, "is at revision 0001_legacy_baseline, older than"), tmp_path)
     run(env, Case(("db", "current"), Exit.OK, "behind head"), tmp_path)
-    # 0002_expand is where a rollback runs: the legacy switch works there; the schedule verbs,
-    # which read and write the policy columns, need 0008_schedule_policies and say so.
+    # 0002_expand is where a rollback runs: the legacy switch and the read verbs work there (the
+    # policy and counter columns 0008 adds read as null); the verbs that write a schedule need
+    # 0008_schedule_policies and say so.
     run(env, Case(("db", "upgrade", "0002_expand"), Exit.OK), tmp_path)
     run(env, Case(("legacy", "enable"), Exit.OK, "legacy switch: ON"), tmp_path)
-    run(env, Case(("schedules", "list"), Exit.ENVIRONMENT, "older than 0008_schedule_policies"), tmp_path)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO scheduled_tasks (name, task_type, handler_path, interval_seconds, handler_kwargs, status,"
+                " max_retries, run_count, success_count, failure_count, created_at, updated_at) VALUES ('old',"
+                " 'interval', 'scripts:sync', 60, '{}', 'active', 0, 3, 2, 1, '2026-01-01', '2026-01-01')"))
+    finally:
+        engine.dispose()
+    run(env, Case(("schedules", "list"), Exit.OK, "1 schedule(s)"), tmp_path)
+    run(env, Case(("schedules", "show", "old"), Exit.OK, "runs: 3 sent, 2 succeeded, 1 failed"), tmp_path)
+    run(env, Case(("schedules", "show", "1", "--json"), Exit.OK, '"missed_count": null', json=False), tmp_path)
+    run(env, Case(("schedules", "history", "old"), Exit.OK, "0 execution(s)"), tmp_path)
+    run(env, Case(("schedules", "pause", "old"), Exit.ENVIRONMENT, "older than 0008_schedule_policies"), tmp_path)
     run(env, Case(("db", "upgrade"), Exit.OK), tmp_path)
-    run(env, Case(("schedules", "list"), Exit.OK), tmp_path)
+    run(env, Case(("schedules", "pause", "old"), Exit.OK), tmp_path)
 
 
 @pytest.fixture

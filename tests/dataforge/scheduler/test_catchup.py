@@ -53,6 +53,11 @@ TEN = IntervalSchedule(600)
         (t(12), ONCE, None, (t(12),), t(12, 10), 0),
         (t(12, 0, 59), SKIP, None, (t(12),), t(12, 10), 0),
         (t(12, 0, 59), ALL, None, (t(12),), t(12, 10), 0),
+        # The grace boundary (60 s), inclusive: exactly at it a run is on time, 1 us past it, missed.
+        (t(12, 1), SKIP, None, (t(12),), t(12, 10), 0),
+        (t(12, 1, 0, 1), SKIP, None, (), t(12, 10), 1),
+        (t(12, 11), SKIP, None, (t(12, 10),), t(12, 20), 1),  # the newest missed run, 60 s late
+        (t(12, 11, 0, 1), SKIP, None, (), t(12, 20), 2),
         # Down 35 minutes: 12:00, 12:10, 12:20, 12:30 passed.
         (t(12, 35), ONCE, None, (t(12, 30),), t(12, 40), 3),
         (t(12, 35), SKIP, None, (), t(12, 40), 4),
