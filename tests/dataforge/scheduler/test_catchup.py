@@ -218,3 +218,12 @@ def test_simulated_beat_never_bunches_never_sends_twice_and_counts_every_run(
         passed += 1
         moment = next_run_after(schedule, moment) or due
     assert len(sent) + missed == passed
+
+
+def test_all_replays_the_newest_hundred_runs_and_counts_the_rest_missed() -> None:
+    """A day-long outage of an every-minute schedule is 100 messages, not 1,440."""
+    minute = IntervalSchedule(60)
+    p = plan_run(minute, t(0), t(0, 0, 30, day=2), ALL)
+    assert len(p.dues) == MAX_REPLAYED_RUNS == 100
+    assert p.dues[-1] == t(0, day=2) and p.dues[0] == t(0, day=2) - timedelta(minutes=99)
+    assert p.missed == 24 * 60 + 1 - 100

@@ -83,3 +83,12 @@ def test_dispatch_uses_the_rule() -> None:
     assert isinstance(on_time, Send) and isinstance(late, Send)
     assert on_time.messages[0].expires == (T0 + S2).replace(tzinfo=UTC)
     assert late.messages[0].expires == (T0 + timedelta(seconds=30) + RECONNECT_ALLOWANCE).replace(tzinfo=UTC)
+
+
+def test_the_on_time_boundary_is_one_second_inclusive() -> None:
+    """Sent exactly 1 s after its due time, a run is on time (its expiry is the next due time);
+    1 us later it is held back and gets the reconnect allowance."""
+    assert ON_TIME == timedelta(seconds=1)
+    assert run_expiry(T0, T0 + ON_TIME, T0 + S2, MissedRunPolicy.ONCE) == T0 + S2
+    late = T0 + ON_TIME + timedelta(microseconds=1)
+    assert run_expiry(T0, late, T0 + S2, MissedRunPolicy.ONCE) == late + RECONNECT_ALLOWANCE

@@ -20,6 +20,8 @@ from tests.dataforge.worker.rig import running_rig, wait_until
 pytestmark = [pytest.mark.slow]
 
 LOCK_TTL = 1.5
+#: What this test's polling and a loaded 2-core machine add to a bound it measures (seconds).
+POLL_SLACK = 1.0
 
 
 def embedded(tmp_path: Path) -> Settings:
@@ -60,11 +62,14 @@ def test_a_killed_workers_lease_frees_itself_within_one_ttl(tmp_path: Path) -> N
         key = f"dataforge:lock:wt.gated:{sid}"
         res = rig.send("wt.gated", kwargs={"scheduled_task_id": sid, "gate": str(tmp_path / "never")})
         rig.wait_lock(key, held=True)
+        rig.wait_execution(res.id, "running")  # the start record is written ~50 ms after the lock
         rig.worker.kill()  # the whole process group: no parent is left to free anything
         killed_at = time.monotonic()
         backend = DatabaseLockBackend(rig.app.runtime.db)
-        token = wait_until(lambda: backend.acquire(key, 60), LOCK_TTL + 10, f"lease {key} taken over after the kill")
-        assert token is not None and time.monotonic() - killed_at <= LOCK_TTL + 10
+        # One TTL after the last renewal at most, plus the polling of this test on a busy machine.
+        bound = LOCK_TTL + POLL_SLACK
+        token = wait_until(lambda: backend.acquire(key, 60), bound, f"lease {key} taken over after the kill")
+        assert token is not None and time.monotonic() - killed_at <= bound
         assert backend.release(key, token)
         # Nobody was left to close the row: it stays `running` (see docs/runtime.md).
         assert [r.status for r in rig.executions(res.id)] == ["running"]
