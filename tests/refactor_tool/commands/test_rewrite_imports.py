@@ -99,6 +99,16 @@ class RewriteImportsInlineTest(CodemodTest):
         """
         self.assertCodemod(source, source, module="scripts.job")
 
+    def test_a_package_whose_name_starts_like_scripts_is_not_the_scripts_package(self) -> None:
+        # One statement that imports both: only the scripts alias changes.
+        before = """
+            import scripts.other as other, scriptsdb as db
+        """
+        after = """
+            import app.tasks.other as other, scriptsdb as db
+        """
+        self.assertCodemod(before, after, module="scripts.job")
+
     def test_nested_rewrite_is_reported(self) -> None:
         before = """
             def run():
