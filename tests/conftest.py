@@ -51,6 +51,15 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'dataforge.db'}"
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each backend in turn: a SQLite file, then a fresh PostgreSQL one."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'schedules.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 def create_schema(url: str) -> None:
     """Create the target schema from the models (tests that are not about migrations)."""
     from dataforge.db import Database

@@ -30,14 +30,6 @@ from tests.dataforge.scheduler.support import (
 STATED_BOUND = 60.0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'schedules.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 @pytest.fixture
 def scheduler(tmp_path: Path, database_url: str) -> Iterator[CapturingScheduler]:
     legacy_capable_schema(database_url)

@@ -54,14 +54,6 @@ from tests.dataforge.worker.helpers import noted
 MAX_INTERVAL = 5.0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'schedules.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 class Env:
     """One database, one app, one fake clock, and the schedulers built on them."""
 
