@@ -1,4 +1,4 @@
-"""The legacy schema, frozen: the DDL of ../shared/legacy/schema.*.sql and its table shapes.
+"""The legacy schema, frozen: the legacy DDL text (schema.sqlite.sql / schema.postgresql.sql) and its table shapes.
 
 This is the input contract. 0001 creates exactly these statements on an empty database, and
 the SQLite downgrade of 0002 rebuilds both tables from the same text, so a database that went

@@ -1,4 +1,4 @@
-"""Legacy baseline: exactly ../shared/legacy/schema.*.sql.
+"""Legacy baseline: exactly the legacy DDL text (migrations/legacy_schema.py).
 
 On an empty database this creates the two legacy tables from the legacy DDL text. On a legacy
 database that never saw Alembic (the production case) it finds the tables, checks that they
@@ -55,7 +55,7 @@ def _existing_legacy_tables() -> bool:
                 revision,
                 f"table {table} exists but is not the legacy schema (extra columns {extra}, missing {missing}). "
                 "If it was created from the models (create_all), mark it migrated with `alembic stamp head`; "
-                "otherwise compare it with ../shared/legacy/schema.*.sql",
+                "otherwise compare it with the legacy DDL in migrations/legacy_schema.py",
             )
     return True
 

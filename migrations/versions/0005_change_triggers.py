@@ -1,7 +1,7 @@
-"""Change triggers on scheduled_tasks that beat relies on (scheduler helper's design).
+"""Change triggers on scheduled_tasks that beat relies on.
 
 Revive (an edit clears beat's invalid_reason), realign (an edit of the timing columns or a
-resume clears next_run_at) and, on PostgreSQL, NOTIFY beat. See dataforge/scheduler/ddl.py and
+resume clears next_run_at) and, on PostgreSQL, NOTIFY beat. See dataforge/models/triggers.py and
 docs/scheduler.md. The SQL is migrations/schedule_triggers.py: a verbatim copy of that
 module's strings at the time of this revision (migrations never import the app);
 tests/migrations checks it is current.

@@ -1,7 +1,7 @@
 """Legacy databases for the migration tests: the schema files, rows with every quirk, snapshots.
 
 A legacy database is built exactly as production's was: by running
-../shared/legacy/schema.<dialect>.sql, never through Alembic.
+the legacy schema file of its dialect (legacy_contract/schema.<dialect>.sql), never through Alembic.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ __all__ = [
     "upgrade",
 ]
 
-#: The legacy schema files of the input contract (../shared/legacy/), vendored so the suite runs
-#: from any checkout; tests/migrations/test_legacy_contract.py checks they equal the shared copy.
+#: The legacy schema files of the input contract, byte for byte as the legacy deployment ran them
+#: (DATAFORGE_LEGACY_DIR points the tests at another copy).
 LEGACY_DIR = Path(os.environ.get("DATAFORGE_LEGACY_DIR", Path(__file__).resolve().parent / "legacy_contract"))
 
 SCHEDULE_COLS = (
