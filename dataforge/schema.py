@@ -204,15 +204,13 @@ class SchemaGate:
         if problem is not None:
             raise problem
 
-    def report_once(self, what: str) -> bool:
-        """Log the problem once (``what`` says what cannot be done); ``True`` if there is one."""
+    def report_once(self, what: str) -> SchemaError | None:
+        """Log the problem once (``what`` says what cannot be done); the problem, if there is one."""
         problem = self.problem()
-        if problem is None:
-            return False
-        if not self._reported:
+        if problem is not None and not self._reported:
             self._reported = True
             log.error("%s: %s", what, problem)
-        return True
+        return problem
 
     def refuse_to_start(self, process: str) -> None:
         """At the start of a worker or beat: exit with one line when the schema is wrong.

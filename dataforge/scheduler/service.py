@@ -60,7 +60,7 @@ from dataforge.protocol import (
 from dataforge.scheduler import schedules
 from dataforge.scheduler.errors import ScheduleCannotRunError, ScheduleNotFoundError, ScheduleStateError
 from dataforge.scheduler.limits import INT32_MAX, check_text, max_length
-from dataforge.scheduler.store import POLICY_COLUMNS
+from dataforge.scheduler.store import missing_policy_columns
 from dataforge.schema import may_be_schema_error
 
 if TYPE_CHECKING:
@@ -545,8 +545,7 @@ def _fetch(db: Database, query: Select[ScheduledTask]) -> list[ScheduledTask]:
         if not may_be_schema_error(exc):
             raise
         with db.engine.connect() as conn:
-            present = {col["name"] for col in inspect(conn).get_columns(ScheduledTask.__tablename__)}
-        missing = [name for name in POLICY_COLUMNS if name not in present]
+            missing = missing_policy_columns(conn)
         if not missing:
             raise
     with db.session() as session:

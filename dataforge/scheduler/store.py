@@ -65,6 +65,7 @@ __all__ = [
     "Advance",
     "ScheduleStore",
     "mark_beat_writer",
+    "missing_policy_columns",
     "store_for",
 ]
 
@@ -326,7 +327,13 @@ class ScheduleStore:
         return conn.execute(stmt).rowcount == 1
 
 
-def store_for(conn: Connection) -> ScheduleStore:
-    """The store for the table as it is in this database (one reflection query)."""
+def missing_policy_columns(conn: Connection) -> tuple[str, ...]:
+    """The :data:`POLICY_COLUMNS` this database lacks (all of them below 0008_schedule_policies;
+    one reflection query)."""
     present = {col["name"] for col in inspect(conn).get_columns(TABLE.name)}
-    return ScheduleStore(policies=set(POLICY_COLUMNS) <= present)
+    return tuple(name for name in POLICY_COLUMNS if name not in present)
+
+
+def store_for(conn: Connection) -> ScheduleStore:
+    """The store for the table as it is in this database."""
+    return ScheduleStore(policies=not missing_policy_columns(conn))

@@ -61,11 +61,10 @@ def _runtime_for(sender: Any, event: str) -> Runtime | None:
         runtime = get_runtime(sender.app)
     except NotConfiguredError:
         return None
-    problem = runtime.schema.problem()
+    problem = runtime.schema.report_once("cannot record task runs")
     if problem is None:
         return runtime
     runtime.recorder.stats.failed(event, problem)
-    runtime.schema.report_once("cannot record task runs")
     return None
 
 
@@ -77,7 +76,7 @@ def _guard(runtime: Runtime, event: str, task_id: str | None) -> Iterator[None]:
     except Exception as exc:
         stats = runtime.recorder.stats
         stats.failed(event, exc)
-        if may_be_schema_error(exc) and runtime.schema.report_once("cannot record task runs"):
+        if may_be_schema_error(exc) and runtime.schema.report_once("cannot record task runs") is not None:
             return  # one line naming the fix, not one per event
         log.warning("could not record %s of task %s (%d recording errors so far): %r",
                     event, task_id, stats.db_errors, exc)
