@@ -166,7 +166,9 @@ class MigrationReport:
                 detail = f": {_printable(item.detail)}" if item.detail else ""
                 lines.append(f"      id={item.id}{label}{detail}")
             hidden = self.count(code) - min(len(items), max_items)
-            if hidden > 0:
+            # A group that is only a count (executions whose details a downgrade drops) lists
+            # no rows: its count is the whole message, there are no ids to point to.
+            if hidden > 0 and items:
                 lines.append(f"      ... and {hidden} more (--json lists every id that was collected)")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)

@@ -11,9 +11,10 @@ from click.testing import CliRunner, Result
 from sqlalchemy import text
 
 from dataforge.cli.main import cli
-from migrations.report import STOPPED
+from migrations.report import REASONS, STOPPED
 from tests.migrations.support import (
     BLOCKING_ROWS,
+    HOSTILE_NAME,
     PYTHON_LITERAL_SHAPES,
     QUIRK_SCHEDULES,
     T0,
@@ -252,3 +253,81 @@ def test_legacy_verbs_explain_an_unmigrated_database(verb: str, db_url: str) -> 
     result = run(db_url, "legacy", verb)
     assert result.exit_code == 3  # the schema is outdated: the environment, not the input
     assert "dataforge db upgrade" in result.stderr
+
+
+def test_the_downgrade_to_the_legacy_schema_lists_what_it_cannot_express_one_line_per_row(db_url: str) -> None:
+    """``done`` schedules, the new execution statuses and the execution details the legacy
+    schema has no column for are reported by ``db downgrade 0001_legacy_baseline``, never
+    silently changed; a name holding line breaks stays on its own line (escaped)."""
+    once = _row(80, HOSTILE_NAME, task_type="once", interval_seconds=None, run_at="2030-01-01 00:00:00")
+    build_legacy_db(db_url, [*QUIRK_SCHEDULES, once])
+    assert run(db_url, "db", "upgrade").exit_code == 0
+    engine = engine_for(db_url)
+    with engine.begin() as conn:
+        # What the new runtime writes: beat marks a once row that ran done; the worker records
+        # retries, skipped, lost and expired runs, with the worker's name and the traceback.
+        conn.execute(text("UPDATE scheduled_tasks SET status = 'done' WHERE id IN (21, 80)"))
+        conn.execute(
+            text(
+                "INSERT INTO task_executions (id, scheduled_task_id, celery_task_id, attempt, task_name, status, "
+                "worker, traceback) VALUES (:id, 21, :cid, :attempt, 'dataforge.once_job', :status, :worker, :tb)"
+            ),
+            [
+                {"id": 101, "cid": "n-1", "attempt": 0, "status": "retry", "worker": "w1@h", "tb": "Traceback ..."},
+                {"id": 102, "cid": "n-1", "attempt": 1, "status": "success", "worker": "w1@h", "tb": None},
+                {"id": 103, "cid": "n-2", "attempt": 0, "status": "skipped", "worker": None, "tb": None},
+                {"id": 104, "cid": "n-3", "attempt": 0, "status": "lost", "worker": None, "tb": "Traceback ..."},
+                {"id": 105, "cid": "n-4", "attempt": 0, "status": "expired", "worker": None, "tb": None},
+            ],
+        )
+    engine.dispose()
+    down = run(db_url, "db", "downgrade", "0001_legacy_baseline")
+    assert down.exit_code == 0, down.output
+    lines = down.stdout.splitlines()
+    hostile = HOSTILE_NAME.replace("\n", "\\n").replace("\r", "\\r").replace("\u2028", "\\u2028")
+
+    def group(code: str, count: int) -> str:
+        return f"  [INFO] {code} ({count}): {REASONS[code].summary}"
+
+    at = lines.index("0002_expand downgrade: what the legacy schema cannot express")
+    assert lines[at + 1 : at + 10] == [
+        group("execution_details_dropped", 3),  # 101, 102 (worker), 104 (traceback)
+        group("execution_status_unknown_to_legacy", 4),
+        "      id=101: status='retry'",
+        "      id=103: status='skipped'",
+        "      id=104: status='lost'",
+        "      id=105: status='expired'",
+        group("status_unknown_to_legacy", 2),
+        "      id=21 once_repr: status='done'",
+        f"      id=80 {hostile}: status='done'",
+    ]
+    # The name cannot forge report lines: each of its breaks is escaped in place.
+    assert not any(line.startswith(("-- x", "DROP TABLE", "end")) for line in lines)
+    assert not {"\r", "\u2028"} & set(down.stdout)
+    assert lines[-1] == "database at 0001_legacy_baseline"
+    # Kept as they are: the rows and their statuses, in the legacy tables.
+    data = rows(db_url)
+    assert {r["id"]: r["status"] for r in data["scheduled_tasks"] if r["id"] in (21, 80)} == {21: "done", 80: "done"}
+    assert [(r["id"], r["status"]) for r in data["task_executions"] if r["id"] > 100] == [
+        (101, "retry"), (102, "success"), (103, "skipped"), (104, "lost"), (105, "expired"),
+    ]  # fmt: skip
+    assert "worker" not in data["task_executions"][0] and "attempt" not in data["task_executions"][0]
+
+
+def test_row_data_cannot_forge_report_lines(db_url: str) -> None:
+    """Names and values are printed on one line each: a line break in a name, or in a value
+    that reaches the report unquoted (the cron parser's message repeats the expression),
+    is escaped, so the preflight's output has exactly one line per row."""
+    forged = "61 * * * *\n  [BLOCK] blocked_unrecognised_handler_path (1): forged"
+    bad = _row(90, "two\nlines\r\u2028three", task_type="cron", interval_seconds=None, cron_expression=forged)
+    build_legacy_db(db_url, [bad], [])
+    check = run(db_url, "db", "check")
+    assert check.exit_code == 1
+    lines = check.stdout.splitlines()
+    assert [line.split(":", 1)[0] for line in lines if line.lstrip().startswith("[")] == [
+        f"  [STOP] {STOPPED} (1)", "  [FLAG] invalid_cron (1)", "  [CHANGE] task_name_from_handler_path (1)",
+    ]  # fmt: skip
+    mentions = [line for line in lines if "forged" in line or "lines" in line]
+    assert len(mentions) == 3 and all(line.startswith("      id=90 two\\nlines\\r\\u2028three: ") for line in mentions)
+    assert "\\n  [BLOCK] blocked_unrecognised_handler_path (1): forged" in mentions[1]
+    assert not {"\r", "\u2028"} & set(check.stdout)
