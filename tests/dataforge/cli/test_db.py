@@ -331,3 +331,33 @@ def test_row_data_cannot_forge_report_lines(db_url: str) -> None:
     assert len(mentions) == 3 and all(line.startswith("      id=90 two\\nlines\\r\\u2028three: ") for line in mentions)
     assert "\\n  [BLOCK] blocked_unrecognised_handler_path (1): forged" in mentions[1]
     assert not {"\r", "\u2028"} & set(check.stdout)
+
+
+def test_after_rollback_a_the_preflight_reports_and_blocks_on_the_same_rows(db_url: str) -> None:
+    """Forward again after rollback A (docs/rollback.md): down to 0002_expand restores task_name
+    and status, the rows the first upgrade paused with ``--on-unmappable pause`` included, so
+    ``db check`` blocks on them again and repeats every row it stopped or flagged. Only what
+    0002 keeps done is not repeated: the kwargs stay JSON there, the retries stay numbered."""
+    build_legacy_db(db_url, [*QUIRK_SCHEDULES, *BLOCKING_ROWS, *literal_schedules()])
+    first = run(db_url, "db", "check", "--json")
+    assert first.exit_code == 1
+    assert run(db_url, "db", "upgrade", "--on-unmappable", "pause").exit_code == 0
+    assert run(db_url, "db", "downgrade", "0002_expand").exit_code == 0
+    status = {r["id"]: r["status"] for r in rows(db_url, ("scheduled_tasks",))["scheduled_tasks"]}
+    assert (status[40], status[41]) == ("active", "active")
+    again = run(db_url, "db", "check", "--json")
+    assert again.exit_code == 1
+    before, after = _json(first), _json(again)
+    assert after["blocking"] is True and after["stops_rows"] is True
+    kept_done = {"kwargs_empty", "kwargs_python_repr", "kwargs_reserved_keys", "executions_attempts_numbered"}
+    assert set(before["groups"]) - set(after["groups"]) == kept_done
+    for code, group in before["groups"].items():
+        if code not in kept_done:
+            assert after["groups"][code] == group, code  # the same rows, the same details
+    assert [r["id"] for r in after["groups"]["blocked_unrecognised_handler_path"]["rows"]] == [40]
+    assert [r["id"] for r in after["groups"]["blocked_no_task_name_or_handler_path"]["rows"]] == [41]
+    # And the upgrade agrees: it refuses on those rows again until the policy is given again.
+    refused = run(db_url, "db", "upgrade", "--json")
+    assert refused.exit_code == 1
+    assert _json(refused)["report"]["groups"] == after["groups"]
+    assert run(db_url, "db", "upgrade", "--on-unmappable", "pause").exit_code == 0
