@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,6 +225,41 @@ def test_close_writes_what_is_queued_and_drops_the_heartbeat(runtime: Runtime) -
     recorder.close()
     assert rows(runtime.db) == {"last": "success", "at-exit": "success"}
     assert not runtime.locks.held_by(key, worker)
+
+
+def test_flush_returns_once_the_batch_the_thread_is_writing_is_written(
+    embedded_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eager runs (``apply()``) and tests read the row right after ``flush()``: a batch the
+    thread took off the queue and is still writing counts as not written yet."""
+    rt = Runtime(embedded_settings)
+    try:
+        writer = rt.recorder.writer
+        taken, release = threading.Event(), threading.Event()
+        write = writer._write
+
+        def held_write(batch: list[Any]) -> int:
+            taken.set()
+            release.wait(10)
+            return write(batch)
+
+        monkeypatch.setattr(writer, "_write", held_write)
+        rt.recorder.record(image("in-flight"))
+        assert taken.wait(10) and writer.waiting() == 0  # the thread has it, the queue is empty
+        seen: list[dict[str, str]] = []
+        flusher = threading.Thread(target=lambda: seen.append(rows(rt.db)) if rt.recorder.flush() else None)
+        flusher.start()
+        flusher.join(0.5)  # a flush that does not wait has returned (and looked) by now
+        release.set()
+        flusher.join(10)
+        assert seen == [{"in-flight": "success"}]
+        monkeypatch.undo()
+        writer.interval = 60.0
+        for n in range(writer.max_batch + 100):  # more than one batch: still one call, True
+            rt.recorder.record(image(f"r{n}"))
+        assert rt.recorder.flush() and len(rows(rt.db)) == writer.max_batch + 101
+    finally:
+        rt.close()
 
 
 def test_a_start_is_discarded_only_while_it_is_queued_as_it_was(runtime: Runtime) -> None:
