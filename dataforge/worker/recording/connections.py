@@ -13,10 +13,13 @@ connection is discarded: the writer keeps the records and tries again, a read fa
 
 Time bounds: a new connection gives up after ``connect_timeout``; the server cancels a
 statement after ``statement_timeout`` (the read on a run's path: 1 s; flushes: 10 s), so a
-database that is down or overloaded never holds a run for longer than that.
+database that is down or overloaded never holds a run for longer than that. Neither bounds a
+server that stops answering a kept connection (frozen, its host cut off): the statement
+timeout is the server's, and the client then waits until it answers or TCP gives up.
 
 Durability: these connections commit with ``synchronous_commit = off`` unless
-``Settings.recorder_synchronous_commit``. A commit then does not wait for its WAL flush; if the
+``Settings.recorder_synchronous_commit`` (then they commit with ``on``, whatever the server's or the
+database's default). A commit with ``off`` does not wait for its WAL flush; if the
 PostgreSQL *server* crashes, the last ~0.6 s (3 x ``wal_writer_delay``) of execution rows and
 outcome counters may be lost. Nothing is ever inconsistent, and the setting never applies to
 other writes (beat's dispatch, lock leases, the CLI): it is set on these dedicated connections,
@@ -65,9 +68,9 @@ class HeldConnections:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            options = f"-c statement_timeout={int(self.statement_timeout * 1000)}"
-            if not self.synchronous_commit:
-                options += " -c synchronous_commit=off"
+            # Said either way: "on" must hold even where the server or database defaults to off.
+            commit = "on" if self.synchronous_commit else "off"
+            options = f"-c statement_timeout={int(self.statement_timeout * 1000)} -c synchronous_commit={commit}"
             self._engine = create_engine(
                 self.url, poolclass=NullPool,
                 connect_args={"connect_timeout": self.connect_timeout, "options": options},

@@ -31,11 +31,14 @@ READ_TIMEOUT = 1.0
 WRITE_TIMEOUT = 10.0
 
 
+_CUT = "...[truncated]"
+
+
 def truncate(text: str | None, limit: int) -> str | None:
     """``text`` cut to ``limit`` characters, saying so."""
     if text is None or len(text) <= limit:
         return text
-    return text[: limit - 15] + "...[truncated]"
+    return text[: limit - len(_CUT)] + _CUT
 
 
 class Recorder:
@@ -95,11 +98,14 @@ class Recorder:
 
     def flush(self) -> bool:
         """Write everything queued now (eager runs, tests); ``False`` if the database refused
-        (the writer thread keeps trying)."""
-        while self.writer.waiting():
-            if not self.writer.flush():
+        (the writer thread keeps trying). Returns once a batch the thread was writing is
+        written too: an empty queue alone does not mean the rows are in the database."""
+        while True:
+            flushes = self.stats.flushes
+            if self.writer.flush():  # waits for the batch in flight, if any
+                return True
+            if self.stats.flushes == flushes:  # nothing written: refused
                 return False
-        return True
 
     def waiting(self) -> int:
         return self.writer.waiting()

@@ -155,10 +155,11 @@ class Rig:
 
 
 def start_worker(settings: Settings, tmp: Path, *, name: str = "df-worker", concurrency: int = 2,
-                 queues: Sequence[str] = ()) -> CeleryProcess:
-    """A prefork worker on ``settings`` (with the test task package), started and ready."""
+                 queues: Sequence[str] = (), extra: Sequence[str] = ()) -> CeleryProcess:
+    """A prefork worker on ``settings`` (with the test task package), started and ready;
+    ``extra``: more ``celery worker`` options."""
     settings = settings.with_(task_packages=(TASKS_PACKAGE,))
-    cmd = worker_command(concurrency=concurrency, queues=queues, hostname=f"{name}@%h")
+    cmd = worker_command(concurrency=concurrency, queues=queues, hostname=f"{name}@%h", extra=extra)
     # stop_timeout: a warm shutdown on the sqla broker takes 6-15 s; teardown need not wait for it.
     worker = CeleryProcess(name, cmd, env=worker_env(settings), cwd=tmp, log_file=tmp / f"{name}.log", stop_timeout=5)
     worker.start()
@@ -186,14 +187,15 @@ def start_beat(settings: Settings, tmp: Path, *, name: str = "df-beat") -> Celer
 
 @contextmanager
 def running_rig(
-    settings: Settings, tmp: Path, *, name: str = "df-worker", concurrency: int = 2, queues: Sequence[str] = ()
+    settings: Settings, tmp: Path, *, name: str = "df-worker", concurrency: int = 2, queues: Sequence[str] = (),
+    extra: Sequence[str] = (),
 ) -> Iterator[Rig]:
     """Start a prefork worker on ``settings`` with the test task package; stop it afterwards."""
     settings = settings.with_(task_packages=(TASKS_PACKAGE,))
     app = create_app(settings)
     if queues:
         app.conf.task_default_queue = queues[0]
-    worker = start_worker(settings, tmp, name=name, concurrency=concurrency, queues=queues)
+    worker = start_worker(settings, tmp, name=name, concurrency=concurrency, queues=queues, extra=extra)
     try:
         yield Rig(settings=settings, app=app, worker=worker, tmp=tmp)
     finally:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from celery import Celery, signals, states
 from celery.app.task import Context
@@ -20,6 +22,7 @@ from dataforge.models import ScheduledTask, TaskExecution, utcnow
 from dataforge.settings import Settings
 from dataforge.worker.errors import JobArgumentError
 from dataforge.worker.recording.handlers import NOT_SERIALISABLE, on_task_failure, on_task_revoked
+from dataforge.worker.recording.recorder import READ_TIMEOUT
 from dataforge.worker.recording.runlog import RUN_LOGGER
 from dataforge.worker.task import DataForgeTask
 from tests.dataforge.worker.helpers import add_schedule, deliver, executions, lock_held, schedule
@@ -77,6 +80,28 @@ def test_a_database_outage_never_fails_the_task(server_settings: Settings, make_
     assert not lock_held(app, "dataforge:lock:t.job:1")
 
 
+def test_a_database_that_does_not_answer_the_read_holds_a_run_about_a_second(
+    server_settings: Settings, make_app: Any
+) -> None:
+    """The read at prerun, blocked (here by a lock another session holds on the table), is
+    cancelled by the server after READ_TIMEOUT (1 s); the run then goes ahead and is recorded."""
+    assert READ_TIMEOUT == 1.0
+    app = make_app(server_settings)
+    app.runtime.recorder.writer.interval = 60.0  # only the read is on the run's path here
+    task = define(app, "t.job", lambda **kw: "ran")
+    assert deliver(task, "warm", {"scheduled_task_id": 1}) == states.SUCCESS  # connections kept, schema known
+    with psycopg.connect(server_settings.database_url) as blocker:
+        blocker.execute("LOCK TABLE task_executions IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        assert deliver(task, "blocked", {"scheduled_task_id": 1}, flush=False) == states.SUCCESS
+        held = time.monotonic() - started
+    assert READ_TIMEOUT <= held < READ_TIMEOUT + 2, f"the run was held {held:.1f}s by an unanswered read"
+    stats = app.runtime.recorder.stats
+    assert stats.by_event.get("prerun") == 1 and "statement timeout" in (stats.last_error or "")
+    assert app.runtime.recorder.flush()
+    assert {r.celery_task_id: r.status for r in executions(app)} == {"warm": "success", "blocked": "success"}
+
+
 def test_a_run_is_written_once_already_finished_and_counted_once(app: Celery) -> None:
     """A run that ends before the writer's next flush: one row, written in its final state."""
     sid = add_schedule(app)
@@ -92,6 +117,18 @@ def test_a_run_is_written_once_already_finished_and_counted_once(app: Celery) ->
     assert row.worker is not None and row.worker.startswith("w@test:") and "#" in row.worker
     assert counters(app, sid) == {"success_count": 1, "failure_count": 0, "skipped_count": 0, "expired_count": 0,
                                   "lost_count": 0, "last_status": "success"}  # fmt: skip
+
+
+def test_the_result_summary_is_cut_at_2000_characters(app: Celery) -> None:
+    """A summary, not the result: at most 2,000 characters, and a cut one says so."""
+    sid = add_schedule(app)
+    task = define(app, "t.job", lambda size: "x" * size)
+    assert deliver(task, "fits", {"scheduled_task_id": sid, "size": 1998}) == states.SUCCESS  # JSON: 2,000
+    assert deliver(task, "cut", {"scheduled_task_id": sid, "size": 1999}) == states.SUCCESS  # JSON: 2,001
+    results = {r.celery_task_id: r.result or "" for r in executions(app)}
+    assert results["fits"] == '"' + "x" * 1998 + '"'
+    assert len(results["cut"]) == 2000 and results["cut"].endswith("...[truncated]")
+    assert AsyncResult("cut", app=app).get(timeout=5) == "x" * 1999  # the result itself is whole
 
 
 def test_a_long_run_is_visible_as_running_then_closed(app: Celery) -> None:

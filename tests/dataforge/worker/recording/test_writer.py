@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ from dataforge.runtime import Runtime
 from dataforge.settings import Settings
 from dataforge.worker.liveness import heartbeat_key
 from dataforge.worker.recording.records import RowImage
+from dataforge.worker.recording.writer import Writer
+from tests.dataforge.worker.rig import wait_until
 
 
 def image(tid: str, status: ExecutionStatus = ExecutionStatus.SUCCESS, **values: Any) -> RowImage:
@@ -71,21 +76,125 @@ def test_postgresql_writes_a_batch_in_one_statement(server_settings: Settings) -
         rt.close()
 
 
-def test_records_wait_while_the_database_is_down_and_a_full_queue_drops_the_newest(tmp_path: Path) -> None:
+def _down(tmp_path: Path) -> tuple[Runtime, Path]:
+    """A runtime whose SQLite database cannot be opened yet (its directory is missing):
+    every flush fails as it does while a database is unreachable."""
     missing = tmp_path / "not-yet"
     settings = Settings.from_env({"DATAFORGE_DATABASE_URL": f"sqlite:///{missing / 'df.db'}"}, cwd=tmp_path)
-    rt = Runtime(settings)
+    return Runtime(settings), missing
+
+
+def _back(rt: Runtime, missing: Path) -> None:
+    missing.mkdir()
+    Base.metadata.create_all(rt.db.engine)
+
+
+def _timed_flushes(writer: Writer, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """When each flush (the thread's or a test's) begins."""
+    began: list[float] = []
+    flush = writer.flush
+
+    def timed() -> bool:
+        began.append(time.monotonic())
+        return flush()
+
+    monkeypatch.setattr(writer, "flush", timed)
+    return began
+
+
+def test_a_batch_is_written_one_window_after_its_first_record_however_many_follow(
+    embedded_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window (50 ms) starts at the first record of a batch: records that keep coming never
+    hold it back, so a record waits one window at most, not until the queue goes quiet."""
+    assert Writer.interval == 0.05
+    rt = Runtime(embedded_settings)
     try:
         writer = rt.recorder.writer
-        writer.interval, writer.capacity = 60.0, 3
-        for n in range(5):
+        writer.interval = 0.5  # the same rule, on a window scheduling noise cannot blur
+        began = _timed_flushes(writer, monkeypatch)
+        first = time.monotonic()
+        deadline = first + 20 * writer.interval
+        sent = 0
+        while not began:  # a record every 50 ms: a window restarted by each one never closes
+            assert time.monotonic() < deadline, "the batch was not written while records kept coming"
+            rt.recorder.record(image(f"r{sent}"))
+            sent += 1
+            time.sleep(0.05)
+        assert began[0] - first >= writer.interval, "written before its window closed"
+        assert sent > 1  # later records joined the batch the first one opened
+        wait_until(lambda: rt.recorder.stats.flushes >= 1, 10, "the first batch written")
+        assert len(rows(rt.db)) >= 1
+    finally:
+        rt.close()
+
+
+def test_500_queued_records_are_written_at_once_in_one_statement(server_settings: Settings) -> None:
+    assert Writer.max_batch == 500
+    rt = Runtime(server_settings)
+    try:
+        writer = rt.recorder.writer
+        writer.interval = 60.0  # only the batch size can make the thread write now
+        held = rt.recorder.writes
+        assert held is not None
+        seen: list[str] = []
+        event.listen(held.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+        for n in range(writer.max_batch):
             rt.recorder.record(image(f"r{n}"))
-        assert (writer.waiting(), rt.recorder.stats.dropped) == (3, 2)
-        assert not rt.recorder.flush() and writer.waiting() == 3  # unreachable: kept
-        missing.mkdir()
-        Base.metadata.create_all(rt.db.engine)  # the database is back
-        assert rt.recorder.flush()
-        assert sorted(rows(rt.db)) == ["r0", "r1", "r2"]  # the first ones queued were kept
+        wait_until(lambda: rt.recorder.stats.written == 500, 20, "the 500th record had the batch written at once")
+        assert (rt.recorder.stats.flushes, writer.waiting()) == (1, 0)
+        assert len(seen) == 1 and "unnest" in seen[0]
+        assert len(rows(rt.db)) == 500
+    finally:
+        rt.close()
+
+
+def test_the_queue_holds_10000_records_while_the_database_is_down_then_drops_the_newest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert Writer.capacity == 10_000
+    rt, missing = _down(tmp_path)
+    try:
+        writer = rt.recorder.writer
+        writer.interval = 60.0  # the test decides when the writer writes
+        with caplog.at_level(logging.ERROR, logger="dataforge.recorder"):
+            for n in range(writer.capacity + 5):
+                rt.recorder.record(image(f"r{n}"))
+        assert (writer.waiting(), rt.recorder.stats.dropped) == (10_000, 5)
+        full = [r for r in caplog.records if "dropping new ones" in r.getMessage()]
+        assert len(full) == 1, "a full queue is logged once, not once per dropped record"
+        assert not rt.recorder.flush() and writer.waiting() == 10_000  # unreachable: kept
+        _back(rt, missing)
+        assert not writer.flush()  # one batch written, more queued
+        assert sorted(rows(rt.db), key=lambda t: int(t[1:])) == [f"r{n}" for n in range(500)]  # oldest first
+    finally:
+        rt.recorder.writer.exit_timeout = 0.0  # what is left is not what this test is about
+        rt.close()
+
+
+def test_an_outage_is_retried_backing_off_to_once_a_second_and_logged_once_each_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From 0.1 s, doubling, capped at 1 s: the database is not hammered, and once it is back
+    the queue is written within about a second, by the thread alone. One line when the outage
+    begins, one when it ends, however many tries failed in between."""
+    assert Writer.max_backoff == 1.0
+    rt, missing = _down(tmp_path)
+    try:
+        writer = rt.recorder.writer
+        began = _timed_flushes(writer, monkeypatch)
+        with caplog.at_level(logging.WARNING, logger="dataforge.recorder"):
+            rt.recorder.record(image("waits"))
+            wait_until(lambda: len(began) >= 8, 30, "eight tries while the database is down")
+            gaps = [round(b - a, 3) for a, b in zip(began, began[1:7], strict=False)]
+            for gap, backoff in zip(gaps, [0.1, 0.2, 0.4, 0.8, 1.0, 1.0], strict=True):
+                # Never sooner than the backoff; a loaded machine may only make a wake-up late.
+                assert backoff - 0.01 <= gap <= backoff + 0.75, (gaps, rt.recorder.stats)
+            _back(rt, missing)
+            wait_until(lambda: rows(rt.db) == {"waits": "success"}, 10, "the queue written once the database is back")
+        messages = [r.getMessage() for r in caplog.records]
+        assert len([m for m in messages if "they wait in memory" in m]) == 1, messages
+        assert len([m for m in messages if "database reachable again" in m]) == 1, messages
     finally:
         rt.close()
 
@@ -116,6 +225,41 @@ def test_close_writes_what_is_queued_and_drops_the_heartbeat(runtime: Runtime) -
     recorder.close()
     assert rows(runtime.db) == {"last": "success", "at-exit": "success"}
     assert not runtime.locks.held_by(key, worker)
+
+
+def test_flush_returns_once_the_batch_the_thread_is_writing_is_written(
+    embedded_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eager runs (``apply()``) and tests read the row right after ``flush()``: a batch the
+    thread took off the queue and is still writing counts as not written yet."""
+    rt = Runtime(embedded_settings)
+    try:
+        writer = rt.recorder.writer
+        taken, release = threading.Event(), threading.Event()
+        write = writer._write
+
+        def held_write(batch: list[Any]) -> int:
+            taken.set()
+            release.wait(10)
+            return write(batch)
+
+        monkeypatch.setattr(writer, "_write", held_write)
+        rt.recorder.record(image("in-flight"))
+        assert taken.wait(10) and writer.waiting() == 0  # the thread has it, the queue is empty
+        seen: list[dict[str, str]] = []
+        flusher = threading.Thread(target=lambda: seen.append(rows(rt.db)) if rt.recorder.flush() else None)
+        flusher.start()
+        flusher.join(0.5)  # a flush that does not wait has returned (and looked) by now
+        release.set()
+        flusher.join(10)
+        assert seen == [{"in-flight": "success"}]
+        monkeypatch.undo()
+        writer.interval = 60.0
+        for n in range(writer.max_batch + 100):  # more than one batch: still one call, True
+            rt.recorder.record(image(f"r{n}"))
+        assert rt.recorder.flush() and len(rows(rt.db)) == writer.max_batch + 101
+    finally:
+        rt.close()
 
 
 def test_a_start_is_discarded_only_while_it_is_queued_as_it_was(runtime: Runtime) -> None:

@@ -197,3 +197,15 @@ def shutdown_lock_store(self: DataForgeTask, **kwargs: Any) -> Any:
 def plain(**kwargs: Any) -> Any:
     """A plain Celery task: no lock, not recorded."""
     return kwargs.get("value")
+
+
+def hold_records_job(value: Any = None) -> dict[str, Any]:
+    """From now on this process's writer waits an hour before writing a batch: the records
+    of this run (at least its outcome) stay queued until the process exits."""
+    celery_app.runtime.recorder.writer.interval = 3600.0
+    return {"pid": os.getpid(), "value": value}
+
+
+@celery_app.task(base=DataForgeTask, bind=True, name="wt.hold_records", lock_enabled=False, shared=False)
+def hold_records(self: DataForgeTask, **kwargs: Any) -> Any:
+    return self.run_job(hold_records_job, kwargs)
