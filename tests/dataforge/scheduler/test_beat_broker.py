@@ -10,6 +10,11 @@ get each message at once.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +29,7 @@ from celery import Celery
 
 from dataforge.db import Database
 from dataforge.models import utcnow
+from dataforge.protocol import PUBLISH_RETRY_POLICY
 from dataforge.scheduler.beat import DatabaseScheduler, PublishBatch
 from dataforge.scheduler.dispatch import run_task_id
 from dataforge.scheduler.schedules import parse_db_datetime
@@ -178,6 +184,63 @@ def test_a_failed_flush_is_sent_again_with_the_same_ids_and_nothing_is_lost(
         b.close()
         proxy.close()
         base.close()
+
+
+class ResettingBroker:
+    """A broker that is down: it accepts each connection and resets it at once, and counts the
+    attempts (a closed port would refuse them uncounted)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.attempts = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.attempts += 1
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+            conn.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("scheme", ["redis://127.0.0.1:{port}/0", "amqp://guest:guest@127.0.0.1:{port}//"])
+def test_a_publish_to_a_dead_broker_gives_up_after_about_a_second(tmp_path: Path, scheme: str) -> None:
+    """``PUBLISH_RETRY_POLICY`` bounds the whole publish, connecting included: its sleeps add up
+    to at most a second, beat connects as many times as the policy says (not kombu's default
+    of tries 2 and 4 s apart, ~6 s per tick), and the tick then rolls back and asks for its
+    1 s retry. The wall-clock bound leaves a loaded machine more than twice the policy's time
+    and stays below kombu's 4 s connect timeout."""
+    policy = PUBLISH_RETRY_POLICY
+    sleeps = [min(policy["interval_start"] + k * policy["interval_step"], policy["interval_max"])
+              for k in range(policy["max_retries"])]  # fmt: skip
+    assert sum(sleeps) <= 1.0
+    dead = ResettingBroker()
+    b = Broker(tmp_path, f"sqlite:///{tmp_path / 'dataforge.db'}", scheme.format(port=dead.port))
+    try:
+        rows = b.due_rows(1)
+        before = {sid: get_row(b.db, sid) for sid in rows}
+        sch = b.scheduler()
+        started = time.monotonic()
+        assert sch.tick_once() == 1.0
+        took = time.monotonic() - started
+        assert dead.attempts == 1 + policy["max_retries"], f"{dead.attempts} connection attempts"
+        assert took < 2.5, f"beat was stuck {took:.1f}s on a dead broker"
+        assert sch.stats["publish_failed"] == 1
+        assert {sid: get_row(b.db, sid) for sid in rows} == before, "the unsent run was not rolled back"
+    finally:
+        for opened in b.schedulers:
+            opened.close()
+        b.app.runtime.close()  # not Broker.close: there is no broker to delete a queue on
+        dead.close()
 
 
 # --- static entries: Celery's beat_schedule, run by the leader ---------------------------------------
