@@ -244,6 +244,50 @@ def test_a_publish_to_a_dead_broker_gives_up_after_about_a_second(tmp_path: Path
         dead.close()
 
 
+@pytest.mark.redis
+def test_no_task_sent_event_unless_task_send_sent_event_is_on(tmp_path: Path, redis_url: str) -> None:
+    """The app's default is off; beat's publish then sends no ``task-sent`` event, and with it
+    on it does. Events are fanned out to whoever listens: a receiver listens first (it has
+    seen a probe event), then a run is sent with the default and one with the setting on; when
+    the second run's event has arrived, the first run's would have arrived before it."""
+    b = Broker(tmp_path, f"sqlite:///{tmp_path / 'dataforge.db'}", redis_url)
+    assert b.app.conf.task_send_sent_event is False
+    seen: list[dict[str, Any]] = []
+    with b.app.connection_for_read() as conn:
+        receiver = b.app.events.Receiver(conn, handlers={"*": seen.append})
+        listening = threading.Thread(target=lambda: receiver.capture(limit=None, timeout=None, wakeup=False),
+                                     daemon=True)
+        listening.start()
+        try:
+            with b.app.events.default_dispatcher() as dispatcher:
+                deadline = time.monotonic() + 10
+                while not any(e["type"] == "df-probe" for e in seen):
+                    assert time.monotonic() < deadline, "the event receiver never got a probe event"
+                    dispatcher.send("df-probe")
+                    time.sleep(0.1)
+            default_run = b.due_rows(1)
+            first = b.scheduler()
+            first.tick_once()
+            first.close()  # releases the lease: the next scheduler leads at once
+            b.app.conf.task_send_sent_event = True
+            on_run = b.due_rows(1)
+            b.scheduler().tick_once()
+            [(on_id, on_due)] = on_run.items()
+            [(default_id, default_due)] = default_run.items()
+            on_task, default_task = run_task_id(on_id, 1, on_due), run_task_id(default_id, 1, default_due)
+            deadline = time.monotonic() + 10
+            while not any(e["type"] == "task-sent" and e["uuid"] == on_task for e in seen):
+                assert time.monotonic() < deadline, "no task-sent event with task_send_sent_event on"
+                time.sleep(0.05)
+            sent = [e["uuid"] for e in seen if e["type"] == "task-sent"]
+            assert sent == [on_task], f"task-sent events for {sent}; {default_task} was sent with the default (off)"
+            assert {m["headers"]["id"] for m in b.drain()} == {on_task, default_task}
+        finally:
+            receiver.should_stop = True
+            listening.join(10)
+    b.close()
+
+
 # --- static entries: Celery's beat_schedule, run by the leader ---------------------------------------
 
 
