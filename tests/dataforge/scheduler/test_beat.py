@@ -28,9 +28,11 @@ from dataforge.db import Database
 from dataforge.legacy.names import LEGACY_TASK_NAME
 from dataforge.legacy.switch import set_switch
 from dataforge.models import ScheduledTask
+from dataforge.models.triggers import drop_change_triggers
+from dataforge.runtime import Runtime
 from dataforge.scheduler.changes import PostgresChangeFeed
 from dataforge.scheduler.dispatch import Message, run_task_id
-from dataforge.scheduler.duties import DutyRunner
+from dataforge.scheduler.duties import DutyRunner, LeaderDuty, leader_duties
 from dataforge.scheduler.leader import LeaderLease
 from dataforge.scheduler.schedules import jitter_offset, next_run_after, parse_db_datetime, validate_cron
 from dataforge.scheduler.store import Advance, ScheduleStore
@@ -49,7 +51,6 @@ from tests.dataforge.scheduler.support import (
     run_sql,
     settings_for,
 )
-from tests.dataforge.worker.helpers import noted
 
 MAX_INTERVAL = 5.0
 
@@ -202,6 +203,47 @@ def test_tick_never_sleeps_longer_than_max_interval(env: Env) -> None:
 # --- exactly once ----------------------------------------------------------------------------------------
 
 
+#: What the workers' recorder owns on a schedule row, and a value of each that no beat path writes.
+WORKER_OWNED = {"success_count": 3, "failure_count": 4, "skipped_count": 5, "expired_count": 6, "lost_count": 7,
+                "last_status": "failure", "last_error": "boom"}  # fmt: skip
+LAST_EDITED = datetime(2001, 2, 3, 4, 5, 6)
+
+
+def test_beat_never_writes_updated_at_nor_the_workers_counters(env: Env) -> None:
+    """Every kind of write beat makes (first due time, dispatch, a rolled-back publish, a flag,
+    a missed run, a once row marked done) leaves ``updated_at`` ("last edited") and the
+    recorder's columns as they were."""
+    w = env.clock.wall
+    kept = {**WORKER_OWNED, "updated_at": LAST_EDITED}
+    rows = {
+        "first due time": add_row(env.db, **kept),
+        "publish fails once": add_row(env.db, next_run_at=due(env, -1), **kept),
+        "flagged": add_row(env.db, task_name="sched_test.not_deployed", **kept),
+        "once, missed, done": add_row(env.db, task_type="once", interval_seconds=None, run_at=w - timedelta(hours=3),
+                                      missed_run_policy="skip", **kept),
+        "catch-up": add_row(env.db, interval_seconds=600, next_run_at=w - timedelta(hours=3), **kept),
+    }
+    sch = env.scheduler()
+    failing = rows["publish fails once"]
+
+    def fail_once(message: Message) -> None:
+        if message.kwargs["scheduled_task_id"] == failing and sch.stats["publish_failed"] == 0:
+            raise kombu.exceptions.OperationalError("connection refused")
+
+    sch.before_publish = fail_once
+    sch.tick_once()
+    sch.tick_once()
+    env.clock.advance(sch.full_refresh_every)  # a full re-read (flagged rows too) and the next runs
+    sch.tick_once()
+    assert sch.stats["publish_failed"] >= 1 and sch.stats["flagged"] == 1
+    assert sch.stats["missed"] > 0 and sch.stats["scheduled"] >= 1
+    assert env.row(rows["once, missed, done"])["status"] == "done"
+    assert all(sch.sent_for(rows[what]) for what in ("first due time", "publish fails once", "catch-up"))
+    for what, row_id in rows.items():
+        row = env.row(row_id)
+        assert {k: row[k] for k in kept} == kept, what
+
+
 def test_compare_and_set_fences_a_stale_reader(env: Env) -> None:
     """What a second beat that read the row before the first one committed would do."""
     row_id = add_row(env.db, next_run_at=due(env, -1))
@@ -305,8 +347,9 @@ def test_failed_publish_is_retried_next_tick_and_never_lost(env: Env, caplog: py
 
     sch.before_publish = broker_down_on_third
     with caplog.at_level(logging.WARNING):
-        assert sch.tick_once() == sch.retry_after_failure
-        assert sch.tick_once() == sch.retry_after_failure
+        # The failed tick is retried one second later (docs/scheduler.md, Outages).
+        assert sch.tick_once() == 1.0
+        assert sch.tick_once() == 1.0
     assert len(sch.sent) == 2
     sent_ids = [m.kwargs["scheduled_task_id"] for m in sch.sent]
     for i in ids:
@@ -367,34 +410,51 @@ def test_idle_ticks_run_no_query(env: Env) -> None:
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_a_committed_change_wakes_a_waiting_tick(tmp_path: Path, database_url: str) -> None:
+    """PostgreSQL: a commit wakes beat at once, not at its next timeout. Beat's only other
+    reason to wake is 10 s away (max_interval; the lease and the duties are further), so a
+    wake by the NOTIFY is told from a timeout by what the wait returns and by the time from
+    the commit to the message: measured at 10 to 22 ms (docs/benchmarks.md); 1 s is the
+    margin of a loaded machine, a tenth of the timeout."""
     create_schema(database_url)
-    e = Env(tmp_path, database_url, DATAFORGE_BEAT_MAX_INTERVAL="60", DATAFORGE_BEAT_LEADER_TTL="600")
+    e = Env(tmp_path, database_url, DATAFORGE_BEAT_MAX_INTERVAL="10", DATAFORGE_BEAT_LEADER_TTL="600")
     try:
         sch = CapturingScheduler(e.app)  # real clocks: the wait is real
         sch._duties = DutyRunner([], clock=sch.monotonic)  # the reaper would wake it every 5 s
         e.schedulers.append(sch)
-        assert sch.tick_once() == 60.0
+        assert sch.tick_once() == 10.0
         feed = sch._feed
         assert feed is not None and feed.live
         waiting = threading.Event()
+        woken: list[tuple[bool, float]] = []
         real_wait = feed.wait
 
         def observed_wait(timeout: float) -> bool:
             waiting.set()
-            return real_wait(timeout)
+            changed = real_wait(timeout)
+            woken.append((changed, time.monotonic()))
+            return changed
 
         feed.wait = observed_wait  # type: ignore[method-assign]
         added: list[int] = []
-        writer = threading.Thread(target=lambda: waiting.wait(20) and noted(added, add_row(e.db), lambda: None))
+        committed: list[float] = []
+
+        def write() -> None:
+            if waiting.wait(20):
+                added.append(add_row(e.db))  # returns after the commit
+                committed.append(time.monotonic())
+
+        writer = threading.Thread(target=write)
         writer.start()
-        started = time.monotonic()
         assert sch.tick() == 0.0
-        woke_after = time.monotonic() - started
         writer.join(20)
-        assert added, "the writer never saw beat waiting"
-        assert woke_after < 30, f"beat slept {woke_after:.1f}s through a committed change"
+        assert added and committed, "the writer never saw beat waiting"
+        [(changed, woke_at)] = woken
+        assert changed, "beat's wait ended by its timeout, not by the committed change"
         sch.tick_once()
+        sent_at = time.monotonic()
         assert [m.kwargs["scheduled_task_id"] for m in sch.sent] == added
+        assert woke_at - committed[0] < 1.0, f"beat woke {woke_at - committed[0]:.2f}s after the commit"
+        assert sent_at - committed[0] < 1.0, f"the run was sent {sent_at - committed[0]:.2f}s after the commit"
     finally:
         e.close()
 
@@ -471,6 +531,29 @@ def test_editing_a_cron_expression_moves_the_due_time(env: Env) -> None:
     sch.tick_once()
     expected = next_run_after(validate_cron("*/5 * * * *"), env.clock.wall)
     assert env.row(row_id)["next_run_at"] == expected
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_postgresql_without_the_triggers_warns_once_and_re_reads_every_max_interval(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No triggers, no NOTIFY: beat says so once and polls, so an edit is seen at the first
+    tick one ``max_interval`` after the last re-read, and not before."""
+    drop_change_triggers(env.db.engine)
+    row_id = add_row(env.db, next_run_at=due(env, 3600))
+    sch = env.scheduler()
+    sch._duties = DutyRunner([], clock=sch.monotonic)  # the reaper's 5 s would shorten the sleep
+    with caplog.at_level(logging.WARNING):
+        assert 0 < sch.tick_once() <= MAX_INTERVAL
+        env.sql("UPDATE scheduled_tasks SET next_run_at = :t WHERE id = :i", t=due(env), i=row_id)  # "run now"
+        for step in (1.0, 1.0, 1.0, 1.0, 0.75):  # binary fractions: exactly 4.75 s, then 5 s
+            env.clock.advance(step)
+            assert 0 < sch.tick_once() <= MAX_INTERVAL
+        assert sch.sent == [], "an edit was seen before max_interval without a change feed"
+        env.clock.advance(MAX_INTERVAL - 4.75)
+        sch.tick_once()
+    assert [m.kwargs["scheduled_task_id"] for m in sch.sent] == [row_id]
+    assert caplog.text.count("the scheduled_tasks triggers are missing") == 1
 
 
 # --- bad rows ---------------------------------------------------------------------------------------------
@@ -680,6 +763,33 @@ def test_one_leader_at_a_time_and_takeover_after_release(env: Env) -> None:
     assert a.due_times(row_id)[-1] < b.due_times(row_id)[0]
 
 
+class _Noted:
+    """A real leader duty whose every run is noted."""
+
+    def __init__(self, duty: LeaderDuty, runs: list[str]) -> None:
+        self.duty, self.name, self.runs = duty, duty.name, runs
+
+    def run(self, runtime: Runtime) -> float:
+        self.runs.append(self.name)
+        return self.duty.run(runtime)
+
+
+def test_a_standby_runs_neither_the_reaper_nor_retention(env: Env) -> None:
+    leader, standby = env.scheduler(), env.scheduler()
+    runs: dict[str, list[str]] = {"leader": [], "standby": []}
+    for sch, who in ((leader, "leader"), (standby, "standby")):
+        sch._duties = DutyRunner([_Noted(d, runs[who]) for d in leader_duties(sch.runtime)], clock=sch.monotonic)
+    for _ in range(3):
+        leader.tick_once()
+        standby.tick_once()
+        env.clock.advance(3600)  # past the reaper's 5 s and retention's hour
+    assert set(runs["leader"]) == {"reaper", "history retention"}
+    assert runs["standby"] == [], "a standby ran the leader's duties"
+    leader.close()  # the standby takes over, and its duties with it
+    standby.tick_once()
+    assert set(runs["standby"]) == {"reaper", "history retention"}
+
+
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_database_outage_is_survived_and_resumed_without_duplicates(
     tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
@@ -699,7 +809,7 @@ def test_database_outage_is_survived_and_resumed_without_duplicates(
         e.clock.advance(10)
         with caplog.at_level(logging.WARNING):
             for _ in range(3):
-                assert sch.tick_once() == sch.retry_after_failure
+                assert sch.tick_once() == 1.0  # retried every second
             assert caplog.text.count("database unreachable") == 1
             proxy.restore()
             sch.tick_once()
@@ -741,7 +851,7 @@ def test_database_down_when_beat_becomes_leader(
         sch = e.scheduler()
         with caplog.at_level(logging.WARNING):
             for _ in range(3):
-                assert sch.tick_once() == sch.retry_after_failure
+                assert sch.tick_once() == 1.0  # retried every second
         assert caplog.text.count("database unreachable") == 1
         proxy.restore()
         sch.tick_once()

@@ -10,6 +10,11 @@ get each message at once.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +29,7 @@ from celery import Celery
 
 from dataforge.db import Database
 from dataforge.models import utcnow
+from dataforge.protocol import PUBLISH_RETRY_POLICY
 from dataforge.scheduler.beat import DatabaseScheduler, PublishBatch
 from dataforge.scheduler.dispatch import run_task_id
 from dataforge.scheduler.schedules import parse_db_datetime
@@ -178,6 +184,108 @@ def test_a_failed_flush_is_sent_again_with_the_same_ids_and_nothing_is_lost(
         b.close()
         proxy.close()
         base.close()
+
+
+class ResettingBroker:
+    """A broker that is down: it accepts each connection and resets it at once, and counts the
+    attempts (a closed port would refuse them uncounted)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.attempts = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.attempts += 1
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+            conn.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("scheme", ["redis://127.0.0.1:{port}/0", "amqp://guest:guest@127.0.0.1:{port}//"])
+def test_a_publish_to_a_dead_broker_gives_up_after_about_a_second(tmp_path: Path, scheme: str) -> None:
+    """``PUBLISH_RETRY_POLICY`` bounds the whole publish, connecting included: its sleeps add up
+    to at most a second, beat connects as many times as the policy says (not kombu's default
+    of tries 2 and 4 s apart, ~6 s per tick), and the tick then rolls back and asks for its
+    1 s retry. The wall-clock bound leaves a loaded machine more than twice the policy's time
+    and stays below kombu's 4 s connect timeout."""
+    policy = PUBLISH_RETRY_POLICY
+    retries = int(policy["max_retries"])
+    sleeps = [min(policy["interval_start"] + k * policy["interval_step"], policy["interval_max"])
+              for k in range(retries)]  # fmt: skip
+    assert sum(sleeps) <= 1.0
+    dead = ResettingBroker()
+    b = Broker(tmp_path, f"sqlite:///{tmp_path / 'dataforge.db'}", scheme.format(port=dead.port))
+    try:
+        rows = b.due_rows(1)
+        before = {sid: get_row(b.db, sid) for sid in rows}
+        sch = b.scheduler()
+        started = time.monotonic()
+        assert sch.tick_once() == 1.0
+        took = time.monotonic() - started
+        assert dead.attempts == 1 + retries, f"{dead.attempts} connection attempts"
+        assert took < 2.5, f"beat was stuck {took:.1f}s on a dead broker"
+        assert sch.stats["publish_failed"] == 1
+        assert {sid: get_row(b.db, sid) for sid in rows} == before, "the unsent run was not rolled back"
+    finally:
+        for opened in b.schedulers:
+            opened.close()
+        b.app.runtime.close()  # not Broker.close: there is no broker to delete a queue on
+        dead.close()
+
+
+@pytest.mark.redis
+def test_no_task_sent_event_unless_task_send_sent_event_is_on(tmp_path: Path, redis_url: str) -> None:
+    """The app's default is off; beat's publish then sends no ``task-sent`` event, and with it
+    on it does. Events are fanned out to whoever listens: a receiver listens first (it has
+    seen a probe event), then a run is sent with the default and one with the setting on; when
+    the second run's event has arrived, the first run's would have arrived before it."""
+    b = Broker(tmp_path, f"sqlite:///{tmp_path / 'dataforge.db'}", redis_url)
+    assert b.app.conf.task_send_sent_event is False
+    seen: list[dict[str, Any]] = []
+    with b.app.connection_for_read() as conn:
+        receiver = b.app.events.Receiver(conn, handlers={"*": seen.append})
+        listening = threading.Thread(target=lambda: receiver.capture(limit=None, timeout=None, wakeup=False),
+                                     daemon=True)
+        listening.start()
+        try:
+            with b.app.events.default_dispatcher() as dispatcher:
+                deadline = time.monotonic() + 10
+                while not any(e["type"] == "df-probe" for e in seen):
+                    assert time.monotonic() < deadline, "the event receiver never got a probe event"
+                    dispatcher.send("df-probe")
+                    time.sleep(0.1)
+            default_run = b.due_rows(1)
+            first = b.scheduler()
+            first.tick_once()
+            first.close()  # releases the lease: the next scheduler leads at once
+            b.app.conf.task_send_sent_event = True
+            on_run = b.due_rows(1)
+            b.scheduler().tick_once()
+            [(on_id, on_due)] = on_run.items()
+            [(default_id, default_due)] = default_run.items()
+            on_task, default_task = run_task_id(on_id, 1, on_due), run_task_id(default_id, 1, default_due)
+            deadline = time.monotonic() + 10
+            while not any(e["type"] == "task-sent" and e["uuid"] == on_task for e in seen):
+                assert time.monotonic() < deadline, "no task-sent event with task_send_sent_event on"
+                time.sleep(0.05)
+            sent = [e["uuid"] for e in seen if e["type"] == "task-sent"]
+            assert sent == [on_task], f"task-sent events for {sent}; {default_task} was sent with the default (off)"
+            assert {m["headers"]["id"] for m in b.drain()} == {on_task, default_task}
+        finally:
+            receiver.should_stop = True
+            listening.join(10)
+    b.close()
 
 
 # --- static entries: Celery's beat_schedule, run by the leader ---------------------------------------

@@ -1,4 +1,5 @@
-"""The four overlap policies with a real prefork worker (PostgreSQL records, Redis broker, locks).
+"""The four overlap policies with a real prefork worker (PostgreSQL records, Redis broker, locks),
+and ``cancel_previous`` on the embedded defaults, whose SQL broker cannot broadcast a revoke.
 
 Each message is built from its schedule row by beat's own builder, so the policy travels the
 way beat sends it (the overlap header). The job (``sched_test.gated``) notes in a journal when it
@@ -8,6 +9,7 @@ and reads from the journal which runs overlapped. Every wait is on an event with
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -192,3 +194,50 @@ def test_cancel_previous_terminates_the_running_run_then_runs(worker: Worker, ga
     assert "end cancel-1" not in events, "the cancelled run went on"
     assert events["start cancel-2"] > events["start cancel-1"]
     assert not worker.lock_held(lock_key(TASK, {"scheduled_task_id": sid}))
+
+
+#: The embedded worker's lock TTL: short, since a cancel_previous run there waits it out.
+EMBEDDED_LOCK_TTL = 2.0
+
+
+@pytest.fixture(scope="module")
+def embedded_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """The embedded defaults: SQLite records and run locks, the SQL broker (no broadcast)."""
+    tmp = tmp_path_factory.mktemp("overlap-embedded")
+    settings = Settings.from_env(
+        {"DATAFORGE_LOCK_TTL": str(EMBEDDED_LOCK_TTL), "DATAFORGE_TASK_PACKAGES": TASKS}, cwd=tmp
+    )
+    assert settings.broker_url.startswith("sqla+") and settings.redis_url is None
+    create_schema(settings.database_url)
+    app = create_app(settings)
+    process = CeleryProcess("overlap-embedded-worker", worker_command(concurrency=2, hostname="overlap-embedded@%h"),
+                            env=worker_env(settings), cwd=tmp, log_file=tmp / "worker.log", stop_timeout=5)
+    try:
+        process.start()
+        process.wait_ready(120)
+        yield Worker(settings, app, process, tmp)
+    finally:
+        process.stop()
+        app.runtime.close()
+
+
+def test_cancel_previous_on_the_sql_broker_waits_the_locks_ttl_and_is_skipped(
+    embedded_worker: Worker, gates: Path
+) -> None:
+    """The revoke reaches no worker: the previous run goes on holding its lock (renewed), and
+    the new run waits the lock's TTL plus 5 s for it, then is skipped without running."""
+    worker = embedded_worker
+    sid = worker.schedule("cancel_previous")
+    first = worker.send(sid, "cancel-1", gate=gates / "a")
+    worker.wait_event("start cancel-1")
+    second = worker.send(sid, "cancel-2", gate=None)
+    worker.wait_status(second, "skipped", timeout=60)
+    error = worker.error(second)
+    waited = re.search(r"still held ([0-9.]+)s after cancelling", error)
+    assert waited, error
+    # It gives up at the first poll (every 0.2 s) past TTL + 5 s; a loaded machine may be late.
+    assert EMBEDDED_LOCK_TTL + 5 - 0.5 <= float(waited.group(1)) <= EMBEDDED_LOCK_TTL + 5 + 3, error
+    events = worker.events()
+    assert "start cancel-2" not in events and "end cancel-1" not in events, "the cancelled run ended or the new one ran"
+    (gates / "a").touch()
+    worker.wait_status(first, "success")  # it was never terminated
