@@ -200,7 +200,7 @@ def test_unreachable_store_raises_on_acquire_and_never_on_release(make: Callable
 # -- renewal ---------------------------------------------------------------------------------
 
 
-def _lease_left(backend: LockBackend, key: str) -> float:
+def lease_left(backend: LockBackend, key: str) -> float:
     """Seconds the store will keep ``key`` (its own clock), read from the store itself."""
     if isinstance(backend, RedisLockBackend):
         client = redis.Redis.from_url(backend.url)
@@ -222,9 +222,9 @@ def test_a_lease_lasts_its_ttl_and_a_renewal_its_new_ttl(backend: LockBackend) -
     store must keep a lease for the TTL asked, not longer (read from the store, no waiting)."""
     token = backend.acquire("ttl", 30)
     assert token is not None
-    assert 29.0 < _lease_left(backend, "ttl") <= 30.0
+    assert 29.0 < lease_left(backend, "ttl") <= 30.0
     assert backend.renew("ttl", token, 45)
-    assert 44.0 < _lease_left(backend, "ttl") <= 45.0
+    assert 44.0 < lease_left(backend, "ttl") <= 45.0
 
 
 def test_renewer_keeps_a_lock_beyond_its_ttl(backend: LockBackend) -> None:
