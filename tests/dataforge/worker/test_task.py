@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from celery import Celery, states
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Reject, Retry
 from celery.result import AsyncResult
 
 from dataforge.errors import LockUnavailableError
@@ -169,6 +169,38 @@ def test_skip_sequence_when_the_lock_is_held(app: Celery, events: list[str]) -> 
     # The other run's lock is untouched.
     assert lock_held(app, key)
     assert app.runtime.locks.release(key, holder)
+
+
+@pytest.mark.parametrize("raised", ["Ignore", "Reject"])
+def test_a_job_raising_ignore_or_reject_frees_its_lock(app: Celery, raised: str) -> None:
+    """docs/runtime.md, release table: ``Ignore``/``Reject`` raised by the job are released by
+    ``__call__``'s ``finally`` like any other outcome; a job's own ``Ignore`` is recorded
+    ``skipped`` and moves ``skipped_count`` only (it is not retried: Celery's autoretry lets
+    ``Ignore`` through). ``Reject`` is an ``Exception`` that autoretry catches: with no retry
+    left, ``DataForgeTask.retry`` frees the lock before it re-raises it. Delivered as a worker
+    child runs it (non-eager tracer)."""
+    sid = add_schedule(app)
+    key = f"dataforge:lock:t.job:{sid}"
+    held_while_running: list[bool] = []
+
+    def body(self: DataForgeTask, **kw: Any) -> None:
+        held_while_running.append(lock_held(self.app, key))
+        raise Ignore() if raised == "Ignore" else Reject("not for us", requeue=False)
+
+    task = define(app, "t.job", body)
+    headers = {MAX_RETRIES_HEADER: 3} if raised == "Ignore" else {}
+    state = deliver(task, f"own-{raised}", {"scheduled_task_id": sid}, headers=headers)
+    assert held_while_running == [True]
+    assert not lock_held(app, key), f"the lock outlived a job that raised {raised}"
+    assert app.runtime.locks.acquire(key, 60, owner="next-run") is not None  # the next run gets it
+    if raised == "Ignore":
+        assert state == states.IGNORED
+        [row] = executions(app)
+        assert row.status == "skipped"
+        sched = schedule(app, sid)
+        assert (sched.skipped_count, sched.success_count, sched.failure_count, sched.last_status) == (1, 0, 0, None)
+    else:
+        assert state == states.REJECTED
 
 
 def test_max_retries_comes_from_the_header_and_does_not_leak_to_the_next_run(app: Celery) -> None:
