@@ -219,6 +219,45 @@ def test_max_retries_comes_from_the_header_and_does_not_leak_to_the_next_run(app
     assert (sched.success_count, sched.failure_count) == (0, 2)
 
 
+def test_autoretry_backs_off_exponentially_with_jitter_capped_at_600s(
+    embedded_settings: Settings, make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/runtime.md: a failing job is retried with exponential backoff and jitter
+    (``retry_backoff=True``), at most 600 s. Celery's full jitter draws the countdown from
+    ``[0, min(600, 2**retries)]``; with the draw pinned to the top of its range, the
+    countdowns are exactly those bounds, and every one of them was jittered."""
+    app = make_app(embedded_settings)
+    sid = add_schedule(app)
+    ranges: list[int] = []
+
+    class TopOfTheRange:
+        def randrange(self, stop: int) -> int:
+            ranges.append(stop)
+            return stop - 1
+
+    monkeypatch.setattr("celery.utils.time.random", TopOfTheRange())
+    countdowns: list[float | None] = []
+
+    class Counted(DataForgeTask):
+        def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None, throw: bool = True,
+                  eta: Any = None, countdown: float | None = None, max_retries: int | None = None,
+                  **options: Any) -> Any:  # fmt: skip
+            countdowns.append(countdown)
+            return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def always(self: DataForgeTask, **kw: Any) -> None:
+        raise ConnectionError("upstream down")
+
+    task = define(app, "t.job", always, base=Counted)
+    attempts = 12  # retries 0..11: past 2**10 = 1024, where the cap takes over
+    result = task.apply(kwargs={"scheduled_task_id": sid}, headers={MAX_RETRIES_HEADER: attempts - 1})
+    assert result.state == states.FAILURE
+    expected = [min(600, 2**retries) for retries in range(attempts)]
+    assert countdowns == expected
+    assert ranges == [c + 1 for c in expected], "the countdowns were not jittered"
+    assert [r.status for r in executions(app)] == ["retry"] * (attempts - 1) + ["failure"]
+
+
 def test_schedule_max_retries_parsing() -> None:
     class Req:
         def __init__(self, headers: Any) -> None:
