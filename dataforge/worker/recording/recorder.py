@@ -96,10 +96,14 @@ class Recorder:
     def flush(self) -> bool:
         """Write everything queued now (eager runs, tests); ``False`` if the database refused
         (the writer thread keeps trying)."""
-        while self.writer.waiting():
-            if not self.writer.flush():
+        # Writer.flush first waits for a batch the writer thread may be writing (batches are
+        # written one at a time): a record of that batch is no longer queued, yet not written.
+        while True:
+            written_before = self.stats.flushes
+            if self.writer.flush():
+                return True
+            if self.stats.flushes == written_before:
                 return False
-        return True
 
     def waiting(self) -> int:
         return self.writer.waiting()
