@@ -7,7 +7,7 @@ import re
 import signal
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -108,7 +108,7 @@ def test_an_expired_run_reads_revoked_and_get_raises_task_revoked_error(rig: Rig
     ``TaskRevokedError``, while its execution row says ``expired`` (never started) and the
     schedule counts it once, in ``expired_count``. The job does not run."""
     sid = rig.add_schedule("wt.seq")
-    expired_at = datetime.now(timezone.utc) - timedelta(seconds=30)
+    expired_at = datetime.now(UTC) - timedelta(seconds=30)
     res = rig.send("wt.seq", kwargs={"scheduled_task_id": sid}, expires=expired_at)
     rig.wait_state(res, states.REVOKED)
     with pytest.raises(TaskRevokedError):
