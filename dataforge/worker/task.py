@@ -253,8 +253,6 @@ class DataForgeTask(Task):  # type: ignore[misc]
         state.lock_key = key
         state.skip_reason = (f"lock {key} is held by a delivery of this run whose worker is gone; "
                              f"re-queued to run once it expires (retry in {countdown:g}s, wait {waits + 1})")
-        if state.start is not None:
-            runtime.recorder.discard_start(state.start)
         log.warning("%s[%s]: %s", self.name, request.id, state.skip_reason)
         raise Ignore(state.skip_reason)
 
@@ -306,8 +304,6 @@ class DataForgeTask(Task):  # type: ignore[misc]
         reason = duplicate_reason(task_id, attempt, status)
         state = run_state(self.request)
         state.skip_reason = reason
-        if state.start is not None:
-            get_runtime(self.app).recorder.discard_start(state.start)
         log.warning("%s[%s]: %s; not running it again", self.name, task_id, reason)
         raise Ignore(reason)
 
@@ -358,11 +354,25 @@ class DataForgeTask(Task):  # type: ignore[misc]
             # Called as a plain function (`task(...)`): no trace, no lock, Celery's semantics.
             return super().__call__(*args, **kwargs)
         try:
+            self._queue_start(request)
             result = self.run(*args, **kwargs)
         finally:
             self.release_lock()
         run_state(request).returned = True
         return result
+
+    def _queue_start(self, request: Any) -> None:
+        """The job is about to run: queue the attempt's ``running`` row (built at ``task_prerun``).
+
+        Queued here rather than at ``task_prerun``: the writer writes a batch 50 ms after its
+        first record, and ``before_start`` (the result backend's ``STARTED``, the lock) can take
+        longer, so a start queued at prerun could be written, taking the row over, before
+        ``before_start`` ended the delivery unrun (a duplicate, or one waiting for a dead
+        holder's lock). A delivery that does not run never writes a start.
+        """
+        state = peek_run_state(request)
+        if state is not None and state.start is not None:
+            get_runtime(self.app).recorder.record(state.start)
 
     # -- retries --------------------------------------------------------------------------------
     def retry(

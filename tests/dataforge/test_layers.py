@@ -8,11 +8,20 @@
 * The legacy plug-in does not reach up into the CLI or the tools.
 * The web console is an edge like the CLI (it shows the legacy switch and builds the Celery
   app), started by the CLI; it imports neither the CLI nor the tools.
+* Importing any module opens nothing (docs/runtime.md, "Processes and forks"): no socket, no
+  database file, no thread, no child process, no file written. A prefork worker imports the
+  app before it forks; whatever an import opened would be shared by every child.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -104,3 +113,86 @@ def test_the_web_console_does_not_reach_into_the_cli_or_tools() -> None:
     web = [m for m in MODULES if _within(m, "dataforge.web")]
     assert web
     assert _violations(web, ("dataforge.cli", "dataforge.tools", *OUTSIDE)) == []
+
+
+#: Run in a fresh interpreter: records what importing every module of dataforge/ opens.
+_IMPORT_PROBE = r"""
+import json, os, sys
+
+opened = []
+
+def audit(event, args):
+    if event in ("socket.connect", "socket.bind", "sqlite3.connect", "subprocess.Popen", "os.fork",
+                 "os.posix_spawn", "os.exec"):
+        opened.append(f"{event} {args!r}"[:300])
+    elif event == "open":
+        path, mode, flags = args
+        writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(
+            flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        if writes:
+            opened.append(f"open {path!r} {mode or flags!r}")
+
+# croniter asks platform.architecture() at import, which runs `file` on the interpreter once:
+# the library's own start-up, over before anything of DataForge runs, and nothing it keeps.
+import croniter
+
+sys.addaudithook(audit)
+import importlib, pkgutil, threading
+import dataforge
+
+for info in pkgutil.walk_packages(dataforge.__path__, "dataforge."):
+    if info.name != "dataforge.__main__":  # runs the command line
+        importlib.import_module(info.name)
+from dataforge.celery_app import celery_app
+
+print(json.dumps({"opened": opened, "threads": [t.name for t in threading.enumerate()],
+                  "modules": sum(m.startswith("dataforge.") for m in sys.modules)}))
+"""
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP port that accepts and never answers: a connection attempt (from Python or from
+    libpq, which the audit hook cannot see) stays in its backlog for the test to find."""
+    sock = socket.socket()
+    for port in range(25421, 25440):  # this suite's range for servers of its own
+        try:
+            sock.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            continue
+    else:
+        sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.setblocking(False)
+    yield sock
+    sock.close()
+
+
+@pytest.mark.parametrize("backend", ["embedded", "server"])
+def test_importing_any_module_opens_nothing(tmp_path: Path, listener: socket.socket, backend: str) -> None:
+    """docs/runtime.md: nothing is opened at import; the lock store, the renewal thread, the job
+    loop, the recorder and the database engine are built on first use, in the process that
+    uses them (a prefork child). Every module is imported, the app module included (it builds
+    the app from the environment: the embedded defaults, a SQLite file and the SQL broker in
+    the working directory, or servers at a port that records any connection), under an audit
+    hook that sees every connect and write made from Python."""
+    port = listener.getsockname()[1]
+    env = {} if backend == "embedded" else {
+        "DATAFORGE_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{port}/nothing",
+        "DATAFORGE_REDIS_URL": f"redis://127.0.0.1:{port}/0", "DATAFORGE_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+        "DATAFORGE_RESULT_BACKEND": f"redis://127.0.0.1:{port}/0",
+    }  # fmt: skip
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFORGE_")}
+    # libpq waits for an answer without limit: 2 s, so a connection made is seen, not a hang.
+    child_env.update(env, PYTHONPATH=str(REPO_ROOT), PYTHONDONTWRITEBYTECODE="1", PGCONNECT_TIMEOUT="2")
+    out = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], cwd=tmp_path, env=child_env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["modules"] > 50, "the probe did not import the package"
+    assert seen["opened"] == [], "opened at import"
+    assert seen["threads"] == ["MainThread"], "a thread was started at import"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a file was created at import"
+    with pytest.raises(BlockingIOError):
+        listener.accept()[0].close()  # a connection would be waiting here

@@ -20,7 +20,9 @@ What a run costs and when its record is written:
   An outcome this process queued counts too). A finished attempt (``success``, ``failure``,
   ``retry``, ``skipped``, ``expired``) marks the run's state a duplicate
   (:mod:`dataforge.worker.run_state`): the task ends that delivery without running it and
-  nothing is recorded for it. Otherwise the attempt's ``running`` image is queued.
+  nothing is recorded for it. Otherwise the attempt's ``running`` image is built; it is
+  queued when the job is called (``DataForgeTask.__call__``), so a delivery that
+  ``before_start`` ends unrun never writes it over the row of the delivery that owns it.
 * ``task_success`` / ``task_failure`` / ``task_retry`` / ``task_postrun`` (skipped runs): the
   outcome image is queued; it replaces the queued ``running`` image, so a short run is
   written once, finished.

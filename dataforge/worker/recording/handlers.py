@@ -192,9 +192,11 @@ def on_task_prerun(sender: Any = None, task_id: str | None = None, task: Any = N
                 # finished: DataForgeTask.before_start ends it unrun; nothing is recorded.
                 state.duplicate_of = finished
                 return
-    # If the read failed, the run goes ahead (recording fails open) and is recorded.
+    # If the read failed, the run goes ahead (recording fails open) and is recorded. The start
+    # is queued when the job is called (DataForgeTask.__call__), not here: a delivery that
+    # before_start ends unrun (a duplicate, one waiting for a dead holder's lock) must never
+    # write it over the row of the delivery that owns the attempt.
     state.start = _start_image(task, task_id, request, kwargs, state, reset=eager)
-    recorder.record(state.start)
 
 
 def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:

@@ -19,7 +19,7 @@ from dataforge.settings import Settings
 from dataforge.worker.liveness import Heartbeat, new_incarnation, process_identity
 from dataforge.worker.recording import statements
 from dataforge.worker.recording.connections import HeldConnections
-from dataforge.worker.recording.records import Record, RowImage
+from dataforge.worker.recording.records import Record
 from dataforge.worker.recording.writer import RecorderStats, Writer
 from dataforge.worker.run_state import FinishedStatus
 
@@ -91,10 +91,6 @@ class Recorder:
     def record(self, record: Record) -> None:
         """Queue a record for the writer (never blocks, never raises)."""
         self.writer.submit(record)
-
-    def discard_start(self, start: RowImage) -> None:
-        """A delivery ends without running: forget its queued start (the row stays whoever's it was)."""
-        self.writer.discard(start)
 
     def flush(self) -> bool:
         """Write everything queued now (eager runs, tests); ``False`` if the database refused

@@ -175,15 +175,6 @@ class Writer:
                 self._ensure_thread()
                 self._cond.notify()
 
-    def discard(self, start: RowImage) -> bool:
-        """Forget ``start`` if it is still queued as it was (a delivery that ended without
-        running: a duplicate, or one waiting for a dead holder's lock)."""
-        with self._cond:
-            if self._pending.get(start.key) is start:
-                del self._pending[start.key]
-                return True
-            return False
-
     def finished_status(self, key: tuple[str, int]) -> ExecutionStatus | None:
         """The status of attempt ``key`` if this process queued or is writing its outcome."""
         with self._cond:

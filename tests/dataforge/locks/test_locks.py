@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -28,6 +29,7 @@ from dataforge.scheduler.schedules import parse_db_datetime
 from dataforge.settings import Settings
 from tests.conftest import create_schema
 from tests.dataforge.worker.helpers import noted
+from tests.support.servers import PrivateRedis
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 UNREACHABLE_PG = "postgresql://nobody@127.0.0.1:1/nothing"
@@ -197,10 +199,68 @@ def test_unreachable_store_raises_on_acquire_and_never_on_release(make: Callable
     backend.close()
 
 
+#: The production Redis lock store's client: connect timeout, socket timeout, retries.
+REDIS_STORE_TIMEOUTS = (2.0, 5.0, 1)
+
+
+def test_the_runtimes_redis_lock_store_has_short_timeouts_and_one_retry(tmp_path: Path) -> None:
+    """docs/runtime.md: "short socket timeouts and one retry, so an unreachable store is noticed
+    in seconds": the client the runtime builds gives up on a connect after 2 s and on an answer
+    after 5 s, and retries once (at worst about 14 s, never the OS's minutes). The next test
+    shows an acquisition honours these values against a store that never answers."""
+    runtime = Runtime(Settings.from_env({"DATAFORGE_REDIS_URL": UNREACHABLE_REDIS}, cwd=tmp_path))
+    try:
+        backend = runtime.locks
+        assert isinstance(backend, RedisLockBackend)
+        client: redis.Redis = backend._client
+        options = client.connection_pool.connection_kwargs
+        retry = client.get_retry()
+        assert retry is not None
+        assert (options["socket_connect_timeout"], options["socket_timeout"], retry.get_retries()) \
+            == REDIS_STORE_TIMEOUTS
+    finally:
+        runtime.close()
+
+
+@pytest.mark.slow
+def test_a_frozen_redis_lock_store_fails_an_acquisition_after_its_timeouts(tmp_path: Path) -> None:
+    """A Redis that accepts connections and never answers (SIGSTOP: the kernel still completes
+    the handshake) is the case no "connection refused" reveals. The acquisition must raise
+    ``LockUnavailableError`` after its two attempts of one socket timeout each, not hang.
+    Short timeouts keep the test quick; the defaults are pinned by the test above."""
+    timeout = 0.5
+    with PrivateRedis.running(tmp_path / "redis") as server:
+        backend = RedisLockBackend(server.url(), socket_timeout=timeout, connect_timeout=timeout)
+        try:
+            assert backend.acquire("warm", 5) is not None  # connected while it still answered
+            server.freeze()
+            outcome: list[BaseException | str | None] = []
+
+            def acquire() -> None:
+                try:
+                    outcome.append(backend.acquire("dataforge:lock:t:1", 30))
+                except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                    outcome.append(exc)
+
+            started = time.monotonic()
+            worker = threading.Thread(target=acquire, daemon=True)
+            worker.start()
+            # Two attempts of one socket timeout each, plus a second for a loaded machine.
+            bound = 2 * timeout + 1.0
+            worker.join(bound + 10)
+            took = time.monotonic() - started
+            assert outcome, f"the acquisition still hung {took:.1f}s after the store froze"
+            assert isinstance(outcome[0], LockUnavailableError), outcome
+            assert took <= bound, f"noticed after {took:.1f}s, not within 2 x {timeout}s (+1 s)"
+        finally:
+            server.thaw()
+            backend.close()
+
+
 # -- renewal ---------------------------------------------------------------------------------
 
 
-def _lease_left(backend: LockBackend, key: str) -> float:
+def lease_left(backend: LockBackend, key: str) -> float:
     """Seconds the store will keep ``key`` (its own clock), read from the store itself."""
     if isinstance(backend, RedisLockBackend):
         client = redis.Redis.from_url(backend.url)
@@ -222,9 +282,9 @@ def test_a_lease_lasts_its_ttl_and_a_renewal_its_new_ttl(backend: LockBackend) -
     store must keep a lease for the TTL asked, not longer (read from the store, no waiting)."""
     token = backend.acquire("ttl", 30)
     assert token is not None
-    assert 29.0 < _lease_left(backend, "ttl") <= 30.0
+    assert 29.0 < lease_left(backend, "ttl") <= 30.0
     assert backend.renew("ttl", token, 45)
-    assert 44.0 < _lease_left(backend, "ttl") <= 45.0
+    assert 44.0 < lease_left(backend, "ttl") <= 45.0
 
 
 def test_renewer_keeps_a_lock_beyond_its_ttl(backend: LockBackend) -> None:

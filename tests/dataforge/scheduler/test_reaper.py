@@ -15,6 +15,7 @@ from dataforge.runtime import Runtime
 from dataforge.scheduler.reaper import CONFIRM, REAP_EVERY, Reaper
 from dataforge.settings import Settings
 from dataforge.worker.liveness import Heartbeat
+from tests.dataforge.locks.test_locks import lease_left
 
 DEAD = "w@host:11#deadbeef"
 ALIVE = "w@host:12#cafef00d"
@@ -134,3 +135,32 @@ def test_nothing_is_judged_while_the_lock_store_is_unreachable(runtime: Runtime,
     for _ in range(5):
         _round(reaper, runtime, clock, CONFIRM)
     assert _status(runtime)["r"][0] == "running"
+
+
+@pytest.mark.parametrize("phase", [0.001, 1.0, 2.5, 4.999])
+def test_a_dead_processs_run_is_lost_within_its_lease_ttl_plus_15s(runtime: Runtime, phase: float) -> None:
+    """docs/runtime.md: the reaper runs every 5 s and reaps a process seen without its lease for
+    9 s (two looks); a dead process's lease expires within one lock TTL, so its runs are lost
+    within TTL + 15 s. The lease lasts its TTL and no longer (checked here and, per backend,
+    in tests/dataforge/locks/); the reaper's share is then 15 s from the moment the lease is
+    gone, whichever point between two rounds that is (``phase`` after the last round that
+    saw it; just after a round is the worst case). Rounds come as often as the reaper asks,
+    as beat's duty runner calls it, on a fake clock."""
+    assert (REAP_EVERY, CONFIRM) == (5.0, 9.0), "the documented bound is built from these two values"
+    sid = _schedule(runtime)
+    heartbeat = Heartbeat(DEAD, ttl=runtime.settings.lock_ttl)
+    heartbeat.beat(runtime.locks)
+    assert 0 < lease_left(runtime.locks, heartbeat.key or "") <= runtime.settings.lock_ttl
+    _running(runtime, "doomed", DEAD, sid)
+    clock = Clock()
+    reaper = Reaper(clock=clock)
+    delay = reaper.run(runtime)
+    assert _status(runtime)["doomed"][0] == "running"  # alive at this round
+    gone = clock.now + phase
+    heartbeat.stop(runtime.locks)  # the lease expires `phase` seconds after that round
+    while _status(runtime)["doomed"][0] == "running":
+        clock.now += delay
+        assert clock.now - gone <= 15.0, f"still running {clock.now - gone:g}s after the lease expired"
+        delay = reaper.run(runtime)
+    assert _status(runtime)["doomed"][0] == "lost"
+    assert clock.now - gone >= CONFIRM, "reaped before the lease had been seen gone for CONFIRM seconds"

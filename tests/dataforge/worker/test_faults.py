@@ -36,6 +36,8 @@ from tests.support.services import REDIS_DB, fresh_postgres_database
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
 LOCK_TTL = 4.0
+#: What real beat rounds and this test's polling add to the reaper's bound (seconds).
+REAPER_SLACK = 3.0
 
 
 def _settings(tmp: Path, database: str, broker: str, redis_url: str, **extra: str) -> Settings:
@@ -169,13 +171,18 @@ def test_the_run_of_a_killed_worker_is_reaped_lost_within_one_lock_ttl_plus_15s(
                 assert _rows(doomed, live_sid)[0].worker != _rows(doomed, dead_sid)[0].worker
                 doomed.worker.kill()  # parent and child: nobody is left to report the run
                 killed = time.monotonic()
+                # The bound itself (rounds every 5 s, 9 s to confirm) is held exactly, at every
+                # phase of the reaper's rounds, by tests/dataforge/scheduler/test_reaper.py; here
+                # the real processes add their round trips and this test's polling on a loaded
+                # machine (REAPER_SLACK).
                 bound = LOCK_TTL + 15
                 row = wait_until(
-                    lambda: next((r for r in _rows(doomed, dead_sid) if r.status == "lost"), None), bound + 3,
+                    lambda: next((r for r in _rows(doomed, dead_sid) if r.status == "lost"), None),
+                    bound + REAPER_SLACK,
                     f"the killed worker's run reaped lost within lock TTL + 15 s ({bound}s)", lambda: beat.log,
                 )
                 assert row is not None
-                assert time.monotonic() - killed <= bound + 3
+                assert time.monotonic() - killed <= bound + REAPER_SLACK
                 assert "reaped by beat" in (row.error or "") and row.finished_at is not None
                 sched = doomed.schedule(dead_sid)
                 assert (sched.lost_count, sched.failure_count, sched.last_status) == (1, 0, "lost")

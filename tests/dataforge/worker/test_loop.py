@@ -6,6 +6,7 @@ import asyncio
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
+from dataforge.runtime import Runtime
 from dataforge.settings import Settings
 from dataforge.worker.errors import JobCancelledError
 from dataforge.worker.loop import JobLoop
@@ -137,7 +139,8 @@ def test_a_coroutine_that_ignores_cancellation_holds_the_run_for_cancel_grace_on
     loop: JobLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
     """docs/runtime.md: after the soft time limit the coroutine is awaited for at most
-    ``cancel_grace``; one that swallows every cancellation must not hang the worker child."""
+    ``cancel_grace``; one that swallows every cancellation must not hang the worker child.
+    (The grace is shortened here; the default itself is pinned by the next test.)"""
     loop.cancel_grace = 0.5
     release = threading.Event()
     cancelled = threading.Event()
@@ -172,3 +175,15 @@ def test_a_coroutine_that_ignores_cancellation_holds_the_run_for_cancel_grace_on
     assert fired == ["soft limit"], "the run waited past cancel_grace for a coroutine that ignores cancellation"
     assert cancelled.is_set()
     assert "ignored cancellation for 0.5s" in caplog.text
+
+
+def test_the_cancel_grace_of_every_process_loop_is_10_seconds(tmp_path: Path) -> None:
+    """docs/runtime.md: an interrupted run waits at most ``JobLoop.cancel_grace``, 10 s, for its
+    coroutine to unwind. The test above shows the wait honours the attribute; this one pins
+    the value every worker process's loop (the runtime's) actually has."""
+    runtime = Runtime(Settings.from_env({}, cwd=tmp_path))
+    try:
+        assert JobLoop.cancel_grace == 10.0
+        assert runtime.job_loop.cancel_grace == 10.0
+    finally:
+        runtime.close()

@@ -12,15 +12,20 @@ from typing import Any
 
 import pytest
 from celery import Celery, states
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Reject, Retry
 from celery.result import AsyncResult
 
 from dataforge.errors import LockUnavailableError
-from dataforge.protocol import MAX_RETRIES_HEADER
+from dataforge.protocol import MAX_RETRIES_HEADER, SCHEDULE_ID_HEADER
 from dataforge.settings import Settings
 from dataforge.worker.recording.runlog import RUN_LOGGER
 from dataforge.worker.run_state import ATTRIBUTE, RunState
-from dataforge.worker.task import LOCK_UNAVAILABLE_MAX_RETRIES, DataForgeTask, schedule_max_retries
+from dataforge.worker.task import (
+    LOCK_UNAVAILABLE_MAX_RETRIES,
+    LOCK_WAIT_HEADER,
+    DataForgeTask,
+    schedule_max_retries,
+)
 from tests.dataforge.worker.helpers import add_schedule, deliver, executions, lock_held, noted, schedule
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
@@ -171,6 +176,38 @@ def test_skip_sequence_when_the_lock_is_held(app: Celery, events: list[str]) -> 
     assert app.runtime.locks.release(key, holder)
 
 
+@pytest.mark.parametrize("raised", ["Ignore", "Reject"])
+def test_a_job_raising_ignore_or_reject_frees_its_lock(app: Celery, raised: str) -> None:
+    """docs/runtime.md, release table: ``Ignore``/``Reject`` raised by the job are released by
+    ``__call__``'s ``finally`` like any other outcome; a job's own ``Ignore`` is recorded
+    ``skipped`` and moves ``skipped_count`` only (it is not retried: Celery's autoretry lets
+    ``Ignore`` through). ``Reject`` is an ``Exception`` that autoretry catches: with no retry
+    left, ``DataForgeTask.retry`` frees the lock before it re-raises it. Delivered as a worker
+    child runs it (non-eager tracer)."""
+    sid = add_schedule(app)
+    key = f"dataforge:lock:t.job:{sid}"
+    held_while_running: list[bool] = []
+
+    def body(self: DataForgeTask, **kw: Any) -> None:
+        held_while_running.append(lock_held(self.app, key))
+        raise Ignore() if raised == "Ignore" else Reject("not for us", requeue=False)
+
+    task = define(app, "t.job", body)
+    headers = {MAX_RETRIES_HEADER: 3} if raised == "Ignore" else {}
+    state = deliver(task, f"own-{raised}", {"scheduled_task_id": sid}, headers=headers)
+    assert held_while_running == [True]
+    assert not lock_held(app, key), f"the lock outlived a job that raised {raised}"
+    assert app.runtime.locks.acquire(key, 60, owner="next-run") is not None  # the next run gets it
+    if raised == "Ignore":
+        assert state == states.IGNORED
+        [row] = executions(app)
+        assert row.status == "skipped"
+        sched = schedule(app, sid)
+        assert (sched.skipped_count, sched.success_count, sched.failure_count, sched.last_status) == (1, 0, 0, None)
+    else:
+        assert state == states.REJECTED
+
+
 def test_max_retries_comes_from_the_header_and_does_not_leak_to_the_next_run(app: Celery) -> None:
     sid = add_schedule(app)
 
@@ -185,6 +222,45 @@ def test_max_retries_comes_from_the_header_and_does_not_leak_to_the_next_run(app
     assert [r.status for r in executions(app)] == ["retry", "retry", "failure", "failure"]
     sched = schedule(app, sid)
     assert (sched.success_count, sched.failure_count) == (0, 2)
+
+
+def test_autoretry_backs_off_exponentially_with_jitter_capped_at_600s(
+    embedded_settings: Settings, make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/runtime.md: a failing job is retried with exponential backoff and jitter
+    (``retry_backoff=True``), at most 600 s. Celery's full jitter draws the countdown from
+    ``[0, min(600, 2**retries)]``; with the draw pinned to the top of its range, the
+    countdowns are exactly those bounds, and every one of them was jittered."""
+    app = make_app(embedded_settings)
+    sid = add_schedule(app)
+    ranges: list[int] = []
+
+    class TopOfTheRange:
+        def randrange(self, stop: int) -> int:
+            ranges.append(stop)
+            return stop - 1
+
+    monkeypatch.setattr("celery.utils.time.random", TopOfTheRange())
+    countdowns: list[float | None] = []
+
+    class Counted(DataForgeTask):
+        def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None, throw: bool = True,
+                  eta: Any = None, countdown: float | None = None, max_retries: int | None = None,
+                  **options: Any) -> Any:  # fmt: skip
+            countdowns.append(countdown)
+            return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def always(self: DataForgeTask, **kw: Any) -> None:
+        raise ConnectionError("upstream down")
+
+    task = define(app, "t.job", always, base=Counted)
+    attempts = 12  # retries 0..11: past 2**10 = 1024, where the cap takes over
+    result = task.apply(kwargs={"scheduled_task_id": sid}, headers={MAX_RETRIES_HEADER: attempts - 1})
+    assert result.state == states.FAILURE
+    expected = [min(600, 2**retries) for retries in range(attempts)]
+    assert countdowns == expected
+    assert ranges == [c + 1 for c in expected], "the countdowns were not jittered"
+    assert [r.status for r in executions(app)] == ["retry"] * (attempts - 1) + ["failure"]
 
 
 def test_schedule_max_retries_parsing() -> None:
@@ -438,6 +514,97 @@ def test_a_retry_of_the_same_task_id_runs_and_a_duplicate_of_the_retried_attempt
     assert [(r.attempt, r.status) for r in executions(app)] == [(0, "retry"), (1, "success")]
     assert AsyncResult(tid, app=app).result == "second time lucky"
     assert (schedule(app, sid).success_count, schedule(app, sid).failure_count) == (1, 0)
+
+
+class Republished:
+    """Stands in for the message a waiting delivery re-publishes (``signature_from_request``)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def __call__(self, request: Any, **options: Any) -> Republished:
+        self.sent.append({"id": request.id, "retries": request.retries, **options})
+        return self
+
+    def apply_async(self) -> None:
+        return None
+
+
+def _dead_delivery_row(app: Celery, tid: str, sid: int) -> None:
+    from dataforge.models import TaskExecution, utcnow
+
+    with app.runtime.db.session() as s:
+        s.add(TaskExecution(celery_task_id=tid, attempt=0, task_name="t.job", status="running", scheduled_task_id=sid,
+                            worker="dead:1#00000000", started_at=utcnow()))  # fmt: skip
+
+
+@pytest.mark.parametrize("ttl", [60.0, 10.0])
+def test_a_redelivery_waits_for_a_dead_holder_with_countdowns_1_2_4_capped_at_a_quarter_ttl(
+    settings: Settings, make_app: Any, ttl: float
+) -> None:
+    """docs/runtime.md: a redelivered message that finds its run's lock held under its own task
+    id (the dead delivery's) re-publishes itself, same task id and attempt, with the schedule's
+    headers and ``dataforge_lock_waits``, with a countdown of 1, 2, 4 ... s capped at a
+    quarter of the lock TTL (60 s is the default TTL), and ends without running or recording;
+    each re-published delivery that still finds the lock held waits again, one step longer."""
+    app = make_app(settings.with_(lock_ttl=ttl))
+    sid = add_schedule(app)
+    tid = f"waiting-{int(ttl)}"
+    _dead_delivery_row(app, tid, sid)
+    key = f"dataforge:lock:t.job:{sid}"
+    assert app.runtime.locks.acquire(key, 600, owner=tid) is not None  # the dead delivery's lease
+    ran: list[int] = []
+    task = define(app, "t.job", lambda self, **kw: noted(ran, 1, lambda: "ran"))
+    republished = Republished()
+    task.signature_from_request = republished
+    carried = {MAX_RETRIES_HEADER: 2, SCHEDULE_ID_HEADER: sid}
+    waits = 6
+    for n in range(waits):
+        first = n == 0
+        headers = carried if first else {**carried, LOCK_WAIT_HEADER: n}
+        state = deliver(task, tid, {"scheduled_task_id": sid}, headers=headers,
+                        delivery_info={"redelivered": True} if first else {})  # fmt: skip
+        assert state == states.IGNORED
+    assert ran == [], "a delivery ran while the dead delivery's lock was held"
+    assert [m["countdown"] for m in republished.sent] == [min(2.0**n, ttl / 4) for n in range(waits)]
+    assert [m["headers"] for m in republished.sent] == [{**carried, LOCK_WAIT_HEADER: n + 1} for n in range(waits)]
+    assert {(m["id"], m["retries"]) for m in republished.sent} == {(tid, 0)}
+    [row] = executions(app)
+    assert (row.status, row.worker) == ("running", "dead:1#00000000"), "a waiting delivery wrote a record"
+
+
+def test_a_redelivery_while_the_holder_is_alive_ends_as_a_duplicate_once_it_finishes(app: Celery) -> None:
+    """docs/runtime.md: if the holder was in fact alive (the broker redelivered on a network
+    blip), the redelivery waits; the holder finishes; the re-published delivery then finds the
+    attempt finished and ends as a duplicate: the job never runs twice, the run counts once
+    and the result stays the holder's."""
+    sid = add_schedule(app)
+    tid = "blip"
+    ran: list[str] = []
+    task: Any = None
+    republished = Republished()
+
+    def holder(self: DataForgeTask, **kw: Any) -> str:
+        ran.append("ran")
+        if len(ran) == 1:  # the broker redelivers while this delivery still runs
+            state = deliver(task, tid, {"scheduled_task_id": sid}, delivery_info={"redelivered": True})
+            assert state == states.IGNORED and len(republished.sent) == 1
+        return "holder"
+
+    task = define(app, "t.job", holder)
+    task.signature_from_request = republished
+    assert deliver(task, tid, {"scheduled_task_id": sid}) == states.SUCCESS
+    [waited] = republished.sent
+    assert (waited["countdown"], waited["headers"]) == (1.0, {LOCK_WAIT_HEADER: 1})
+    # The re-published delivery comes back after its countdown: the lock is free, the attempt done.
+    assert deliver(task, tid, {"scheduled_task_id": sid}, headers=waited["headers"]) == states.IGNORED
+    assert ran == ["ran"], "the job ran twice"
+    assert len(republished.sent) == 1, "it kept waiting for a run that had finished"
+    [row] = executions(app)
+    assert (row.status, row.result) == ("success", '"holder"')
+    sched = schedule(app, sid)
+    assert (sched.success_count, sched.skipped_count, sched.failure_count) == (1, 0, 0)
+    assert AsyncResult(tid, app=app).result == "holder"
 
 
 @pytest.mark.parametrize("left", ["running", "lost"])

@@ -7,10 +7,12 @@ import re
 import signal
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from celery import states
+from celery.exceptions import TaskRevokedError
 from celery.result import AsyncResult
 
 from dataforge.locks import RedisLockBackend
@@ -98,6 +100,24 @@ def test_hook_and_signal_sequence_skip_and_what_asyncresult_shows(rig: Rig) -> N
     finally:
         assert backend.release(key, holder)
         backend.close()
+
+
+def test_an_expired_run_reads_revoked_and_get_raises_task_revoked_error(rig: Rig) -> None:
+    """docs/runtime.md, what callers of AsyncResult see: a message that expired in the queue
+    before any worker started it reads ``REVOKED`` (Celery's state) and ``.get()`` raises
+    ``TaskRevokedError``, while its execution row says ``expired`` (never started) and the
+    schedule counts it once, in ``expired_count``. The job does not run."""
+    sid = rig.add_schedule("wt.seq")
+    expired_at = datetime.now(UTC) - timedelta(seconds=30)
+    res = rig.send("wt.seq", kwargs={"scheduled_task_id": sid}, expires=expired_at)
+    rig.wait_state(res, states.REVOKED)
+    with pytest.raises(TaskRevokedError):
+        res.get(timeout=5)
+    row = rig.wait_execution(res.id, "expired")
+    assert row.started_at is None and row.attempt == 0
+    sched = rig.schedule(sid)
+    assert (sched.expired_count, sched.success_count, sched.failure_count, sched.skipped_count) == (1, 0, 0, 0)
+    assert not [line for line in rig.worker.lines() if re.search(rf"SEQ {re.escape(res.id)} \d+ run", line)]
 
 
 def test_two_concurrent_runs_of_one_schedule_give_one_run_and_one_skip(rig: Rig) -> None:

@@ -260,15 +260,3 @@ def test_flush_returns_once_the_batch_the_thread_is_writing_is_written(
         assert rt.recorder.flush() and len(rows(rt.db)) == writer.max_batch + 101
     finally:
         rt.close()
-
-
-def test_a_start_is_discarded_only_while_it_is_queued_as_it_was(runtime: Runtime) -> None:
-    recorder = runtime.recorder
-    mine = image("dup", ExecutionStatus.RUNNING)
-    recorder.record(mine)
-    other = image("dup", ExecutionStatus.RUNNING, worker="w@h:2#00000002")
-    recorder.record(other)  # a concurrent delivery in this process: the first start stays
-    recorder.discard_start(other)
-    assert recorder.waiting() == 1
-    recorder.discard_start(mine)
-    assert recorder.waiting() == 0
