@@ -22,9 +22,10 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from dataforge.db import Database, is_sqlite
 from dataforge.schema import driver_reason
-from migrations.errors import DatabaseUnavailableError
+from migrations.errors import DatabaseUnavailableError, UnsupportedDatabaseError
+from migrations.sql import SUPPORTED_DIALECTS
 
-__all__ = ["inspection_connection", "read_only", "redacted"]
+__all__ = ["inspection_connection", "read_only", "redacted", "refuse_unsupported"]
 
 
 def redacted(url: str) -> str:
@@ -35,14 +36,27 @@ def redacted(url: str) -> str:
         return url.rsplit("@", 1)[-1]
 
 
+def refuse_unsupported(url: str) -> None:
+    """Raise :class:`UnsupportedDatabaseError` for a URL of a database the migrations do not
+    support, from the URL alone: nothing connects first (nor needs the database's driver).
+    An unparsable URL is left to the connection attempt, which reports it."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except (ArgumentError, ValueError):
+        return
+    if backend not in SUPPORTED_DIALECTS:
+        raise UnsupportedDatabaseError(redacted(url), backend, SUPPORTED_DIALECTS)
+
+
 @contextmanager
 def inspection_connection(url: str, *, missing_ok: bool = False) -> Iterator[Connection | None]:
     """A connection to ``url`` that cannot change it (see the module doc).
 
     A SQLite file that does not exist yields ``None`` when ``missing_ok`` (an empty database:
     the upgrade would create it), else raises :class:`DatabaseUnavailableError`, as does any
-    failure to connect.
+    failure to connect. A database the migrations do not support is refused before connecting.
     """
+    refuse_unsupported(url)
     if is_sqlite(url):
         database = make_url(url).database
         if not database or database == ":memory:":

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, pool
 from dataforge.db import Database, is_sqlite
 from dataforge.settings import Settings
 from migrations.compare import compare_type
+from migrations.connections import refuse_unsupported
 from migrations.errors import MigrationOptionError
 from migrations.options import OPTIONS_KEY, REPORTS_KEY, SETTINGS_KEY, MigrationOptions
 
@@ -55,6 +56,9 @@ def _url(settings: Settings, options: MigrationOptions) -> str:
     (it is the database the script is for, so it decides the dialect)."""
     x = context.get_x_argument(as_dictionary=True)
     url = x.get("url") or options.legacy_db or config.get_main_option("sqlalchemy.url") or settings.database_url
+    # Before any connection or output: on MariaDB/MySQL even Alembic's version table, created
+    # before the first revision runs, would stay behind (their DDL commits at once).
+    refuse_unsupported(url)
     return Database(url).url  # normalised driver (postgresql:// -> psycopg 3)
 
 

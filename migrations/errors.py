@@ -9,7 +9,7 @@ from dataforge.errors import DataForgeError
 if TYPE_CHECKING:
     from migrations.report import MigrationReport
 
-__all__ = ["DatabaseUnavailableError", "MigrationOptionError", "MigrationRefusedError"]
+__all__ = ["DatabaseUnavailableError", "MigrationOptionError", "MigrationRefusedError", "UnsupportedDatabaseError"]
 
 
 class MigrationRefusedError(DataForgeError):
@@ -49,3 +49,20 @@ class DatabaseUnavailableError(DataForgeError):
         self.url = url
         self.reason = reason
         super().__init__(f"database {url}: {reason}")
+
+
+class UnsupportedDatabaseError(DataForgeError):
+    """The database is neither SQLite nor PostgreSQL (MariaDB, MySQL...): refused from its URL,
+    before anything connects to it, so nothing changes. Refusing later is too late there: those
+    databases commit DDL at once, so even Alembic's version table would stay behind.
+
+    ``url`` is shown without its password.
+    """
+
+    def __init__(self, url: str, backend: str, supported: tuple[str, ...]) -> None:
+        self.url = url
+        self.backend = backend
+        super().__init__(
+            f"database {url}: {backend} is not supported; DataForge migrations run on {' and '.join(supported)} "
+            "only (docs/migrations.md); nothing was changed"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import subprocess
@@ -9,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 
 from dataforge.db import is_sqlite
+from dataforge.settings import Settings
+from migrations.config import alembic_config
 from migrations.data_step import UNDECIDED_GUARD
 from migrations.sql import data_literal
 from tests.migrations.support import (
@@ -204,3 +208,36 @@ def test_downgrade_to_expand_offline_equals_online(db_url: str, tmp_path: Path) 
         apply_script(db_url, offline_sql(db_url, "head:0002_expand", down=True), tmp_path)
         assert _same_ddl(schema_snapshot(db_url)) == _same_ddl(schema_snapshot(twin))
         assert _normalised(rows(db_url)) == _normalised(rows(twin))
+
+
+def _optional_script(url: str) -> str:
+    """The offline script of the optional 0007_drop_handler_path, from head."""
+    buf = io.StringIO()
+    cfg = alembic_config(Settings.from_env({"DATAFORGE_DATABASE_URL": url}), output=buf, optional=True)
+    command.upgrade(cfg, "0008_schedule_policies:0007_drop_handler_path", sql=True)
+    return buf.getvalue()
+
+
+def _legacy_switch(url: str, on: bool) -> None:
+    engine = engine_for(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE dataforge_flags SET enabled = :on WHERE name = 'legacy_tasks'"), {"on": on})
+    engine.dispose()
+
+
+def test_the_optional_drop_script_stops_while_the_legacy_switch_is_on(db_url: str, tmp_path: Path) -> None:
+    """0007's script cannot ask the database before it runs: its guard ``legacy_switch_is_on``
+    stops it inside its transaction, changing nothing; with the switch off the same script
+    drops the column."""
+    build_legacy_db(db_url)
+    upgrade(db_url)
+    script = _optional_script(db_url)
+    assert "legacy_switch_is_on" in script
+    _legacy_switch(db_url, True)
+    before = schema_snapshot(db_url), rows(db_url)
+    with pytest.raises(ScriptFailed, match="legacy_switch_is_on"):
+        apply_script(db_url, script, tmp_path)
+    assert (schema_snapshot(db_url), rows(db_url)) == before
+    _legacy_switch(db_url, False)
+    apply_script(db_url, script, tmp_path)
+    assert "handler_path" not in rows(db_url, ("scheduled_tasks",))["scheduled_tasks"][0]

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import Engine, event, text
 
 from dataforge.db import is_sqlite
+from migrations.legacy_data import KWARGS_ROWS
+from migrations.python_kwargs import BATCH_CHARS, BATCH_ROWS, PENDING, convert_rows, update_statements
 from migrations.sql import data_literal
 from tests.migrations.literal_strategies import literal_dicts, normalised
 from tests.migrations.support import T0, build_legacy_db, downgrade, engine_for, offline_sql, rows, upgrade
@@ -111,3 +113,54 @@ def test_data_literals_read_back_as_the_same_text(fresh_dbs: Any, values: list[s
                     assert conn.execute(text(f"SELECT {literal}")).scalar_one() == value
         finally:
             engine.dispose()
+
+
+def _batch_sizes(statements: list[str]) -> list[int]:
+    """The number of ``VALUES`` rows of each statement that writes the Python step's results
+    (a row literal holds no raw line break: see migrations.sql.data_literal)."""
+    return [s.count("\n  (") for s in statements if f"UPDATE {KWARGS_ROWS}" in s]
+
+
+def test_the_python_step_reads_once_and_writes_one_update_per_500_rows(db_url: str) -> None:
+    """1,201 rows only Python converts: one read, then three multi-row UPDATEs of 500, 500 and
+    201 rows (no statement per row), online and in the offline script rendered from the database."""
+    count = 2 * BATCH_ROWS + 201
+    assert BATCH_ROWS == 500
+    schedules = [
+        (i, f"tuple_{i}", "interval", None, "scripts:sync_accounts", 60, None, None, "UTC",
+         f"{{'years': ({i}, 2022)}}", "active", None, None, 0, T0, T0)
+        for i in range(1, count + 1)
+    ]  # fmt: skip
+    build_legacy_db(db_url, schedules, [])
+    script = offline_sql(db_url, "base:head", {"legacy_db": db_url})
+    assert _batch_sizes(script.split(";\n")) == [500, 500, 201]
+
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if KWARGS_ROWS in statement:
+            sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        upgrade(db_url)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    reads = [s for s in sent if s.lstrip().startswith("SELECT") and f"kw_kind = '{PENDING}'" in s]
+    assert len(reads) == 1, reads
+    assert _batch_sizes(sent) == [500, 500, 201]
+    migrated = rows(db_url, ("scheduled_tasks",))["scheduled_tasks"]
+    assert [json.loads(r["handler_kwargs"]) for r in migrated] == [{"years": [i, 2022]} for i in range(1, count + 1)]
+
+
+def test_a_batch_also_ends_before_a_million_characters_of_literals() -> None:
+    """Large kwargs make smaller batches: a statement's literal text stays under BATCH_CHARS
+    (easy to review and send), yet every row is written exactly once."""
+    assert BATCH_CHARS == 1_000_000
+    big = f"{{'blob': ({'x' * 5_000!r},)}}"
+    conversions = convert_rows((i, big) for i in range(1, 501))
+    statements = update_statements(conversions, "postgresql")
+    sizes = _batch_sizes(statements)
+    assert len(statements) > 1 and sum(sizes) == 500 and max(sizes) < BATCH_ROWS
+    # The row literals stay under the bound; the statement adds their separators and its SQL.
+    assert all(len(s) < BATCH_CHARS + 4 * size + 1_000 for s, size in zip(statements, sizes, strict=True))

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ast
+import io
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import DefaultClause, Text, inspect, text
 
 from dataforge.db import is_sqlite
 from dataforge.models import Base
+from dataforge.settings import Settings
 from migrations.compare import compare_type
+from migrations.config import alembic_config
 from migrations.errors import MigrationRefusedError
+from tests.conftest import REPO_ROOT
 from tests.migrations.support import build_legacy_db, downgrade, engine_for, rows, schema_snapshot, script, upgrade
 from tests.support.services import fresh_postgres_database
 
@@ -44,6 +50,74 @@ def _tables(url: str) -> set[str]:
     names = set(inspect(engine).get_table_names())
     engine.dispose()
     return names
+
+
+MIGRATIONS = REPO_ROOT / "migrations"
+MODELS = "dataforge.models"
+
+
+def _models_imports(tree: ast.AST, path: Path) -> list[str]:
+    """``file:line`` of every import statement under ``tree`` (lazy ones included) that reaches
+    ``dataforge.models``: ``import dataforge.models...``, ``from dataforge.models... import x``
+    or ``from dataforge import models``. The migrations import the project absolutely."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        if any(name == MODELS or name.startswith(f"{MODELS}.") for name in names):
+            found.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+    return found
+
+
+def test_no_migration_module_imports_the_models() -> None:
+    """Every revision describes the schema it works on itself (migrations/legacy_schema.py holds
+    the frozen shapes), and so do the helpers they use: a change of the models must not change
+    what a revision does. Only env.py's ``_target_metadata`` imports them, for ``alembic check``
+    and autogenerate."""
+    modules = sorted(p for p in MIGRATIONS.rglob("*.py") if "__pycache__" not in p.parts)
+    names = {p.name for p in modules}
+    assert {"0002_expand.py", "0008_schedule_policies.py", "0007_drop_handler_path.py", "legacy_schema.py"} <= names
+    found: list[str] = []
+    for path in modules:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        # Relative imports would need resolving against the package; there are none.
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level], path
+        if path.name == "env.py":
+            allowed = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_target_metadata"]
+            assert len(allowed) == 1 and _models_imports(allowed[0], path), "env.py's models import moved"
+            tree.body = [n for n in tree.body if n not in allowed]
+        found += _models_imports(tree, path)
+    assert found == []
+
+
+def _scripts(url: str) -> list[str]:
+    """The offline scripts of every revision for ``url``'s dialect: up to the optional one, and down."""
+    out = []
+    for optional, revisions, down in ((True, "base:0007_drop_handler_path", False), (False, f"{HEAD}:base", True)):
+        buf = io.StringIO()
+        cfg = alembic_config(Settings.from_env({"DATAFORGE_DATABASE_URL": url}), output=buf, optional=optional)
+        (command.downgrade if down else command.upgrade)(cfg, revisions, sql=True)
+        out.append(buf.getvalue())
+    return out
+
+
+@pytest.mark.parametrize("url", ["sqlite:///unused.db", "postgresql://unused@127.0.0.1:1/unused"])
+def test_the_revisions_do_the_same_whatever_the_models_say(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What no import scan can see: a revision reaching the models some other way (a helper
+    that takes a table from ``Base.metadata``). Every column of every model table gets another
+    type, nullability and default: the scripts of every revision stay byte for byte the same
+    (rendered without a database: nothing connects to the URL)."""
+    before = _scripts(url)
+    for table in Base.metadata.tables.values():
+        for column in table.columns:
+            monkeypatch.setattr(column, "type", Text())
+            monkeypatch.setattr(column, "nullable", not column.nullable)
+            monkeypatch.setattr(column, "server_default", DefaultClause(text("'models changed'")))
+    assert _scripts(url) == before
 
 
 def test_main_line_has_a_single_head_and_is_linear() -> None:

@@ -115,6 +115,42 @@ def test_round_trip_on_legacy_data_leaves_the_schema_and_every_row_as_they_were(
     assert rows(db_url) == data
 
 
+def _storage(url: str) -> dict[str, int]:
+    """Where ``scheduled_tasks`` and its indexes keep their rows: a table rewrite gives new
+    storage (PostgreSQL: new files, ``pg_relation_filenode``; SQLite: a rebuild creates a new
+    table, at a new ``rootpage``)."""
+    engine = engine_for(url)
+    with engine.connect() as conn:
+        if is_sqlite(url):
+            found = conn.execute(
+                text("SELECT name, rootpage FROM sqlite_master WHERE tbl_name = 'scheduled_tasks' AND rootpage > 0")
+            )
+        else:
+            found = conn.execute(
+                text(
+                    "SELECT c.relname, pg_relation_filenode(c.oid) FROM pg_class c "
+                    "WHERE c.oid = 'scheduled_tasks'::regclass "
+                    "OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'scheduled_tasks'::regclass) "
+                    "OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'scheduled_tasks'::regclass)"
+                )
+            )
+        storage = {str(name): int(where) for name, where in found}
+    engine.dispose()
+    return storage
+
+
+def test_adding_the_columns_rewrites_no_table(db_url: str) -> None:
+    """``ADD COLUMN`` with constant defaults is a catalogue change on both databases: on a large
+    table a rewrite would hold its lock for as long as copying every row takes."""
+    build_legacy_db(db_url)
+    upgrade(db_url, BEFORE)
+    before = _storage(db_url)
+    assert "scheduled_tasks" in before and len(before) > 1  # the table and at least its unique index
+    upgrade(db_url, REVISION)
+    assert _columns(db_url)[-7:] == POLICY_COLUMNS
+    assert _storage(db_url) == before
+
+
 def _set_values(url: str) -> dict[int, dict[str, Any]]:
     """Non-default values on three kinds of row: one the data step migrated (its legacy_values
     is 0003's record), one created after it (NULL legacy_values, no handler_path), one flagged."""

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import libcst as cst
 import pytest
 
 from dataforge.legacy.paths import HandlerMap, handler_path_spellings
@@ -393,3 +394,57 @@ def test_ctrl_c_in_the_write_phase_restores_the_tree(example: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         convert(example, write=interrupted)
     assert snapshot(example) == before
+
+
+#: Module-level ``return`` parses (libcst and ``ast.parse`` accept it) but does not compile.
+_UNCOMPILABLE = "return 'emitted by a broken command'"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "scripts/ping.py",  # a job: its move is not written either
+        "app/tasks/maintenance.py",  # a task module, changed in place
+        "app/celery_app.py",  # a legacy app file
+    ],
+)
+def test_an_output_that_does_not_compile_is_never_written(
+    example: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    """Every output is compiled by CPython before the write phase: a command that emits code
+    only the compiler rejects fails that file, and none of its bytes reach the disk, not even
+    a temp file; the other files still convert."""
+    from refactor_tool.commands._base import Command
+
+    real = Command.transform_module
+
+    def emits_invalid_code(self: Command, tree: cst.Module) -> cst.Module:
+        out = real(self, tree)
+        if self.context.filename != broken:
+            return out
+        return out.with_changes(body=[*out.body, cst.parse_statement(f"{_UNCOMPILABLE}\n")])
+
+    monkeypatch.setattr(Command, "transform_module", emits_invalid_code)
+    before = snapshot(example)
+    written: list[bytes] = []
+
+    def recording(path: Path, data: bytes, mode: int | None = None) -> None:
+        written.append(data)
+        atomic_write(path, data, mode)
+
+    report = convert(example, write=recording)
+    monkeypatch.undo()
+    failed = _file(report, broken)
+    assert failed.status == "failed"
+    assert failed.reasons == [f"{broken}:1: generated code does not compile; please report it"]
+    assert report.exit_code(check=False) == 2
+    assert written and not [data for data in written if _UNCOMPILABLE.encode() in data]
+    after = snapshot(example)
+    assert not [rel for rel, (data, _mode) in after.items() if _UNCOMPILABLE.encode() in data]
+    assert after.get(broken) == before[broken], f"{broken} was changed"
+    if broken == "scripts/ping.py":
+        assert "app/tasks/ping.py" not in after and "dataforge.ping" not in _registry(example)
+    # The rest of the tree converted (a failed script's imports are unknown, so with one the
+    # sources of the moved jobs stay in scripts/ as well).
+    assert _file(report, "scripts/daily_report.py").status == "changed"
+    assert "app/tasks/daily_report.py" in after
