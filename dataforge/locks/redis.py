@@ -10,9 +10,13 @@ from typing import Any
 from dataforge.errors import LockUnavailableError
 from dataforge.locks.keys import TOKEN_RANDOM, make_token, owner_part, token_owner
 
-__all__ = ["RedisLockBackend"]
+__all__ = ["ATTEMPTS", "RedisLockBackend"]
 
 log = logging.getLogger(__name__)
+
+#: Tries of one command: a connection gone stale (a Redis restart) costs one retry at once on a
+#: new connection, not a failed lock operation; a store that stays unreachable fails after two.
+ATTEMPTS = 2
 
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -60,16 +64,10 @@ class RedisLockBackend:
 
     def __init__(self, url: str, *, socket_timeout: float = 5.0, connect_timeout: float = 2.0) -> None:
         import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
         self.url = url
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 1),
-        )
+        #: The connections' settings and factory; commands do not go through its pool.
+        self._client = redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout)
         self._release = _Script(_RELEASE_LUA)
         self._renew = _Script(_RENEW_LUA)
         self._release_owned = _Script(_RELEASE_OWNED_LUA)
@@ -91,30 +89,30 @@ class RedisLockBackend:
 
     def _command(self, *args: Any) -> Any:
         """One command and its reply. A connection or timeout error drops the connection and
-        the command is sent once more on a new one; the second error is raised."""
+        the command is sent again on a new one, up to :data:`ATTEMPTS` tries; the last error
+        is raised."""
         import redis
 
         conn = self._connection()
-        for retried in (False, True):
+        for attempt in range(1, ATTEMPTS + 1):
             try:
                 conn.send_command(*args)
                 return conn.read_response()
             except (redis.ConnectionError, redis.TimeoutError):
                 # The reply to a timed-out command may still arrive: never reuse the socket.
                 conn.disconnect()
-                if retried:
+                if attempt == ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
 
     def _run(self, script: _Script, key: str, *args: Any) -> Any:
-        import redis
+        from redis.exceptions import NoScriptError
 
         try:
             return self._command("EVALSHA", script.sha, 1, key, *args)
-        except redis.ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            # The server's script cache was flushed (a restart, SCRIPT FLUSH): EVAL caches it again.
+        except NoScriptError:
+            # A server that has not seen the script yet, or lost it (a restart, SCRIPT FLUSH):
+            # EVAL runs it and caches it again.
             return self._command("EVAL", script.source, 1, key, *args)
 
     # -- the store contract ----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from dataforge.locks import (
     make_token,
     token_owner,
 )
+from dataforge.locks import redis as redis_locks
 from dataforge.models import LockLease, utcnow
 from dataforge.runtime import Runtime
 from dataforge.scheduler.schedules import parse_db_datetime
@@ -199,8 +200,8 @@ def test_unreachable_store_raises_on_acquire_and_never_on_release(make: Callable
     backend.close()
 
 
-#: The production Redis lock store's client: connect timeout, socket timeout, retries.
-REDIS_STORE_TIMEOUTS = (2.0, 5.0, 1)
+#: The production Redis lock store's connections: connect timeout, socket timeout, tries per command.
+REDIS_STORE_TIMEOUTS = (2.0, 5.0, 2)
 
 
 def test_the_runtimes_redis_lock_store_has_short_timeouts_and_one_retry(tmp_path: Path) -> None:
@@ -214,9 +215,7 @@ def test_the_runtimes_redis_lock_store_has_short_timeouts_and_one_retry(tmp_path
         assert isinstance(backend, RedisLockBackend)
         client: redis.Redis = backend._client
         options = client.connection_pool.connection_kwargs
-        retry = client.get_retry()
-        assert retry is not None
-        assert (options["socket_connect_timeout"], options["socket_timeout"], retry.get_retries()) \
+        assert (options["socket_connect_timeout"], options["socket_timeout"], redis_locks.ATTEMPTS) \
             == REDIS_STORE_TIMEOUTS
     finally:
         runtime.close()
@@ -255,6 +254,74 @@ def test_a_frozen_redis_lock_store_fails_an_acquisition_after_its_timeouts(tmp_p
         finally:
             server.thaw()
             backend.close()
+
+
+def test_a_redis_restart_costs_a_lock_operation_nothing(tmp_path: Path) -> None:
+    """A restart leaves every kept connection dead and empties the server's script cache. The
+    next acquisition is retried once on a new connection, and the release, whose script the
+    server no longer knows (``NOSCRIPT``), loads it again: neither fails."""
+    with PrivateRedis.running(tmp_path / "redis") as server:
+        backend = RedisLockBackend(server.url())
+        try:
+            token = backend.acquire("before", 30)
+            assert token is not None and backend.release("before", token)
+            server.kill()
+            server.start()
+            token = backend.acquire("after", 30)
+            assert token is not None, "the key is new on a fresh server: the acquisition must succeed"
+            assert backend.renew("after", token, 30)
+            assert backend.release("after", token), "the release must load its script again"
+            assert backend.acquire("after", 30) is not None, "the lock is free after its release"
+        finally:
+            backend.close()
+
+
+def _client_id(backend: RedisLockBackend) -> int:
+    return int(backend._command("CLIENT", "ID"))
+
+
+def test_each_thread_sends_on_a_connection_of_its_own(redis_url: str) -> None:
+    """A renewal thread and the task thread never share a socket (a reply could reach the
+    wrong caller); each keeps one connection across its commands."""
+    backend = RedisLockBackend(redis_url)
+    try:
+        mine = _client_id(backend)
+        assert _client_id(backend) == mine, "a thread keeps its connection between commands"
+        theirs: list[int] = []
+        other = threading.Thread(target=lambda: theirs.append(_client_id(backend)))
+        other.start()
+        other.join(10)
+        assert theirs and theirs[0] != mine
+    finally:
+        backend.close()
+
+
+def test_a_forked_child_never_sends_on_its_parents_connection(redis_url: str) -> None:
+    """A prefork child inherits the parent's socket; it must open its own, and the parent's
+    connection keeps working after the child is gone."""
+    import os
+
+    backend = RedisLockBackend(redis_url)
+    try:
+        parent = _client_id(backend)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report the connection it used, then leave without cleanup
+            code = 1
+            try:
+                os.write(write, str(_client_id(backend)).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            child = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0 and child, "the child could not use the store"
+        assert int(child) != parent, "the child sent its command on the parent's connection"
+        assert _client_id(backend) == parent, "the parent's connection broke when the child used the store"
+    finally:
+        backend.close()
 
 
 # -- renewal ---------------------------------------------------------------------------------
