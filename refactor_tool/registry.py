@@ -1,6 +1,6 @@
-"""``REGISTERED_TASKS`` entries (the seed's format) built from a module's facts, and their source text.
+"""``REGISTERED_TASKS`` entries (the catalog's format) built from a module's facts, and their source text.
 
-Pure functions: facts in, plain dicts and text out. The seed's format is::
+Pure functions: facts in, plain dicts and text out. The catalog's format is::
 
     "dataforge.sync_accounts": {"name": ..., "description": ..., "category": ..., "params": [...]}
 

@@ -162,7 +162,7 @@ def add_registry_entries(
 
 
 class RegistryEntriesCommand(Command):
-    """Append ``entries`` (task name -> seed-format dict) that ``REGISTERED_TASKS`` lacks.
+    """Append ``entries`` (task name -> catalog-format dict) that ``REGISTERED_TASKS`` lacks.
 
     The codemod form of :func:`add_registry_entries` (which the runner calls directly on bytes).
     """

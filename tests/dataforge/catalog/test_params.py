@@ -32,7 +32,7 @@ def _accepts(params: TaskParams, kwargs: dict[str, Any]) -> bool:
 
 
 def test_the_three_shapes() -> None:
-    assert TaskParams.from_registry([]) == TaskParams()  # the seed's "params": [] declares nothing
+    assert TaskParams.from_registry([]) == TaskParams()  # a registry entry's "params": [] declares nothing
     assert TaskParams.from_registry([no_params_item()]) == TaskParams(declared=True)
     assert TaskParams.from_registry(["days", var_keyword_item()]) == TaskParams(
         (ParamSpec("days"),), declared=True, open_ended=True
@@ -58,7 +58,7 @@ def test_declared_params_accept_exactly_their_names_unless_open_ended(
     raw: list[Any] = [{"name": n, "required": False} for n in declared]
     if open_ended:
         raw.append(var_keyword_item("extra"))
-    # An empty list without the **kwargs item is "params": [], the seed's "undeclared".
+    # An empty list without the **kwargs item is "params": [], a registry entry's "undeclared".
     expected = open_ended or not declared or set(kwargs) <= set(declared)
     assert _accepts(TaskParams.from_registry(raw), kwargs) == expected
 

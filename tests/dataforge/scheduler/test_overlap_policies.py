@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,21 @@ class Worker:
             client.close()
 
 
+@contextmanager
+def _running_worker(name: str, settings: Settings, tmp: Path, *, concurrency: int) -> Iterator[Worker]:
+    """A real prefork worker on ``settings``, ready; stopped (and the app's runtime closed) after."""
+    app = create_app(settings)
+    process = CeleryProcess(f"{name}-worker", worker_command(concurrency=concurrency, hostname=f"{name}@%h"),
+                            env=worker_env(settings), cwd=tmp, log_file=tmp / "worker.log", stop_timeout=5)
+    try:
+        process.start()
+        process.wait_ready(120)
+        yield Worker(settings, app, process, tmp)
+    finally:
+        process.stop()
+        app.runtime.close()
+
+
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("overlap")
@@ -117,17 +133,9 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
              "DATAFORGE_REDIS_URL": redis_url, "DATAFORGE_LOCK_TTL": "10", "DATAFORGE_TASK_PACKAGES": TASKS},
             cwd=tmp,
         )  # fmt: skip
-        app = create_app(settings)
         # Three processes: a run, a waiting run, and one more that must not wait.
-        process = CeleryProcess("overlap-worker", worker_command(concurrency=3, hostname="overlap@%h"),
-                                env=worker_env(settings), cwd=tmp, log_file=tmp / "worker.log", stop_timeout=5)
-        try:
-            process.start()
-            process.wait_ready(120)
-            yield Worker(settings, app, process, tmp)
-        finally:
-            process.stop()
-            app.runtime.close()
+        with _running_worker("overlap", settings, tmp, concurrency=3) as worker:
+            yield worker
 
 
 @pytest.fixture
@@ -209,16 +217,8 @@ def embedded_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker
     )
     assert settings.broker_url.startswith("sqla+") and settings.redis_url is None
     create_schema(settings.database_url)
-    app = create_app(settings)
-    process = CeleryProcess("overlap-embedded-worker", worker_command(concurrency=2, hostname="overlap-embedded@%h"),
-                            env=worker_env(settings), cwd=tmp, log_file=tmp / "worker.log", stop_timeout=5)
-    try:
-        process.start()
-        process.wait_ready(120)
-        yield Worker(settings, app, process, tmp)
-    finally:
-        process.stop()
-        app.runtime.close()
+    with _running_worker("overlap-embedded", settings, tmp, concurrency=2) as worker:
+        yield worker
 
 
 def test_cancel_previous_on_the_sql_broker_waits_the_locks_ttl_and_is_skipped(
